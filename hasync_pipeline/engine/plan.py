@@ -1,0 +1,204 @@
+"""Compare two listings into a plan: the list of operations a one-way, newest-wins sync needs.
+
+Rules (DESIGN.md "Compare"): dest missing -> create; equal size and |dmtime| <= threshold -> equal; source
+newer -> update, but with equal sizes MD5 both first (same bytes -> only set the mtime); dest newer -> skip
+(the opposite job carries it back); only in dest -> delete when delete_missing; same mtime with a different
+size, or a file/directory/symlink clash -> conflict, reported and left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import fsutil
+from .paths import display, join, split
+from .walk import DIR, FILE, KIND_NAMES, LINK, DirListing, Entry, TreeListing
+
+MKDIR, COPY, TOUCH, SYMLINK, DELETE, RMDIR, CONFLICT = (
+    "mkdir", "copy", "touch", "symlink", "delete", "rmdir", "conflict")
+_AUDIT_OPERATION = {MKDIR: "create", COPY: "update", TOUCH: "update", SYMLINK: "update",
+                    DELETE: "delete", RMDIR: "delete", CONFLICT: "update"}
+
+
+@dataclass(slots=True)
+class Op:
+    action: str
+    path: bytes
+    src: Entry | None
+    dest: Entry | None
+    detail: str = ""
+    md5_src: str | None = None
+    md5_dest: str | None = None
+
+    @property
+    def operation(self) -> str:
+        """The audit trail's create/update/delete."""
+        if self.action in (COPY, SYMLINK) and self.dest is None:
+            return "create"
+        return _AUDIT_OPERATION[self.action]
+
+    @property
+    def copy_bytes(self) -> int:
+        return self.src.size if self.action == COPY else 0
+
+    def describe(self) -> str:
+        return f"{self.action:<8} {display(self.path)}" + (f"  ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class Plan:
+    ops: list[Op] = field(default_factory=list)            # in apply order: mkdir, transfers, deletes, rmdirs
+    conflicts: list[Op] = field(default_factory=list)      # reported, never applied
+    errors: list[tuple[bytes, str]] = field(default_factory=list)  # subtrees that could not be compared
+    unchanged: int = 0
+    dest_newer: int = 0
+    dest_only_kept: int = 0
+
+    @property
+    def skipped(self) -> int:
+        return self.unchanged + self.dest_newer + self.dest_only_kept
+
+    def count(self, *actions: str) -> int:
+        return sum(1 for op in self.ops if op.action in actions)
+
+    @property
+    def copy_bytes(self) -> int:
+        return sum(op.copy_bytes for op in self.ops)
+
+    def signature(self) -> set[tuple[str, str, int | None]]:
+        """(filepath, operation, size_before): what makes two dry-runs 'the same' (seed rule)."""
+        return {(display(op.path), op.operation, op.dest.size if op.dest else None) for op in self.ops}
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    mtime_threshold_s: float = 2.0
+    delete_missing: bool = False
+    hash_threads: int = 4
+
+
+def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = CompareOptions()) -> Plan:
+    plan = Plan()
+    threshold_ns = int(opts.mtime_threshold_s * 1e9)
+    transfers: list[Op] = []
+    mkdirs: list[Op] = []
+    deletes: list[Op] = []
+    rmdirs: list[Op] = []
+    to_hash: list[Op] = []
+    empty = DirListing([], {})
+    recurse = {b""}
+    for rel in sorted(src.dirs.keys() | dest.dirs.keys() | src.unreadable.keys() | dest.unreadable.keys()):
+        if rel not in recurse:
+            continue
+        s_list, d_list = src.dirs.get(rel), dest.dirs.get(rel)
+        for tree, listing in ((src, s_list), (dest, d_list)):
+            if listing is None and rel in tree.unreadable:
+                plan.errors.append((rel, f"cannot read {display(rel)} in {tree.root}: "
+                                         f"{tree.unreadable[rel]}; subtree left alone"))
+        if (s_list is None and rel in src.unreadable) or (d_list is None and rel in dest.unreadable):
+            continue
+        s_list, d_list = s_list or empty, d_list or empty
+        for name, s, d in _merge(s_list, d_list):
+            path = join(rel, name)
+            if d is None:
+                if s.kind == DIR:
+                    mkdirs.append(Op(MKDIR, path, s, None, "new directory"))
+                    recurse.add(path)
+                else:
+                    transfers.append(Op(COPY if s.kind == FILE else SYMLINK, path, s, None, "new"))
+            elif s is None:
+                if not opts.delete_missing:
+                    plan.dest_only_kept += 1
+                elif d.kind == DIR:
+                    rmdirs.append(Op(RMDIR, path, None, d, "not in source"))
+                    recurse.add(path)
+                else:
+                    deletes.append(Op(DELETE, path, None, d, "not in source"))
+            elif s.kind != d.kind:
+                plan.conflicts.append(Op(CONFLICT, path, s, d, f"{KIND_NAMES[s.kind]} in source but "
+                                                               f"{KIND_NAMES[d.kind]} in destination"))
+            elif s.kind == DIR:
+                recurse.add(path)
+            else:
+                _compare_leaf(plan, transfers, to_hash, path, s, d, threshold_ns)
+    _settle_by_md5(src.root, dest.root, to_hash, opts.hash_threads)
+    rmdirs.reverse()  # deepest first, after the files inside them are gone
+    plan.ops = mkdirs + transfers + deletes + rmdirs
+    return plan
+
+
+def _merge(a: DirListing, b: DirListing):
+    """Yield (name, entry_a|None, entry_b|None) over two name-sorted listings."""
+    an, bn = a.names(), b.names()
+    i = j = 0
+    while i < len(an) or j < len(bn):
+        if j >= len(bn) or (i < len(an) and an[i] < bn[j]):
+            yield an[i], a.entry(i, an[i]), None
+            i += 1
+        elif i >= len(an) or bn[j] < an[i]:
+            yield bn[j], None, b.entry(j, bn[j])
+            j += 1
+        else:
+            yield an[i], a.entry(i, an[i]), b.entry(j, bn[j])
+            i += 1
+            j += 1
+
+
+def _compare_leaf(plan: Plan, transfers: list[Op], to_hash: list[Op], path: bytes, s: Entry, d: Entry,
+                  threshold_ns: int) -> None:
+    delta = s.mtime_ns - d.mtime_ns
+    if s.kind == LINK and s.link == d.link:
+        plan.unchanged += 1
+    elif abs(delta) <= threshold_ns:
+        if s.kind == FILE and s.size == d.size:
+            plan.unchanged += 1
+        else:
+            what = "different size" if s.kind == FILE else "different target"
+            plan.conflicts.append(Op(CONFLICT, path, s, d, f"same mtime (within threshold) but {what}"))
+    elif delta < 0:
+        plan.dest_newer += 1
+    elif s.kind == LINK:
+        transfers.append(Op(SYMLINK, path, s, d, "source newer"))
+    elif s.size == d.size:
+        op = Op(COPY, path, s, d, "source newer")
+        transfers.append(op)
+        to_hash.append(op)
+    else:
+        transfers.append(Op(COPY, path, s, d, "source newer"))
+
+
+def md5_of(root: str, rel: bytes) -> str:
+    """MD5 of a regular file below `root`, opened without following any symlink."""
+    root_fd = fsutil.open_root(root)
+    try:
+        head, name = split(rel)
+        dfd = fsutil.open_dir(root_fd, head)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(root_fd)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        h = hashlib.md5()
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+        return h.hexdigest()
+
+
+def _settle_by_md5(src_root: str, dest_root: str, ops: list[Op], threads: int) -> None:
+    """Same size, source newer: identical bytes only need the mtime set (TOUCH), not a copy."""
+    def settle(op: Op) -> None:
+        try:
+            op.md5_src, op.md5_dest = md5_of(src_root, op.path), md5_of(dest_root, op.path)
+        except OSError as exc:
+            op.detail = f"source newer; could not compare contents ({exc.strerror or exc})"
+            return
+        if op.md5_src == op.md5_dest:
+            op.action, op.detail = TOUCH, "same bytes, only the mtime differs"
+    if ops:
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="md5") as pool:
+            list(pool.map(settle, ops))

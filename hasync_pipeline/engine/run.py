@@ -1,0 +1,141 @@
+"""One whole sync of a folder pair, one direction: the steps the CLI runs in sequence and the Dagster ops
+run one per step.  Knows nothing of Dagster, databases or Kubernetes: the audit trail and the lease plug in
+through callbacks."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import safety, trash
+from .paths import ExcludeMatcher, display
+from .plan import CompareOptions, Op, Plan, make_plan
+from .transfer import ApplyContext, OpResult, apply_batch, cleanup_leftovers
+from .walk import TreeListing, walk_tree
+
+SUCCESS, PARTIAL_FAILURE, FAILED = "success", "partial_failure", "failed"
+_COUNTER_OF = {"create": "created", "update": "updated", "delete": "deleted"}
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Every knob of a sync, with the seed's defaults (dry_run is the CLI's default: off)."""
+
+    dry_run: bool = False
+    delete_missing: bool = False
+    workers: int = 4
+    mtime_threshold: float = 2.0
+    max_delete_percent: float = 50.0
+    trash_retain_days: float = 10.0
+    excludes: tuple[str, ...] = ()
+    free_space_reserve_bytes: int = 64 << 20
+    batch_max_ops: int = 20_000
+    batch_max_bytes: int = 2 << 30
+    walk_threads: int = 8
+    durable: bool = True
+
+
+@dataclass
+class SyncReport:
+    """Counts of what happened (or, in a dry-run, would happen)."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    duration: float = 0.0
+
+    @property
+    def status(self) -> str:
+        return PARTIAL_FAILURE if (self.failed or self.errors) else SUCCESS
+
+    def add(self, result: OpResult) -> None:
+        if not result.ok:
+            self.failed += 1
+            return
+        self.bytes += result.bytes
+        counter = _COUNTER_OF[result.op.operation]
+        setattr(self, counter, getattr(self, counter) + 1)
+
+
+def walk_pair(src: str, dest: str, opts: SyncOptions) -> tuple[TreeListing, TreeListing]:
+    """Walk source and destination at the same time (after checking both roots are usable)."""
+    safety.check_roots(src, dest)
+    excludes = ExcludeMatcher(opts.excludes)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="walkpair") as pool:
+        fs = pool.submit(walk_tree, src, excludes, opts.walk_threads)
+        fd = pool.submit(walk_tree, dest, excludes, opts.walk_threads)
+        return fs.result(), fd.result()
+
+
+def plan_pair(src_tree: TreeListing, dest_tree: TreeListing, opts: SyncOptions) -> Plan:
+    """Compare and check the plan is safe to apply; raises safety.SafetyRefusal otherwise."""
+    plan = make_plan(src_tree, dest_tree, CompareOptions(opts.mtime_threshold, opts.delete_missing,
+                                                         max(1, opts.workers)))
+    safety.check_plan(plan, src_tree, dest_tree,
+                      safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes))
+    return plan
+
+
+def split_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[Op]]:
+    """Cut the plan, in order, into batches bounded by count and bytes: the unit of fan-out."""
+    batches: list[list[Op]] = []
+    current: list[Op] = []
+    size = 0
+    for op in ops:
+        if current and (len(current) >= max_ops or size + op.copy_bytes > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(op)
+        size += op.copy_bytes
+    if current:
+        batches.append(current)
+    return batches
+
+
+def conflict_results(plan: Plan) -> list[OpResult]:
+    """Conflicts are never applied; they are reported as failed operations so nobody misses them."""
+    return [OpResult(op, False, f"conflict: {op.detail}; left alone, resolve by hand") for op in plan.conflicts]
+
+
+def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
+             on_result: Callable[[OpResult], None] = lambda r: None,
+             check_lease: Callable[[], None] = lambda: None,
+             on_plan: Callable[[Plan], bool] = lambda plan: True) -> tuple[SyncReport, Plan]:
+    """Walk, plan, check, apply in batches, purge old trash.  `on_plan` may return False to stop before
+    applying (the dry-run idempotency check uses it).  Safety refusals and a lost lease raise."""
+    report = SyncReport()
+    src_tree, dest_tree = walk_pair(src, dest, opts)
+    plan = plan_pair(src_tree, dest_tree, opts)
+    report.skipped = plan.skipped
+    report.errors += [msg for _, msg in plan.errors]
+    report.errors += [f"{display(p)}: special file (FIFO, socket or device) skipped" for p in src_tree.special]
+    if not on_plan(plan):
+        report.duration = time.time() - report.started
+        return report, plan
+
+    def record(result: OpResult) -> None:
+        report.add(result)
+        on_result(result)
+
+    for result in conflict_results(plan):
+        record(result)
+    if opts.dry_run:
+        for op in plan.ops:
+            record(OpResult(op, True))
+    else:
+        report.errors += cleanup_leftovers(dest, dest_tree.leftovers)
+        ctx = ApplyContext(src, dest, trash.new_stamp(run_id), workers=opts.workers, durable=opts.durable,
+                           check_lease=check_lease, on_result=record)
+        for batch in split_batches(plan.ops, opts.batch_max_ops, opts.batch_max_bytes):
+            apply_batch(batch, ctx)
+        trash.purge(dest, opts.trash_retain_days)
+    report.duration = time.time() - report.started
+    return report, plan
+

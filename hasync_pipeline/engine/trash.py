@@ -1,0 +1,81 @@
+"""The trash: every replaced or deleted destination file, kept (by rename or hard link, never a copy) in
+`<root>/.hasync-trash/<run stamp>/<relative path>` for a retention period, so any change can be undone."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+from datetime import datetime, timedelta, timezone
+
+from . import fsutil
+from .paths import TRASH_DIR, split
+
+STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def new_stamp(run_id: str, now: datetime | None = None) -> bytes:
+    now = now or datetime.now(timezone.utc)
+    return f"{now.strftime(STAMP_FORMAT)}-{run_id[:12]}".encode()
+
+
+class Trash:
+    def __init__(self, root_fd: int, stamp: bytes):
+        self.root_fd = root_fd
+        self.base = TRASH_DIR + b"/" + stamp
+        self._mkdir_lock = threading.Lock()
+
+    def _dir(self, head: bytes) -> int:
+        with self._mkdir_lock:
+            return fsutil.open_dir(self.root_fd, self.base + (b"/" + head if head else b""), create_mode=0o700)
+
+    def move(self, dir_fd: int, name: bytes, rel: bytes) -> None:
+        """Move `name` (a file, link or whole directory) into the trash."""
+        tfd = self._dir(split(rel)[0])
+        try:
+            os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd)
+        finally:
+            os.close(tfd)
+
+    def keep_then_replace(self, dir_fd: int, name: bytes, rel: bytes, new_name: bytes) -> None:
+        """Put the current `name` in the trash and `new_name` in its place.  With a hard link the real name
+        never disappears for a reader; where links are not supported, two renames."""
+        tfd = self._dir(split(rel)[0])
+        try:
+            try:
+                os.link(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd, follow_symlinks=False)
+                linked = True
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
+                    raise
+                os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd)
+                linked = False
+            try:
+                os.rename(new_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError:
+                if not linked:  # put the old version back where it was
+                    os.rename(name, name, src_dir_fd=tfd, dst_dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(tfd)
+
+
+def purge(root: str, retain_days: float, now: datetime | None = None) -> list[str]:
+    """Delete trash folders older than `retain_days` (0: all of them).  Returns the folders removed."""
+    now = now or datetime.now(timezone.utc)
+    trash_root = os.path.join(os.fsencode(root), TRASH_DIR)
+    removed = []
+    try:
+        stamps = os.listdir(trash_root)
+    except FileNotFoundError:
+        return removed
+    for stamp in stamps:
+        try:
+            made = datetime.strptime(stamp[:16].decode(), STAMP_FORMAT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue  # not ours: leave it
+        if retain_days <= 0 or now - made > timedelta(days=retain_days):
+            shutil.rmtree(os.path.join(trash_root, stamp))
+            removed.append(stamp.decode())
+    return removed

@@ -1,0 +1,99 @@
+"""Shared helpers: real folders on disk, snapshots of them, running a sync or the real CLI."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hasync_pipeline.engine import SyncOptions, run_sync
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    src, dest = tmp_path / "dell", tmp_path / "hp"
+    src.mkdir()
+    dest.mkdir()
+    return src, dest
+
+
+def write(path: Path | bytes, data: bytes | str = b"x", mtime: float | None = None) -> Path:
+    path = Path(os.fsdecode(path)) if isinstance(path, bytes) else path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def snapshot(root: Path) -> dict[bytes, tuple]:
+    """Everything under root but internal names: path -> (kind, content or link target, mtime_ns)."""
+    out = {}
+    base = os.fsencode(root)
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = [d for d in dirnames if not d.startswith(b".hasync-")]
+        for name in dirnames + filenames:
+            if name.startswith(b".hasync-"):
+                continue
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, base)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                out[rel] = ("link", os.readlink(full), st.st_mtime_ns)
+                if name in dirnames:
+                    dirnames.remove(name)
+            elif os.path.isdir(full):
+                out[rel] = ("dir", None, None)
+            else:
+                with open(full, "rb") as f:
+                    out[rel] = ("file", f.read(), st.st_mtime_ns)
+    return out
+
+
+def internal_leftovers(root: Path) -> list[str]:
+    """Temp files anywhere under root (there must be none after any run, killed runs excepted)."""
+    return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".hasync-tmp-")]
+
+
+def sync(src: Path, dest: Path, run_id: str = "test", **opts):
+    return run_sync(str(src), str(dest), SyncOptions(**opts), run_id)
+
+
+def as_user(uid: int, fn, *args):
+    """Run fn(*args) in a forked child with the given uid (root ignores permissions, so tests that need an
+    unreadable file drop to 'nobody'); returns fn's pickled result or re-raises its exception."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            payload = pickle.dumps(("ok", fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent
+            payload = pickle.dumps(("error", repr(exc)))
+        with os.fdopen(w, "wb") as f:
+            f.write(payload)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    if status == "error":
+        raise AssertionError(f"child failed: {value}")
+    return value
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The real `ha-sync` entry point in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "hasync_pipeline.cli", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)

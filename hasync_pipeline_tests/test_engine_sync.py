@@ -1,0 +1,283 @@
+"""The engine on real folders: convergence, newest wins, odd names, symlinks, trash."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from hasync_pipeline.engine.plan import TOUCH
+from hasync_pipeline_tests.conftest import internal_leftovers, snapshot, sync, write
+
+T0 = time.time() - 10_000  # a fixed past, so "newer" is unambiguous
+
+
+def inodes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.lstat().st_ino for p in root.rglob("*") if ".hasync-" not in str(p)}
+
+
+def both_ways(a: Path, b: Path, **opts):
+    return sync(a, b, **opts), sync(b, a, **opts)
+
+
+def test_two_opposite_jobs_converge_and_second_round_rewrites_nothing(pair):
+    dell, hp = pair
+    write(dell / "only-dell.txt", "d", T0)
+    write(dell / "sub" / "deep" / "f.bin", os.urandom(100_000), T0)
+    write(hp / "only-hp.txt", "h", T0)
+    write(hp / "sub" / "hp-file", "hh", T0)
+    (dell / "empty-dir").mkdir()
+    both_ways(dell, hp)
+    assert snapshot(dell) == snapshot(hp)
+    assert set(snapshot(dell)) >= {b"only-dell.txt", b"only-hp.txt", b"sub/deep/f.bin", b"sub/hp-file", b"empty-dir"}
+    before = (inodes(dell), inodes(hp))
+    (r1, p1), (r2, p2) = both_ways(dell, hp)
+    assert p1.ops == [] and p2.ops == [] and r1.failed == r2.failed == 0
+    assert (inodes(dell), inodes(hp)) == before  # nothing rewritten
+    assert internal_leftovers(dell) == internal_leftovers(hp) == []
+
+
+def test_newest_wins_in_both_directions(pair):
+    dell, hp = pair
+    write(dell / "a", "dell version, newer", T0 + 100)
+    write(hp / "a", "hp version", T0)
+    write(dell / "b", "dell version", T0)
+    write(hp / "b", "hp version, newer", T0 + 100)
+    report, plan = sync(dell, hp)
+    assert [op.path for op in plan.ops] == [b"a"] and plan.dest_newer == 1
+    sync(hp, dell)
+    assert (hp / "a").read_text() == (dell / "a").read_text() == "dell version, newer"
+    assert (hp / "b").read_text() == (dell / "b").read_text() == "hp version, newer"
+    assert os.stat(hp / "a").st_mtime_ns == os.stat(dell / "a").st_mtime_ns
+
+
+def test_mtime_within_threshold_is_equal_and_beyond_is_not(pair):
+    dell, hp = pair
+    write(dell / "f", "same", T0 + 1.5)
+    write(hp / "f", "same", T0)
+    assert sync(dell, hp)[1].ops == []
+    assert sync(dell, hp, mtime_threshold=1.0)[1].ops[0].action == TOUCH
+
+
+def test_identical_content_with_different_mtime_is_not_recopied(pair):
+    dell, hp = pair
+    write(dell / "big", b"z" * 1_000_000, T0 + 100)
+    write(hp / "big", b"z" * 1_000_000, T0)
+    ino = (hp / "big").stat().st_ino
+    report, plan = sync(dell, hp)
+    assert [op.action for op in plan.ops] == [TOUCH]
+    assert plan.ops[0].md5_src == plan.ops[0].md5_dest
+    assert report.bytes == 0 and report.updated == 1
+    assert (hp / "big").stat().st_ino == ino  # same inode: no data copied
+    assert (hp / "big").stat().st_mtime_ns == (dell / "big").stat().st_mtime_ns
+
+
+def test_same_size_different_bytes_is_copied(pair):
+    dell, hp = pair
+    write(dell / "f", "AAAA", T0 + 100)
+    write(hp / "f", "BBBB", T0)
+    report, plan = sync(dell, hp)
+    assert plan.ops[0].action == "copy" and plan.ops[0].md5_src != plan.ops[0].md5_dest
+    assert (hp / "f").read_text() == "AAAA"
+
+
+def test_odd_names_round_trip(pair):
+    dell, hp = pair
+    names = [b"with space", b"new\nline", "ünïcødé-日本".encode(), b"latin1-\xe9\xff", b"n" * 255,
+             b"-starts-with-dash", b"tab\tand;semicolon", b"*glob?[x]"]
+    for n in names:
+        write(os.path.join(os.fsencode(dell), n), n, T0)
+    deep = dell
+    for i in range(30):
+        deep = deep / f"level{i:02d}"
+    write(deep / "leaf", "deep", T0)
+    report, _ = sync(dell, hp)
+    assert report.failed == 0
+    assert snapshot(dell) == snapshot(hp)
+    for n in names:
+        assert os.path.exists(os.path.join(os.fsencode(hp), n))
+
+
+def test_path_longer_than_path_max_is_synced(pair):
+    """Directory fds make paths of any total length work (each syscall sees one name)."""
+    dell, hp = pair
+    fd = os.open(dell, os.O_RDONLY)
+    for i in range(40):  # 40 * 120 bytes > PATH_MAX (4096)
+        name = f"{i:03d}-" + "d" * 116
+        os.mkdir(name, dir_fd=fd)
+        nfd = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    wfd = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(wfd, b"far down")
+    os.close(wfd)
+    os.close(fd)
+    report, _ = sync(dell, hp)
+    assert report.failed == 0 and report.created == 41
+    fd = os.open(hp, os.O_RDONLY)
+    for i in range(40):
+        nfd = os.open(f"{i:03d}-" + "d" * 116, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    rfd = os.open("leaf", os.O_RDONLY, dir_fd=fd)
+    assert os.read(rfd, 100) == b"far down"
+    os.close(rfd)
+    os.close(fd)
+
+
+def test_symlinks_are_copied_as_links_never_followed(pair, tmp_path):
+    dell, hp = pair
+    outside = tmp_path / "outside"
+    write(outside / "secret", "must not be copied")
+    os.symlink(outside, dell / "link-to-outside-dir")
+    os.symlink("does-not-exist", dell / "dangling")
+    (dell / "loop").mkdir()
+    os.symlink("..", dell / "loop" / "up")           # a loop: must not hang
+    os.symlink("self", dell / "self")                 # a link to itself
+    report, _ = sync(dell, hp)
+    assert report.failed == 0
+    assert os.readlink(hp / "link-to-outside-dir") == str(outside)
+    assert os.readlink(hp / "dangling") == "does-not-exist"
+    assert os.readlink(hp / "loop" / "up") == ".."
+    assert os.readlink(hp / "self") == "self"
+    assert (hp / "link-to-outside-dir").is_symlink() and not any(p.name == "secret" for p in hp.rglob("*"))
+    assert snapshot(dell) == snapshot(hp)
+
+
+def test_symlink_retarget_newest_wins(pair):
+    dell, hp = pair
+    os.symlink("new-target", dell / "l")
+    os.symlink("old-target", hp / "l")
+    os.utime(dell / "l", (T0 + 100, T0 + 100), follow_symlinks=False)
+    os.utime(hp / "l", (T0, T0), follow_symlinks=False)
+    sync(dell, hp)
+    assert os.readlink(hp / "l") == "new-target"
+
+
+def test_empty_directories_propagate_and_dir_mtimes_are_not_synced(pair):
+    dell, hp = pair
+    (dell / "e1" / "e2").mkdir(parents=True)
+    os.chmod(dell / "e1", 0o750)
+    sync(dell, hp)
+    assert (hp / "e1" / "e2").is_dir()
+    assert (hp / "e1").stat().st_mode & 0o777 == 0o750
+
+
+def test_modes_and_mtime_nanoseconds_are_preserved(pair):
+    dell, hp = pair
+    f = write(dell / "script.sh", "#!/bin/sh\n")
+    os.chmod(f, 0o751)
+    os.utime(f, ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    sync(dell, hp)
+    st = (hp / "script.sh").stat()
+    assert st.st_mode & 0o7777 == 0o751
+    assert st.st_mtime_ns == 1_600_000_000_123_456_789
+
+
+def test_hard_links_become_separate_files(pair):
+    dell, hp = pair
+    write(dell / "a", "shared")
+    os.link(dell / "a", dell / "b")
+    sync(dell, hp)
+    assert (hp / "a").read_text() == (hp / "b").read_text() == "shared"
+    assert (hp / "a").stat().st_ino != (hp / "b").stat().st_ino
+
+
+def test_excludes_and_internal_names_are_never_synced(pair):
+    dell, hp = pair
+    write(dell / "movie.part", "partial")
+    write(dell / "keep.txt", "k")
+    write(dell / "cache" / "x.tmp", "t")
+    write(dell / "cache" / "y.txt", "y")
+    write(dell / ".hasync-trash" / "old", "internal")
+    write(dell / "sub" / ".hasync-tmp-abc", "internal temp")
+    sync(dell, hp, excludes=("*.part", "cache/x.tmp"))
+    assert sorted(snapshot(hp)) == [b"cache", b"cache/y.txt", b"keep.txt", b"sub"]
+
+
+def test_delete_missing_moves_files_to_trash_where_they_can_be_restored(pair):
+    dell, hp = pair
+    for i in range(4):
+        write(dell / f"keep{i}", "k", T0)
+    write(hp / "gone.txt", "precious", T0)
+    write(hp / "olddir" / "inner.txt", "inner", T0)
+    for i in range(4):
+        write(hp / f"keep{i}", "k", T0)
+    report, plan = sync(dell, hp, delete_missing=True, run_id="run-42")
+    assert report.deleted == 3  # two files and one directory
+    assert not (hp / "gone.txt").exists() and not (hp / "olddir").exists()
+    trashed = {p.name: p for p in (hp / ".hasync-trash").rglob("*") if p.is_file()}
+    assert trashed["gone.txt"].read_text() == "precious"
+    assert trashed["inner.txt"].read_text() == "inner"
+    assert "run-42" in str(trashed["gone.txt"])
+    os.rename(trashed["gone.txt"], hp / "gone.txt")  # undo by hand, as the README says
+    assert (hp / "gone.txt").read_text() == "precious"
+
+
+def test_overwritten_version_is_kept_in_trash(pair):
+    dell, hp = pair
+    write(dell / "doc", "new", T0 + 100)
+    write(hp / "doc", "old version", T0)
+    sync(dell, hp)
+    assert (hp / "doc").read_text() == "new"
+    [kept] = [p for p in (hp / ".hasync-trash").rglob("doc")]
+    assert kept.read_text() == "old version"
+
+
+def test_without_delete_missing_nothing_is_deleted(pair):
+    dell, hp = pair
+    write(dell / "a", "a")
+    write(hp / "extra", "e")
+    report, plan = sync(dell, hp)
+    assert (hp / "extra").exists() and plan.dest_only_kept == 1 and report.deleted == 0
+
+
+def test_trash_older_than_retention_is_purged(pair):
+    dell, hp = pair
+    write(hp / ".hasync-trash" / "20200101T000000Z-old" / "x", "old")
+    write(hp / ".hasync-trash" / "not-a-stamp" / "y", "not ours")
+    write(dell / "f", "f")
+    sync(dell, hp, trash_retain_days=10)
+    assert not (hp / ".hasync-trash" / "20200101T000000Z-old").exists()
+    assert (hp / ".hasync-trash" / "not-a-stamp" / "y").exists()
+
+
+def test_trash_retain_zero_deletes_for_real(pair):
+    dell, hp = pair
+    write(dell / "f", "new", T0 + 100)
+    write(hp / "f", "old", T0)
+    sync(dell, hp, trash_retain_days=0)
+    assert not any((hp / ".hasync-trash").rglob("f"))
+
+
+def test_conflicts_are_reported_and_left_alone(pair):
+    dell, hp = pair
+    write(dell / "same-time", "short", T0)
+    write(hp / "same-time", "longer content", T0)
+    write(dell / "clash", "a file")
+    write(hp / "clash" / "inside", "a directory")
+    report, plan = sync(dell, hp)
+    assert {op.path for op in plan.conflicts} == {b"same-time", b"clash"}
+    assert report.failed == 2 and report.status == "partial_failure"
+    assert (hp / "same-time").read_text() == "longer content"
+    assert (hp / "clash" / "inside").read_text() == "a directory"
+
+
+def test_dry_run_changes_nothing_and_lists_the_plan(pair):
+    dell, hp = pair
+    write(dell / "new", "n")
+    write(hp / "old", "o")
+    before = snapshot(hp)
+    report, plan = sync(dell, hp, dry_run=True, delete_missing=True, max_delete_percent=100)
+    assert snapshot(hp) == before and not (hp / ".hasync-trash").exists()
+    assert report.created == 1 and report.deleted == 1
+    assert {(op.action, op.path) for op in plan.ops} == {("copy", b"new"), ("delete", b"old")}
+
+
+def test_special_files_are_skipped_and_reported(pair):
+    dell, hp = pair
+    os.mkfifo(dell / "a-fifo")
+    write(dell / "f", "f")
+    report, _ = sync(dell, hp)
+    assert not (hp / "a-fifo").exists() and (hp / "f").exists()
+    assert any("a-fifo" in e and "special" in e for e in report.errors)
