@@ -9,6 +9,7 @@ from typing import TextIO
 
 from . import cli
 from .engine import SafetyRefusal, SyncOptions, WalkError, run_sync
+from .engine.paths import display
 from .engine.transfer import OpResult, describe_error
 from .progress import Progress, summary
 
@@ -29,9 +30,10 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
     def on_result(result: OpResult) -> None:
         if progress is not None:
             progress.update(result)
-        if args.verbose or not result.ok:
-            state = "ok  " if result.ok else "FAIL"
-            print(f"{state} {result.op.describe()}" + (f": {result.error}" if result.error else ""), file=out)
+        if not result.ok:
+            print(f"FAIL {result.op.action:<8} {display(result.op.path)}: {result.error}", file=out)
+        elif args.verbose:
+            print(f"ok   {result.op.describe()}", file=out)
 
     def on_plan(plan) -> bool:
         nonlocal progress

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,15 @@ import pytest
 from hasync_pipeline.engine import SyncOptions, run_sync
 
 NOBODY = 65534
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory) -> Path:
+    """Like pytest's, but under a world-traversable folder, so tests that drop to 'nobody' can reach it."""
+    base = Path(tempfile.mkdtemp(prefix="hasync-test-"))
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ the same folder or nested, a delete storm, and a disk that fills half-way.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from . import fsutil
@@ -26,9 +27,13 @@ class SafetyLimits:
 
 def check_roots(src: str, dest: str) -> None:
     for label, path in (("source", src), ("destination", dest)):
-        if not os.path.exists(path):
-            raise SafetyRefusal(f"{label} {path} does not exist (is the volume mounted?)")
-        if not os.path.isdir(path):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise SafetyRefusal(f"{label} {path} does not exist (is the volume mounted?)") from None
+        except OSError as exc:
+            raise SafetyRefusal(f"{label} {path} cannot be reached: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
             raise SafetyRefusal(f"{label} {path} is not a directory")
     if os.path.samefile(src, dest):
         raise SafetyRefusal(f"source {src} and destination {dest} are the same folder")

@@ -1,0 +1,75 @@
+"""The real `ha-sync` command: flags, exit codes, dry-run output, summary."""
+
+from __future__ import annotations
+
+from hasync_pipeline_tests.conftest import run_cli, snapshot, write
+
+T0 = 1_700_000_000
+
+
+def base_args(src, dest, tmp_path, *extra):
+    return ("--src", str(src), "--dest", str(dest), "--pair", "media", "--log-dir", str(tmp_path / "logs"), *extra)
+
+
+def test_help_lists_every_seed_flag():
+    out = run_cli("--help").stdout
+    for flag in ("--src", "--dest", "--pair", "--direction", "--db-dsn", "--lock-ttl", "--log-dir",
+                 "--log-retain-days", "--mtime-threshold", "--delete-missing", "--workers", "--dry-run",
+                 "--verbose", "--max-delete", "--trash-retain-days", "--exclude"):
+        assert flag in out
+    assert "Exit codes" in out
+
+
+def test_success_exit_0_with_summary(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a", "a")
+    proc = run_cli(*base_args(dell, hp, tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "Sync success: 1 created" in proc.stdout
+    assert (hp / "a").read_text() == "a"
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "new-file", "n")
+    proc = run_cli(*base_args(dell, hp, tmp_path, "--dry-run"))
+    assert proc.returncode == 0, proc.stderr
+    assert "copy     new-file  (new)" in proc.stdout
+    assert "1 would be created" in proc.stdout
+    assert snapshot(hp) == {}
+
+
+def test_partial_failure_exit_3(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "clash", "file", T0)
+    write(hp / "clash" / "x", "dir", T0)
+    write(dell / "fine", "ok")
+    proc = run_cli(*base_args(dell, hp, tmp_path))
+    assert proc.returncode == 3
+    assert "FAIL conflict clash: conflict: file in source but directory" in proc.stdout
+    assert (hp / "fine").exists()
+
+
+def test_refusal_exit_4_names_the_problem(pair, tmp_path):
+    dell, hp = pair
+    proc = run_cli(*base_args(dell, tmp_path / "not-mounted", tmp_path))
+    assert proc.returncode == 4
+    assert "not-mounted does not exist (is the volume mounted?)" in proc.stderr
+
+
+def test_bad_usage_exit_2(pair, tmp_path):
+    dell, hp = pair
+    for bad in (("--workers", "0"), ("--max-delete", "150"), ("--mtime-threshold", "abc"), ("--pair", "no-dash")):
+        proc = run_cli(*base_args(dell, hp, tmp_path), *bad)
+        assert proc.returncode == 2, bad
+        assert "error: argument" in proc.stderr
+    assert run_cli("--src", "/tmp").returncode == 2
+
+
+def test_exclude_flag_is_repeatable(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a.part", "p")
+    write(dell / "b.tmp", "t")
+    write(dell / "c.txt", "c")
+    assert run_cli(*base_args(dell, hp, tmp_path, "--exclude", "*.part", "--exclude", "*.tmp")).returncode == 0
+    assert sorted(snapshot(hp)) == [b"c.txt"]

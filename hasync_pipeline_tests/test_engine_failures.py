@@ -1,0 +1,260 @@
+"""Bad input of every kind: each gets a clear error naming the problem, and loses nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hasync_pipeline.engine import SafetyRefusal, SyncOptions, fsutil, run_sync
+from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, snapshot, sync, write
+
+T0 = time.time() - 10_000
+
+
+def chown_tree(root: Path, uid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+            os.chown(name, uid, uid, follow_symlinks=False)
+
+
+def summarize(report_and_plan):
+    report, plan = report_and_plan
+    return report.status, report.failed, report.errors, [(op.action, op.path) for op in plan.ops]
+
+
+def test_unreadable_source_directory_is_never_read_as_empty(pair):
+    dell, hp = pair
+    write(dell / "private" / "a", "a", T0)
+    write(hp / "private" / "a", "a", T0)
+    write(hp / "private" / "b", "b", T0)   # would be deleted if 'private' were wrongly seen as empty
+    for i in range(5):
+        write(dell / f"f{i}", "f", T0)
+    chown_tree(dell.parent, NOBODY)
+    os.chmod(dell / "private", 0)
+    status, failed, errors, ops = as_user(NOBODY, lambda: summarize(sync(dell, hp, delete_missing=True)))
+    assert ops and all(not path.startswith(b"private") for _, path in ops)
+    assert status == "partial_failure"
+    assert any("private" in e and "Permission denied" in e for e in errors)
+    assert (hp / "private" / "b").read_text() == "b"
+
+
+def test_unreadable_destination_directory_is_left_alone(pair):
+    dell, hp = pair
+    write(dell / "locked" / "new", "n", T0)
+    write(hp / "locked" / "old", "o", T0)
+    chown_tree(dell.parent, NOBODY)
+    os.chmod(hp / "locked", 0)
+    status, failed, errors, ops = as_user(NOBODY, lambda: summarize(sync(dell, hp, delete_missing=True)))
+    assert ops == [] and status == "partial_failure"
+    assert any("locked" in e for e in errors)
+
+
+def test_unreadable_file_fails_alone_and_the_rest_is_synced(pair):
+    dell, hp = pair
+    write(dell / "secret", "s")
+    write(dell / "public", "p")
+    chown_tree(dell.parent, NOBODY)
+    os.chmod(dell / "secret", 0)
+
+    def run():
+        results = []
+        report, _ = run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append)
+        return report.status, [(r.op.path, r.ok, r.error) for r in results]
+    status, results = as_user(NOBODY, run)
+    assert status == "partial_failure"
+    assert (b"public", True, None) in results
+    assert (b"secret", False, "EACCES: Permission denied") in results
+    assert not (hp / "secret").exists() and internal_leftovers(hp) == []
+
+
+def test_file_growing_during_its_copy_is_not_installed(pair, monkeypatch):
+    dell, hp = pair
+    src_file = write(dell / "growing.log", b"x" * 100_000, T0)
+    write(hp / "growing.log", b"old", T0 - 100)
+    real_copy = fsutil.copy_data
+
+    def copy_while_another_writer_appends(src_fd, dst_fd, cancelled=lambda: False):
+        n = real_copy(src_fd, dst_fd, cancelled)
+        with open(src_file, "ab") as f:  # a real write to the source, exactly mid-operation
+            f.write(b"more")
+        return n
+    monkeypatch.setattr(fsutil, "copy_data", copy_while_another_writer_appends)
+    results = []
+    report, _ = run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append)
+    assert report.status == "partial_failure"
+    assert "source changed during the copy" in results[0].error
+    assert (hp / "growing.log").read_bytes() == b"old"
+    assert internal_leftovers(hp) == []
+    monkeypatch.undo()
+    sync(dell, hp)  # the next run picks it up
+    assert (hp / "growing.log").read_bytes() == b"x" * 100_000 + b"more"
+
+
+def test_process_killed_mid_copy_leaves_no_partial_file_and_next_run_converges(pair):
+    dell, hp = pair
+    big = dell / "big.bin"
+    with open(big, "wb") as f:
+        block = os.urandom(1 << 20)
+        for _ in range(768):
+            f.write(block)
+    write(hp / "big.bin", b"old content", T0)
+    os.utime(big, (T0 + 100, T0 + 100))
+    proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
+                             "--pair", "media", "--log-dir", str(hp.parent / "logs")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(os.path.getsize(p) > (1 << 20) for p in internal_leftovers(hp)):  # copy under way
+        assert proc.poll() is None and time.monotonic() < deadline, "the copy finished before it was seen"
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (hp / "big.bin").read_bytes() == b"old content"  # never a half-written file under the real name
+    assert internal_leftovers(hp)  # the partial temp file is there...
+    report, _ = sync(dell, hp)
+    assert internal_leftovers(hp) == []  # ...and the next run removes it
+    assert report.failed == 0
+    assert (hp / "big.bin").stat().st_size == 768 << 20
+    assert (hp / "big.bin").read_bytes() == big.read_bytes()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 4 MiB filesystem (tmpfs) when this machine lets us mount one; otherwise None."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        yield None
+        return
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])
+
+
+def test_copies_that_do_not_fit_are_refused_up_front(tmp_path, small_fs):
+    if small_fs is None:
+        pytest.skip("cannot mount a tmpfs here; ENOSPC is covered by the injected variant below")
+    src = tmp_path / "src"
+    write(src / "big", os.urandom(6 << 20))
+    write(small_fs / "existing", "e")
+    before = snapshot(small_fs)
+    with pytest.raises(SafetyRefusal, match="need .* bytes but .* free"):
+        sync(src, small_fs)
+    assert snapshot(small_fs) == before
+
+
+def test_disk_filling_during_the_run_fails_those_copies_cleanly(tmp_path, small_fs, monkeypatch):
+    """ENOSPC on a real small filesystem (filled by another writer after the plan) - or injected where no
+    filesystem can be mounted."""
+    src = tmp_path / "src"
+    dest = small_fs or (tmp_path / "dest")
+    dest.mkdir(exist_ok=True)
+    write(src / "a", os.urandom(1 << 20), T0 + 100)
+    write(src / "b", os.urandom(1 << 20), T0 + 100)
+    write(dest / "a", "old a", T0)
+
+    def fill_disk(plan):
+        if small_fs is None:
+            def no_space(*a, **k):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr(fsutil, "copy_data", no_space)
+        else:
+            with open(dest / "filler", "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC
+        return True
+    results = []
+    report, _ = run_sync(str(src), str(dest), SyncOptions(free_space_reserve_bytes=0), "t",
+                         on_result=results.append, on_plan=fill_disk)
+    assert report.status == "partial_failure" and report.failed >= 1
+    assert all("ENOSPC" in r.error for r in results if not r.ok)
+    assert (dest / "a").read_text() == "old a"  # the old version is intact
+    assert internal_leftovers(dest) == []
+    (dest / "filler").unlink(missing_ok=True)
+    monkeypatch.undo()
+    report, _ = sync(src, dest, free_space_reserve_bytes=0)
+    assert report.failed == 0 and (dest / "a").read_bytes() == (src / "a").read_bytes()
+
+
+def _refusal_cases(tmp_path: Path):
+    dell, hp = tmp_path / "dell", tmp_path / "hp"
+    return {
+        "missing source": (tmp_path / "nope", hp, {}, "does not exist"),
+        "missing destination": (dell, tmp_path / "nope", {}, "does not exist"),
+        "source is a file": (dell / "a-file", hp, {}, "not a directory"),
+        "same folder": (dell, dell, {}, "same folder"),
+        "nested": (dell, dell / "sub", {}, "inside"),
+        "empty source": (tmp_path / "empty", hp, {}, "empty"),
+        "too many deletes": (dell, hp, {"delete_missing": True}, "--max-delete"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refusal_cases(Path("/x"))))
+def test_every_safety_refusal_leaves_the_destination_untouched(tmp_path, case):
+    src, dest, opts, message = _refusal_cases(tmp_path)[case]
+    for d in ("dell", "hp", "empty"):
+        (tmp_path / d).mkdir()
+    write(tmp_path / "dell" / "a-file", "a")
+    write(tmp_path / "dell" / "sub" / "x", "x")
+    for i in range(10):
+        write(tmp_path / "hp" / f"only-in-hp-{i}", "precious")
+    before = {d: snapshot(tmp_path / d) for d in ("dell", "hp")}
+    with pytest.raises(SafetyRefusal, match=message):
+        sync(src, dest, **opts)
+    assert {d: snapshot(tmp_path / d) for d in ("dell", "hp")} == before
+    assert not (tmp_path / "hp" / ".hasync-trash").exists()
+
+
+def test_destination_folder_that_is_a_symlink_is_a_conflict_not_a_path(pair, tmp_path):
+    dell, hp = pair
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    write(dell / "docs" / "passwd", "evil")
+    os.symlink(outside, hp / "docs")
+    report, plan = sync(dell, hp)
+    assert [op.path for op in plan.conflicts] == [b"docs"]
+    assert list(outside.iterdir()) == []
+
+
+def test_folder_swapped_for_a_symlink_during_the_run_cannot_redirect_a_write(pair, tmp_path):
+    dell, hp = pair
+    outside = tmp_path / "etc"
+    outside.mkdir()
+    write(dell / "docs" / "passwd", "evil")
+    (hp / "docs").mkdir()
+
+    def swap(plan):
+        os.rmdir(hp / "docs")
+        os.symlink(outside, hp / "docs")
+        return True
+    results = []
+    report, _ = run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append, on_plan=swap)
+    assert list(outside.iterdir()) == []
+    [failed] = [r for r in results if not r.ok]
+    assert "symlink or not a directory" in failed.error
+
+
+def test_file_changed_after_the_plan_is_left_for_the_next_run(pair):
+    dell, hp = pair
+    write(dell / "f", "source", T0 + 100)
+    write(hp / "f", "dest", T0)
+
+    def edit_dest(plan):
+        write(hp / "f", "edited by a user meanwhile", T0 + 50)
+        return True
+    results = []
+    run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append, on_plan=edit_dest)
+    assert "destination changed since the plan" in results[0].error
+    assert (hp / "f").read_text() == "edited by a user meanwhile"
+    assert internal_leftovers(hp) == []
