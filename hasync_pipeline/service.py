@@ -10,7 +10,8 @@ from typing import TextIO
 from . import cli
 from .engine import SafetyRefusal, SyncOptions, WalkError, run_sync
 from .engine.paths import display
-from .engine.transfer import OpResult, describe_error
+from .engine.transfer import describe_error
+from .engine.workers import OpResult
 from .progress import Progress, summary
 
 

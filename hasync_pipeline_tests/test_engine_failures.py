@@ -80,8 +80,8 @@ def test_file_growing_during_its_copy_is_not_installed(pair, monkeypatch):
     write(hp / "growing.log", b"old", T0 - 100)
     real_copy = fsutil.copy_data
 
-    def copy_while_another_writer_appends(src_fd, dst_fd, cancelled=lambda: False):
-        n = real_copy(src_fd, dst_fd, cancelled)
+    def copy_while_another_writer_appends(src_fd, dst_fd, cancelled=lambda: False, expected=None):
+        n = real_copy(src_fd, dst_fd, cancelled, expected)
         with open(src_file, "ab") as f:  # a real write to the source, exactly mid-operation
             f.write(b"more")
         return n

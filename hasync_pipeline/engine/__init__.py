@@ -4,7 +4,7 @@ from .plan import Op, Plan
 from .run import (FAILED, PARTIAL_FAILURE, SUCCESS, SyncOptions, SyncReport, plan_pair, run_sync,
                   split_batches, walk_pair)
 from .safety import SafetyRefusal
-from .transfer import ApplyContext, OpResult, apply_batch
+from .workers import ApplyContext, OpResult, apply_batch
 from .walk import TreeListing, WalkError, walk_tree
 
 __all__ = ["Op", "Plan", "SyncOptions", "SyncReport", "run_sync", "walk_pair", "plan_pair", "split_batches",

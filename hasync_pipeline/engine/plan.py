@@ -101,7 +101,15 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
         if (s_list is None and rel in src.unreadable) or (d_list is None and rel in dest.unreadable):
             continue
         s_list, d_list = s_list or empty, d_list or empty
-        for name, s, d in _merge(s_list, d_list):
+        s_kinds, s_sizes, s_mtimes = s_list.kinds, s_list.sizes, s_list.mtimes
+        d_kinds, d_sizes, d_mtimes = d_list.kinds, d_list.sizes, d_list.mtimes
+        for name, i, j in _merge(s_list.names(), d_list.names()):
+            if i >= 0 and j >= 0 and s_kinds[i] == FILE == d_kinds[j] and s_sizes[i] == d_sizes[j] \
+                    and abs(s_mtimes[i] - d_mtimes[j]) <= threshold_ns:
+                plan.unchanged += 1  # the common case, decided without building entries
+                continue
+            s = s_list.entry(i, name) if i >= 0 else None
+            d = d_list.entry(j, name) if j >= 0 else None
             path = join(rel, name)
             if d is None:
                 if s.kind == DIR:
@@ -130,21 +138,26 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
     return plan
 
 
-def _merge(a: DirListing, b: DirListing):
-    """Yield (name, entry_a|None, entry_b|None) over two name-sorted listings."""
-    an, bn = a.names(), b.names()
+def _merge(an: list[bytes], bn: list[bytes]):
+    """Yield (name, index in a or -1, index in b or -1) over two sorted name lists."""
     i = j = 0
-    while i < len(an) or j < len(bn):
-        if j >= len(bn) or (i < len(an) and an[i] < bn[j]):
-            yield an[i], a.entry(i, an[i]), None
+    len_a, len_b = len(an), len(bn)
+    while i < len_a and j < len_b:
+        a, b = an[i], bn[j]
+        if a == b:
+            yield a, i, j
             i += 1
-        elif i >= len(an) or bn[j] < an[i]:
-            yield bn[j], None, b.entry(j, bn[j])
             j += 1
+        elif a < b:
+            yield a, i, -1
+            i += 1
         else:
-            yield an[i], a.entry(i, an[i]), b.entry(j, bn[j])
-            i += 1
+            yield b, -1, j
             j += 1
+    for k in range(i, len_a):
+        yield an[k], k, -1
+    for k in range(j, len_b):
+        yield bn[k], -1, k
 
 
 def _compare_leaf(plan: Plan, transfers: list[Op], to_hash: list[Op], path: bytes, s: Entry, d: Entry,

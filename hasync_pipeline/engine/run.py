@@ -5,14 +5,15 @@ through callbacks."""
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import safety, trash
 from .paths import ExcludeMatcher, display
 from .plan import CompareOptions, Op, Plan, make_plan
-from .transfer import ApplyContext, OpResult, apply_batch, cleanup_leftovers
+from .forking import call_in_child, result_of
+from .transfer import cleanup_leftovers
+from .workers import ApplyContext, OpResult, apply_batch
 from .walk import TreeListing, walk_tree
 
 SUCCESS, PARTIAL_FAILURE, FAILED = "success", "partial_failure", "failed"
@@ -33,7 +34,7 @@ class SyncOptions:
     free_space_reserve_bytes: int = 64 << 20
     batch_max_ops: int = 20_000
     batch_max_bytes: int = 2 << 30
-    walk_threads: int = 8
+    walk_threads: int = 1
     durable: bool = True
 
 
@@ -65,13 +66,16 @@ class SyncReport:
 
 
 def walk_pair(src: str, dest: str, opts: SyncOptions) -> tuple[TreeListing, TreeListing]:
-    """Walk source and destination at the same time (after checking both roots are usable)."""
+    """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
+    between them), after checking both roots are usable."""
     safety.check_roots(src, dest)
     excludes = ExcludeMatcher(opts.excludes)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="walkpair") as pool:
-        fs = pool.submit(walk_tree, src, excludes, opts.walk_threads)
-        fd = pool.submit(walk_tree, dest, excludes, opts.walk_threads)
-        return fs.result(), fd.result()
+    child = call_in_child(walk_tree, src, excludes, opts.walk_threads)
+    try:
+        dest_tree = walk_tree(dest, excludes, opts.walk_threads)
+    finally:
+        src_tree = result_of(child)
+    return src_tree, dest_tree
 
 
 def plan_pair(src_tree: TreeListing, dest_tree: TreeListing, opts: SyncOptions) -> Plan:

@@ -1,26 +1,29 @@
-"""Apply a batch of planned operations to the destination.
+"""The file operations themselves: create folders, stage copies, commit them, delete into the trash.
 
 Crash safety without an fsync per file: every copy is first written to a temp name in its destination
-folder (`.hasync-tmp-*`), then ONE syncfs() writes the whole batch back, and only then are the temp files
-renamed over their real names.  A crash at any point leaves real names holding either the old or the new
-complete file; stray temp files are removed by the next run.  Replaced and deleted files go to the trash.
+folder (`.hasync-tmp-*`); the caller then makes ONE syncfs() for the whole batch, and only after it are the
+temp files renamed over their real names.  A crash at any point leaves each real name holding either the
+old or the new complete file; stray temp files are removed by the next run.  Replaced and deleted files go
+to the trash.  Every path is reached through O_NOFOLLOW directory fds (fsutil.open_dir).
+
+`FileOps` works on groups of operations that share a parent folder (one directory open per group) and
+reports each outcome as a plain tuple through `emit`, so it can run in the calling process or in a forked
+worker (see workers.py).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import secrets
 import stat
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+import time
 from typing import Callable
 
 from . import fsutil
 from .paths import TMP_PREFIX, display, split
-from .plan import COPY, DELETE, MKDIR, RMDIR, SYMLINK, TOUCH, Op
+from .plan import COPY, Op
 from .trash import Trash
 from .walk import DIR, FILE, LINK, Entry
 
@@ -28,35 +31,12 @@ _FILE_OPEN = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _TMP_OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _KIND_OF_MODE = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: LINK}
 
+# (op index, ok, error or None, bytes transferred, started, ended) - cheap to pickle between processes
+Outcome = tuple[int, bool, "str | None", int, float, float]
+
 
 class Changed(Exception):
     """A file changed between plan and apply: the operation is not done (the next run re-plans it)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass
-class OpResult:
-    op: Op
-    ok: bool
-    error: str | None = None
-    bytes: int = 0
-    started_at: datetime = field(default_factory=utcnow)
-    ended_at: datetime | None = None
-
-
-@dataclass
-class ApplyContext:
-    src_root: str
-    dest_root: str
-    trash_stamp: bytes
-    workers: int = 4
-    preserve_owner: bool = field(default_factory=lambda: os.geteuid() == 0)
-    durable: bool = True
-    check_lease: Callable[[], None] = lambda: None          # raises when the lease is lost
-    on_result: Callable[[OpResult], None] = lambda r: None  # called once per op, from any thread
 
 
 def describe_error(exc: BaseException) -> str:
@@ -78,104 +58,60 @@ def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
         return None
 
 
-def _unlink_quietly(name: bytes, dir_fd: int) -> None:
+def unlink_quietly(name: bytes, dir_fd: int) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:
         pass
 
 
-class _Batch:
-    def __init__(self, ops: list[Op], ctx: ApplyContext):
-        self.ops, self.ctx = ops, ctx
-        self.results: list[OpResult] = []
-        self.staged: list[tuple[Op, bytes, datetime]] = []   # temp files written, not yet renamed
-        self._lock = threading.Lock()
-        self._cancelled = threading.Event()  # set when the main thread is interrupted (SIGTERM, lost lease)
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    # ---- bookkeeping ---------------------------------------------------------------------------
-    def _report(self, result: OpResult) -> None:
-        result.ended_at = result.ended_at or utcnow()
-        with self._lock:
-            self.results.append(result)
-            self.ctx.on_result(result)
 
-    def _fail(self, op: Op, exc: BaseException, started: datetime | None = None) -> None:
-        self._report(OpResult(op, False, describe_error(exc), started_at=started or utcnow()))
+class FileOps:
+    """Applies operations below two open roots.  Not thread-safe: one instance per process."""
 
-    @staticmethod
-    def _by_folder(items: list, path_of: Callable = lambda op: op.path, chunk: int = 64) -> list[tuple[bytes, list]]:
-        """Group by parent folder (one directory open per group), cut into chunks for the thread pool."""
-        groups: dict[bytes, list] = {}
-        for item in items:
-            groups.setdefault(split(path_of(item))[0], []).append(item)
-        return [(head, v[i:i + chunk]) for head, v in groups.items() for i in range(0, len(v), chunk)]
+    def __init__(self, ops: list[Op], src_root: str, dest_root: str, trash_stamp: bytes, preserve_owner: bool,
+                 emit: Callable[[Outcome], None], cancelled: Callable[[], bool] = lambda: False):
+        self.ops, self.emit, self.cancelled = ops, emit, cancelled
+        self.preserve_owner = preserve_owner
+        self.src_fd = fsutil.open_root(src_root)
+        self.dest_fd = fsutil.open_root(dest_root)
+        self.trash = Trash(self.dest_fd, trash_stamp)
+        self.staged: list[tuple[int, bytes, float]] = []   # temp files written and not yet renamed
+        self._tmp_names = (TMP_PREFIX + f"{secrets.token_hex(4)}-{n}".encode() for n in itertools.count())
+        self._uid, self._gid, self._umask = os.geteuid(), os.getegid(), _current_umask()
 
-    def _fail_all(self, ops: list[Op], exc: BaseException) -> None:
-        for op in ops:
-            self._fail(op, exc)
+    def close(self) -> None:
+        os.close(self.src_fd)
+        os.close(self.dest_fd)
 
-    def _in_pool(self, fn: Callable[[bytes, list], None], groups: list[tuple[bytes, list]]) -> None:
-        if not groups:
-            return
-        with ThreadPoolExecutor(max_workers=max(1, self.ctx.workers), thread_name_prefix="apply") as pool:
-            try:
-                for fut in [pool.submit(fn, head, items) for head, items in groups]:
-                    fut.result()
-            except BaseException:
-                self._cancelled.set()  # workers stop at their next file; the pool exit waits for them
-                raise
+    # ---- reporting -------------------------------------------------------------------------------
+    def _ok(self, idx: int, started: float, nbytes: int = 0) -> None:
+        self.emit((idx, True, None, nbytes, started, time.time()))
 
-    # ---- the phases ----------------------------------------------------------------------------
-    def run(self) -> list[OpResult]:
-        self.ctx.check_lease()
-        self.src_fd = fsutil.open_root(self.ctx.src_root)
-        self.dest_fd = fsutil.open_root(self.ctx.dest_root)
-        try:
-            self.trash = Trash(self.dest_fd, self.ctx.trash_stamp)
-            for op in (o for o in self.ops if o.action == MKDIR):
-                self._mkdir(op)
-            try:
-                self._in_pool(self._stage_folder,
-                              self._by_folder([o for o in self.ops if o.action in (COPY, SYMLINK)]))
-                if self.staged and self.ctx.durable:
-                    fsutil.syncfs(self.dest_fd)
-                self.ctx.check_lease()
-            except BaseException:
-                self._discard(self.staged)
-                raise
-            commits = self.staged + [(op, None, utcnow()) for op in self.ops if op.action == TOUCH]
-            self._in_pool(self._commit_folder, self._by_folder(commits, lambda item: item[0].path))
-            self._in_pool(self._delete_folder, self._by_folder([o for o in self.ops if o.action == DELETE]))
-            for op in (o for o in self.ops if o.action == RMDIR):
-                self._rmdir(op)
-        finally:
-            os.close(self.src_fd)
-            os.close(self.dest_fd)
-        return self.results
+    def _fail(self, idx: int, exc: BaseException, started: float | None = None) -> None:
+        now = time.time()
+        self.emit((idx, False, describe_error(exc), 0, started or now, now))
 
-    def _discard(self, staged: list[tuple[Op, bytes, datetime]]) -> None:
-        for op, tmp, t0 in staged:
-            try:
-                dfd = fsutil.open_dir(self.dest_fd, split(op.path)[0])
-            except OSError:
-                continue
-            _unlink_quietly(tmp, dfd)
-            os.close(dfd)
-
-    def _mkdir(self, op: Op) -> None:
+    # ---- folders ---------------------------------------------------------------------------------
+    def mkdir(self, idx: int) -> None:
+        op = self.ops[idx]
         head, name = split(op.path)
-        started = utcnow()
+        started = time.time()
         try:
             pfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755)
             try:
                 try:
                     os.mkdir(name, 0o700, dir_fd=pfd)
                 except FileExistsError:
-                    pass  # made meanwhile (or by a copy that needed it): check it is a real directory below
+                    pass  # made meanwhile: the open below checks it is a real directory
                 dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
                 try:
-                    if self.ctx.preserve_owner:
+                    if self.preserve_owner:
                         os.fchown(dfd, op.src.uid, op.src.gid)
                     os.fchmod(dfd, op.src.mode)
                 finally:
@@ -185,143 +121,12 @@ class _Batch:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 exc = fsutil.UnsafePathError(exc.errno, "exists in destination but is not a directory")
-            return self._fail(op, exc, started)
-        self._report(OpResult(op, True, started_at=started))
+            return self._fail(idx, exc, started)
+        self._ok(idx, started)
 
-    def _stage_folder(self, head: bytes, ops: list[Op]) -> None:
-        try:
-            sfd = fsutil.open_dir(self.src_fd, head)
-        except OSError as exc:
-            return self._fail_all(ops, exc)
-        try:
-            try:
-                dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755)
-            except OSError as exc:
-                return self._fail_all(ops, exc)
-            try:
-                for op in ops:
-                    if self._cancelled.is_set():
-                        return
-                    started = utcnow()
-                    try:
-                        tmp = (self._stage_copy if op.action == COPY else self._stage_link)(op, sfd, dfd)
-                    except (OSError, Changed) as exc:
-                        self._fail(op, exc, started)
-                        continue
-                    with self._lock:
-                        self.staged.append((op, tmp, started))
-            finally:
-                os.close(dfd)
-        finally:
-            os.close(sfd)
-
-    def _stage_copy(self, op: Op, sfd_dir: int, dfd_dir: int) -> bytes:
-        name = split(op.path)[1]
-        sfd = os.open(name, _FILE_OPEN, dir_fd=sfd_dir)
-        try:
-            st = os.fstat(sfd)
-            if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (op.src.size, op.src.mtime_ns):
-                raise Changed("source changed since the plan; left for the next run")
-            tmp = TMP_PREFIX + secrets.token_hex(8).encode()
-            dfd = os.open(tmp, _TMP_OPEN, 0o600, dir_fd=dfd_dir)
-            try:
-                try:
-                    copied = fsutil.copy_data(sfd, dfd, self._cancelled.is_set)
-                    after = os.fstat(sfd)
-                    if copied != st.st_size or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-                        raise Changed("source changed during the copy; left for the next run")
-                    if self.ctx.preserve_owner:
-                        os.fchown(dfd, st.st_uid, st.st_gid)
-                    os.fchmod(dfd, stat.S_IMODE(st.st_mode))
-                    os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                finally:
-                    os.close(dfd)  # on NFS, close() is where a full disk shows up
-            except BaseException:
-                _unlink_quietly(tmp, dfd_dir)
-                raise
-            return tmp
-        finally:
-            os.close(sfd)
-
-    def _stage_link(self, op: Op, sfd_dir: int, dfd_dir: int) -> bytes:
-        name = split(op.path)[1]
-        if os.readlink(name, dir_fd=sfd_dir) != op.src.link:
-            raise Changed("source symlink changed since the plan; left for the next run")
-        tmp = TMP_PREFIX + secrets.token_hex(8).encode()
-        os.symlink(op.src.link, tmp, dir_fd=dfd_dir)
-        try:
-            if self.ctx.preserve_owner:
-                os.chown(tmp, op.src.uid, op.src.gid, dir_fd=dfd_dir, follow_symlinks=False)
-            os.utime(tmp, ns=(op.src.mtime_ns, op.src.mtime_ns), dir_fd=dfd_dir, follow_symlinks=False)
-        except BaseException:
-            _unlink_quietly(tmp, dfd_dir)
-            raise
-        return tmp
-
-    def _commit_folder(self, head: bytes, items: list[tuple[Op, bytes | None, datetime]]) -> None:
-        try:
-            dfd = fsutil.open_dir(self.dest_fd, head)
-        except OSError as exc:
-            return self._fail_all([op for op, _, _ in items], exc)
-        try:
-            for op, tmp, started in items:
-                if self._cancelled.is_set():  # interrupted: drop what is not renamed yet
-                    if tmp is not None:
-                        _unlink_quietly(tmp, dfd)
-                    continue
-                try:
-                    self._commit_one(op, tmp, dfd)
-                except (OSError, Changed) as exc:
-                    if tmp is not None:
-                        _unlink_quietly(tmp, dfd)
-                    self._fail(op, exc, started)
-                    continue
-                self._report(OpResult(op, True, bytes=op.copy_bytes, started_at=started))
-        finally:
-            os.close(dfd)
-
-    def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> None:
-        name = split(op.path)[1]
-        current = _lstat(name, dfd)
-        if op.dest is None:
-            if current is not None:
-                raise Changed("appeared in the destination since the plan; left for the next run")
-            fsutil.rename_noreplace(tmp, name, dfd, dfd)
-            return
-        if current is None or not _same(current, op.dest):
-            raise Changed("destination changed since the plan; left for the next run")
-        if op.action == TOUCH:
-            os.utime(name, ns=(current.st_atime_ns, op.src.mtime_ns), dir_fd=dfd, follow_symlinks=False)
-        else:
-            self.trash.keep_then_replace(dfd, name, op.path, tmp)
-
-    def _delete_folder(self, head: bytes, ops: list[Op]) -> None:
-        try:
-            dfd = fsutil.open_dir(self.dest_fd, head)
-        except OSError as exc:
-            return self._fail_all(ops, exc)
-        try:
-            for op in ops:
-                if self._cancelled.is_set():
-                    return
-                started = utcnow()
-                try:
-                    current = _lstat(split(op.path)[1], dfd)
-                    if current is None:
-                        raise Changed("already gone from the destination")
-                    if not _same(current, op.dest):
-                        raise Changed("destination changed since the plan; kept")
-                    self.trash.move(dfd, split(op.path)[1], op.path)
-                except (OSError, Changed) as exc:
-                    self._fail(op, exc, started)
-                    continue
-                self._report(OpResult(op, True, started_at=started))
-        finally:
-            os.close(dfd)
-
-    def _rmdir(self, op: Op) -> None:
-        head, name = split(op.path)
-        started = utcnow()
+    def rmdir(self, idx: int) -> None:
+        head, name = split(self.ops[idx].path)
+        started = time.time()
         try:
             pfd = fsutil.open_dir(self.dest_fd, head)
             try:
@@ -331,14 +136,174 @@ class _Batch:
         except OSError as exc:
             if exc.errno == errno.ENOTEMPTY:
                 exc = Changed("directory is not empty (it holds files not in the plan); kept")
-            return self._fail(op, exc, started)
-        self._report(OpResult(op, True, started_at=started))
+            return self._fail(idx, exc, started)
+        self._ok(idx, started)
 
+    # ---- per folder group ------------------------------------------------------------------------
+    def _open_pair(self, head: bytes, indices: list[int], with_src: bool) -> tuple[int | None, int] | None:
+        try:
+            dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755 if with_src else None)
+        except OSError as exc:
+            for idx in indices:
+                self._fail(idx, exc)
+            return None
+        if not with_src:
+            return None, dfd
+        try:
+            return fsutil.open_dir(self.src_fd, head), dfd
+        except OSError as exc:
+            os.close(dfd)
+            for idx in indices:
+                self._fail(idx, exc)
+            return None
 
-def apply_batch(ops: list[Op], ctx: ApplyContext) -> list[OpResult]:
-    """Apply `ops` (a slice of a plan, in plan order); one result per op.  Per-op failures are results,
-    not exceptions; only a lost lease (from ctx.check_lease) or unusable roots raise."""
-    return _Batch(ops, ctx).run()
+    def stage_group(self, head: bytes, indices: list[int]) -> None:
+        """Write temp files for the copies and symlinks of one folder."""
+        fds = self._open_pair(head, indices, with_src=True)
+        if fds is None:
+            return
+        sfd, dfd = fds
+        try:
+            for idx in indices:
+                if self.cancelled():
+                    return
+                started = time.time()
+                op = self.ops[idx]
+                try:
+                    tmp = (self._stage_copy if op.action == COPY else self._stage_link)(op, sfd, dfd)
+                except (OSError, Changed, fsutil.CopyCancelled) as exc:
+                    self._fail(idx, exc, started)
+                    continue
+                self.staged.append((idx, tmp, started))
+        finally:
+            os.close(sfd)
+            os.close(dfd)
+
+    def _new_tmp(self, create: Callable[[bytes], int | None]) -> tuple[bytes, int | None]:
+        while True:
+            tmp = next(self._tmp_names)
+            try:
+                return tmp, create(tmp)
+            except FileExistsError:
+                continue  # a leftover of an older run with the same name: take the next one
+
+    def _stage_copy(self, op: Op, sfd_dir: int, dfd_dir: int) -> bytes:
+        name = split(op.path)[1]
+        sfd = os.open(name, _FILE_OPEN, dir_fd=sfd_dir)
+        try:
+            mode = op.src.mode
+            tmp, dfd = self._new_tmp(lambda t: os.open(t, _TMP_OPEN, mode, dir_fd=dfd_dir))
+            try:
+                try:
+                    copied = fsutil.copy_data(sfd, dfd, self.cancelled, op.src.size)
+                    st = os.fstat(sfd)  # the source must still be exactly what the plan saw
+                    if not stat.S_ISREG(st.st_mode) or copied != st.st_size or \
+                            (st.st_size, st.st_mtime_ns) != (op.src.size, op.src.mtime_ns):
+                        raise Changed("source changed during the copy; left for the next run")
+                    if self.preserve_owner and (st.st_uid, st.st_gid) != (self._uid, self._gid):
+                        os.fchown(dfd, st.st_uid, st.st_gid)
+                        os.fchmod(dfd, mode)  # chown clears set-id bits
+                    elif mode & self._umask:
+                        os.fchmod(dfd, mode)
+                    os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                finally:
+                    os.close(dfd)  # on NFS, close() is where a full disk shows up
+            except BaseException:
+                unlink_quietly(tmp, dfd_dir)
+                raise
+            return tmp
+        finally:
+            os.close(sfd)
+
+    def _stage_link(self, op: Op, sfd_dir: int, dfd_dir: int) -> bytes:
+        name = split(op.path)[1]
+        if os.readlink(name, dir_fd=sfd_dir) != op.src.link:
+            raise Changed("source symlink changed since the plan; left for the next run")
+        tmp, _ = self._new_tmp(lambda t: os.symlink(op.src.link, t, dir_fd=dfd_dir))
+        try:
+            if self.preserve_owner:
+                os.chown(tmp, op.src.uid, op.src.gid, dir_fd=dfd_dir, follow_symlinks=False)
+            os.utime(tmp, ns=(op.src.mtime_ns, op.src.mtime_ns), dir_fd=dfd_dir, follow_symlinks=False)
+        except BaseException:
+            unlink_quietly(tmp, dfd_dir)
+            raise
+        return tmp
+
+    def commit_group(self, head: bytes, items: list[tuple[int, bytes | None, float]]) -> None:
+        """Rename staged temp files over their real names (tmp None: a touch, only the mtime is set)."""
+        fds = self._open_pair(head, [idx for idx, _, _ in items], with_src=False)
+        if fds is None:
+            return
+        dfd = fds[1]
+        try:
+            for idx, tmp, started in items:
+                if self.cancelled():  # interrupted: drop what is not renamed yet
+                    if tmp is not None:
+                        unlink_quietly(tmp, dfd)
+                    continue
+                try:
+                    self._commit_one(self.ops[idx], tmp, dfd)
+                except (OSError, Changed) as exc:
+                    if tmp is not None:
+                        unlink_quietly(tmp, dfd)
+                    self._fail(idx, exc, started)
+                    continue
+                self._ok(idx, started, self.ops[idx].copy_bytes)
+        finally:
+            os.close(dfd)
+
+    def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> None:
+        name = split(op.path)[1]
+        if op.dest is None:
+            try:
+                fsutil.rename_noreplace(tmp, name, dfd, dfd)  # fails, rather than replaces, if one appeared
+            except FileExistsError:
+                raise Changed("appeared in the destination since the plan; left for the next run") from None
+            return
+        current = _lstat(name, dfd)
+        if current is None or not _same(current, op.dest):
+            raise Changed("destination changed since the plan; left for the next run")
+        if tmp is None:
+            os.utime(name, ns=(current.st_atime_ns, op.src.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        else:
+            self.trash.keep_then_replace(dfd, name, op.path, tmp)
+
+    def delete_group(self, head: bytes, indices: list[int]) -> None:
+        """Move files that are not in the source into the trash, if they are still what the plan saw."""
+        fds = self._open_pair(head, indices, with_src=False)
+        if fds is None:
+            return
+        dfd = fds[1]
+        try:
+            for idx in indices:
+                if self.cancelled():
+                    return
+                started = time.time()
+                op = self.ops[idx]
+                try:
+                    current = _lstat(split(op.path)[1], dfd)
+                    if current is None:
+                        raise Changed("already gone from the destination")
+                    if not _same(current, op.dest):
+                        raise Changed("destination changed since the plan; kept")
+                    self.trash.move(dfd, split(op.path)[1], op.path)
+                except (OSError, Changed) as exc:
+                    self._fail(idx, exc, started)
+                    continue
+                self._ok(idx, started)
+        finally:
+            os.close(dfd)
+
+    def discard_staged(self) -> None:
+        """Remove the temp files of copies that will not be committed (interrupted, lease lost)."""
+        for idx, tmp, _ in self.staged:
+            try:
+                dfd = fsutil.open_dir(self.dest_fd, split(self.ops[idx].path)[0])
+            except OSError:
+                continue
+            unlink_quietly(tmp, dfd)
+            os.close(dfd)
+        self.staged = []
 
 
 def cleanup_leftovers(root: str, leftovers: list[bytes]) -> list[str]:

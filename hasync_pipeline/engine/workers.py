@@ -1,0 +1,246 @@
+"""Apply one batch of a plan with `workers` processes, keeping the batch crash-safe and fenced.
+
+Sequence: folders are made (in order, here); the copies, touches and deletes are split by folder among the
+workers; every worker stages its copies as temp files and reports "staged"; when all have, the parent makes
+ONE syncfs() and checks the lease, then tells them to go on (commit renames, touches, deletes) or to drop
+their temp files.  Emptied folders are removed last, here.  Each outcome streams back to the parent, which
+calls `on_result` (opslog, progress) for it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import fsutil
+from .forking import Child, write_frame
+from .paths import split
+from .plan import COPY, DELETE, MKDIR, RMDIR, SYMLINK, TOUCH, Op
+from .transfer import FileOps, Outcome
+
+_GO, _ABORT = b"G", b"A"
+_GROUP = 64          # operations per folder group handed to a worker
+_FLUSH_EVERY = 256   # outcomes per message from a worker
+
+
+@dataclass
+class OpResult:
+    op: Op
+    ok: bool
+    error: str | None = None
+    bytes: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    ended_at: datetime | None = None
+
+
+@dataclass
+class ApplyContext:
+    src_root: str
+    dest_root: str
+    trash_stamp: bytes
+    workers: int = 4
+    preserve_owner: bool = field(default_factory=lambda: os.geteuid() == 0)
+    durable: bool = True
+    check_lease: Callable[[], None] = lambda: None          # raises when the lease is lost
+    on_result: Callable[[OpResult], None] = lambda r: None  # once per op, in this process
+
+
+@dataclass
+class _Share:
+    """One worker's part of a batch, as (folder, op indices) groups."""
+
+    stage: list[tuple[bytes, list[int]]] = field(default_factory=list)
+    touch: list[tuple[bytes, list[int]]] = field(default_factory=list)
+    delete: list[tuple[bytes, list[int]]] = field(default_factory=list)
+    weight: float = 0.0
+
+
+def _groups(ops: list[Op], actions: tuple[str, ...]) -> list[tuple[bytes, list[int]]]:
+    by_folder: dict[bytes, list[int]] = {}
+    for idx, op in enumerate(ops):
+        if op.action in actions:
+            by_folder.setdefault(split(op.path)[0], []).append(idx)
+    return [(head, v[i:i + _GROUP]) for head, v in by_folder.items() for i in range(0, len(v), _GROUP)]
+
+
+def _split_into_shares(ops: list[Op], workers: int) -> list[_Share]:
+    """Greedy balance by weight: one unit per operation plus one per 64 KiB copied."""
+    shares = [_Share() for _ in range(max(1, workers))]
+    work = [("stage", g) for g in _groups(ops, (COPY, SYMLINK))] + [("touch", g) for g in _groups(ops, (TOUCH,))] \
+        + [("delete", g) for g in _groups(ops, (DELETE,))]
+    def weigh(group: tuple[bytes, list[int]]) -> float:
+        return sum(1 + ops[i].copy_bytes / 65536 for i in group[1])
+    for kind, group in sorted(work, key=lambda item: weigh(item[1]), reverse=True):
+        share = min(shares, key=lambda s: s.weight)
+        getattr(share, kind).append(group)
+        share.weight += weigh(group)
+    return [s for s in shares if s.stage or s.touch or s.delete]
+
+
+def _run_share(fileops: FileOps, share: _Share, barrier: Callable[[], bool]) -> None:
+    """Stage, wait at the barrier, then commit and delete (or drop the staged files)."""
+    for head, indices in share.stage:
+        fileops.stage_group(head, indices)
+    if not barrier():
+        fileops.discard_staged()
+        return
+    commits: dict[bytes, list] = {}
+    for idx, tmp, started in fileops.staged:
+        commits.setdefault(split(fileops.ops[idx].path)[0], []).append((idx, tmp, started))
+    for head, indices in share.touch:
+        commits.setdefault(head, []).extend((idx, None, time.time()) for idx in indices)
+    fileops.staged = []
+    for head, items in commits.items():
+        fileops.commit_group(head, items)
+    for head, indices in share.delete:
+        fileops.delete_group(head, indices)
+
+
+def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[int, int], None]:
+    def body(out_fd: int, in_fd: int) -> None:
+        stop = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.append(True))
+        pending: list[Outcome] = []
+
+        def emit(outcome: Outcome) -> None:
+            pending.append(outcome)
+            if len(pending) >= _FLUSH_EVERY:
+                flush()
+
+        def flush() -> None:
+            if pending:
+                write_frame(out_fd, ("results", pending[:]))
+                pending.clear()
+
+        def barrier() -> bool:
+            flush()
+            write_frame(out_fd, ("staged",))
+            return os.read(in_fd, 1) == _GO  # end of stream (parent gone) counts as abort
+
+        fileops = FileOps(ops, ctx.src_root, ctx.dest_root, ctx.trash_stamp, ctx.preserve_owner, emit,
+                          cancelled=lambda: bool(stop))
+        try:
+            _run_share(fileops, share, barrier)
+        finally:
+            fileops.discard_staged()
+            flush()
+            fileops.close()
+    return body
+
+
+class _Applier:
+    def __init__(self, ops: list[Op], ctx: ApplyContext):
+        self.ops, self.ctx = ops, ctx
+        self.results: list[OpResult] = []
+        self.reported: set[int] = set()
+
+    def deliver(self, outcome: Outcome) -> None:
+        idx, ok, error, nbytes, started, ended = outcome
+        self.reported.add(idx)
+        result = OpResult(self.ops[idx], ok, error, nbytes, _utc(started), _utc(ended))
+        self.results.append(result)
+        self.ctx.on_result(result)
+
+    def sync_and_check(self, dest_fd: int, anything_staged: bool) -> None:
+        if anything_staged and self.ctx.durable:
+            fsutil.syncfs(dest_fd)
+        self.ctx.check_lease()
+
+    def run(self) -> list[OpResult]:
+        self.ctx.check_lease()
+        local = FileOps(self.ops, self.ctx.src_root, self.ctx.dest_root, self.ctx.trash_stamp,
+                        self.ctx.preserve_owner, self.deliver)
+        try:
+            for idx in (i for i, op in enumerate(self.ops) if op.action == MKDIR):
+                local.mkdir(idx)
+            shares = _split_into_shares(self.ops, self.ctx.workers)
+            parallel = sum(len(g[1]) for s in shares for g in s.stage + s.touch + s.delete)
+            if len(shares) > 1 and parallel >= 2 * _GROUP:
+                self._in_children(shares, local.dest_fd)
+            else:
+                for share in shares:
+                    self._inline(local, share)
+            for idx in (i for i, op in enumerate(self.ops) if op.action == RMDIR):
+                local.rmdir(idx)
+        finally:
+            local.close()
+        return self.results
+
+    def _inline(self, local: FileOps, share: _Share) -> None:
+        def barrier() -> bool:
+            try:
+                self.sync_and_check(local.dest_fd, bool(local.staged))
+            except BaseException:
+                local.discard_staged()
+                raise
+            return True
+        try:
+            _run_share(local, share, barrier)
+        except BaseException:
+            local.discard_staged()
+            raise
+
+    def _in_children(self, shares: list[_Share], dest_fd: int) -> None:
+        children = [Child(_worker_body(self.ops, self.ctx, share)) for share in shares]
+        by_fd = {c.reader.fd: c for c in children}
+        waiting = set(children)   # not yet at the barrier
+        staged_any = False
+        released = False
+        try:
+            while by_fd:
+                ready, _, _ = select.select(list(by_fd), [], [])
+                for fd in ready:
+                    child = by_fd[fd]
+                    for kind, *payload in child.reader.read_available():
+                        if kind == "results":
+                            for outcome in payload[0]:
+                                self.deliver(outcome)
+                        elif kind == "staged":
+                            staged_any = True
+                            waiting.discard(child)
+                    if child.reader.eof:
+                        del by_fd[fd]
+                        waiting.discard(child)
+                if not waiting and not released:
+                    released = True
+                    self.sync_and_check(dest_fd, staged_any)
+                    for child in children:
+                        child.send(_GO)
+        except BaseException:
+            for child in children:  # stop them: drop staged files, stop between files, report what was done
+                child.send(_ABORT)
+                child.signal(signal.SIGTERM)
+            for child in children:
+                for kind, *payload in child.reader.read_all() if not child.reader.eof else []:
+                    if kind == "results":
+                        for outcome in payload[0]:
+                            self.deliver(outcome)
+            raise
+        finally:
+            statuses = {c.pid: c.reap() for c in children}
+        died = [pid for pid, status in statuses.items() if status != 0]
+        if died:
+            for idx, op in enumerate(self.ops):
+                if idx not in self.reported and op.action not in (MKDIR, RMDIR):
+                    self.deliver((idx, False, f"worker process died (pids {died}); left for the next run",
+                                  0, _now(), _now()))
+
+
+def _now() -> float:
+    return datetime.now(timezone.utc).timestamp()
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def apply_batch(ops: list[Op], ctx: ApplyContext) -> list[OpResult]:
+    """Apply `ops` (a slice of a plan, in plan order); one result per op.  Per-op failures are results, not
+    exceptions; only a lost lease (from ctx.check_lease), an interruption or unusable roots raise."""
+    return _Applier(ops, ctx).run()

@@ -1,0 +1,83 @@
+"""The multi-process apply: many files through forked workers, failures inside them, and interruption."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from hasync_pipeline.engine import SyncOptions, run_sync
+from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, snapshot, sync, write
+
+T0 = time.time() - 10_000
+
+
+def make_many(root, count, folders=7, size=300):
+    for i in range(count):
+        write(root / f"dir{i % folders}" / f"file{i:05d}", os.urandom(size), T0)
+
+
+def test_many_files_through_four_workers_converge(pair):
+    dell, hp = pair
+    make_many(dell, 1500)
+    make_many(hp, 200)  # the same names with other bytes...
+    for p in hp.rglob("file*"):  # ...and older, so dell's versions win
+        os.utime(p, (T0 - 100, T0 - 100))
+    results = []
+    report, plan = run_sync(str(dell), str(hp), SyncOptions(workers=4), "many", on_result=results.append)
+    assert report.failed == 0 and (report.created, report.updated) == (1300, 200)
+    assert len(results) == len(plan.ops) == len({r.op.path for r in results})  # one result per op
+    assert snapshot(dell) == snapshot(hp)
+    assert internal_leftovers(hp) == []
+    trashed = [p for p in (hp / ".hasync-trash").rglob("file*")]
+    assert len(trashed) == 200  # every overwritten version kept
+
+
+def test_failure_inside_a_worker_is_reported_and_the_rest_applied(pair):
+    dell, hp = pair
+    make_many(dell, 400)
+    os.chmod(dell / "dir3" / "file00003", 0)
+    for root in (dell.parent,):
+        for d, dirs, files in os.walk(root):
+            for n in [d] + [os.path.join(d, x) for x in dirs + files]:
+                os.chown(n, NOBODY, NOBODY)
+
+    def run():
+        results = []
+        report, _ = run_sync(str(dell), str(hp), SyncOptions(workers=3), "t", on_result=results.append)
+        return report.status, [(r.op.path, r.error) for r in results if not r.ok], len(results)
+    status, failures, count = as_user(NOBODY, run)
+    assert status == "partial_failure"
+    assert failures == [(b"dir3/file00003", "EACCES: Permission denied")]
+    assert count == 407
+    assert len(list(hp.rglob("file*"))) == 399
+
+
+def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
+    dell, hp = pair
+    block = os.urandom(1 << 20)
+    for i in range(4):
+        with open(dell / f"big{i}.bin", "wb") as f:
+            for _ in range(128):
+                f.write(block)
+    make_many(dell, 300)  # enough operations for the multi-process path
+    write(hp / "big0.bin", "old", T0 - 100_000)
+    proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
+                             "--pair", "media", "--log-dir", str(hp.parent / "logs"), "--workers", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(os.path.getsize(p) > (8 << 20) for p in internal_leftovers(hp)):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 6, err
+    assert "interrupted by SIGTERM" in err
+    assert internal_leftovers(hp) == []
+    assert (hp / "big0.bin").read_bytes() == b"old"
+    for p in hp.glob("big*.bin"):  # whatever was installed is complete
+        assert p.read_bytes() == (dell / p.name).read_bytes() or p.name == "big0.bin"
+    report, _ = sync(dell, hp)
+    assert report.failed == 0 and snapshot(dell) == snapshot(hp)
