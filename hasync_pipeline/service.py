@@ -1,17 +1,26 @@
-"""What one `ha-sync` invocation does, start to end: signals, the engine run, the summary, the exit code."""
+"""What one `ha-sync` invocation does, start to end:
+
+    lease -> flush leftover opslogs -> walk + plan -> (dry-run: already current? stop) -> opslog + iteration
+    row -> apply -> summary + flush -> expire old opslogs -> release the lease
+
+and the exit code.  A dead database never stops the sync: the opslog waits for the next run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import uuid
 from typing import TextIO
 
 from . import cli
-from .engine import SafetyRefusal, SyncOptions, WalkError, run_sync
+from .audit import AuditStore, AuditTrail, DsnError, expire_old, flush_pending
+from .engine import FAILED, Plan, SafetyRefusal, SyncOptions, SyncReport, WalkError, run_sync
 from .engine.paths import display
 from .engine.transfer import describe_error
 from .engine.workers import OpResult
+from .lease import LeaseHeld, LeaseLost, acquire_for_pair
 from .progress import Progress, summary
 
 
@@ -24,11 +33,66 @@ def _raise_interrupted(signum, _frame):
 
 
 def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: TextIO) -> int:
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    def warn(msg: str) -> None:
+        print(f"ha-sync: {msg}", file=err)
+
+    src, dest = os.path.abspath(args.src), os.path.abspath(args.dest)
     run_id = uuid.uuid4().hex
+    try:
+        store = AuditStore(args.db_dsn)
+    except DsnError as exc:
+        warn(f"bad --db-dsn / HA_SYNC_DB_DSN: {exc}")
+        return cli.EXIT_USAGE
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            lease = acquire_for_pair(args.pair, args.lock_ttl, run_id)
+        except LeaseHeld as exc:
+            print(f"ha-sync: {exc}; nothing changed", file=err)
+            return cli.EXIT_LEASE_HELD
+        try:
+            return _run_locked(args, opts, store, lease, src, dest, run_id, out, warn)
+        finally:
+            lease.release()
+    except Interrupted as exc:
+        warn(f"interrupted by {exc} before any change")
+        return cli.EXIT_INTERRUPTED
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        store.dispose()
+
+
+def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, dest: str, run_id: str,
+                out: TextIO, warn) -> int:
+    leftovers, db_error = flush_pending(store, args.log_dir) if os.path.isdir(args.log_dir) else ([], None)
+    for outcome in leftovers:
+        if outcome.error:
+            warn(outcome.error)
+    if db_error:
+        warn(f"{db_error}; earlier opslogs stay in {args.log_dir} for the next run")
+    trail = AuditTrail(store, args.log_dir, run_id=run_id, pair=args.pair, direction=args.direction,
+                       src=src, dest=dest, dry_run=opts.dry_run)
+    live = SyncReport()
     progress: Progress | None = None
 
+    def on_plan(plan: Plan) -> bool:
+        nonlocal progress
+        if opts.dry_run:
+            current = trail.already_current(plan)
+            if current:
+                print(current, file=out)
+                return False
+            for op in plan.ops:
+                print(op.describe(), file=out)
+        trail.begin()
+        if not opts.dry_run and out.isatty() and plan.ops:
+            progress = Progress(len(plan.ops), plan.copy_bytes).__enter__()
+        return True
+
     def on_result(result: OpResult) -> None:
+        live.add(result)
+        trail.record(result)
         if progress is not None:
             progress.update(result)
         if not result.ok:
@@ -36,32 +100,38 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
         elif args.verbose:
             print(f"ok   {result.op.describe()}", file=out)
 
-    def on_plan(plan) -> bool:
-        nonlocal progress
-        if opts.dry_run:
-            for op in plan.ops:
-                print(op.describe(), file=out)
-        elif err.isatty() and plan.ops:
-            progress = Progress(len(plan.ops), plan.copy_bytes, err).__enter__()
-        return True
+    def fail(code: int, message: str) -> int:
+        warn(message)
+        trail.finish(live, FAILED, message)
+        _report_warnings(trail, warn)
+        return code
 
     try:
         try:
-            report, _plan = run_sync(args.src, args.dest, opts, run_id, on_result=on_result, on_plan=on_plan)
+            report, _plan = run_sync(src, dest, opts, run_id, on_result=on_result, on_plan=on_plan,
+                                     check_lease=lease.check)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)
     except SafetyRefusal as exc:
-        print(f"ha-sync: refused, nothing changed: {exc}", file=err)
-        return cli.EXIT_REFUSED
+        return fail(cli.EXIT_REFUSED, f"refused, nothing changed: {exc}")
+    except LeaseLost as exc:
+        return fail(cli.EXIT_FAILED, f"lease lost, changes stopped: {exc}")
     except Interrupted as exc:
-        print(f"ha-sync: interrupted by {exc}; changes stopped, temp files removed", file=err)
-        return cli.EXIT_INTERRUPTED
+        return fail(cli.EXIT_INTERRUPTED, f"interrupted by {exc}; changes stopped, temp files removed")
     except (WalkError, OSError) as exc:
-        print(f"ha-sync: failed: {describe_error(exc)}", file=err)
-        return cli.EXIT_FAILED
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    print(summary(report, opts.dry_run), file=out)
+        return fail(cli.EXIT_FAILED, f"failed: {describe_error(exc)}")
+    if trail.writer is not None:  # None: a dry-run that was already current wrote nothing
+        trail.finish(report, report.status)
+        print(summary(report, opts.dry_run), file=out)
+    files, dropped = expire_old(args.log_dir, args.log_retain_days) if os.path.isdir(args.log_dir) else (0, 0)
+    if dropped:
+        warn(f"deleted {files} opslogs older than {args.log_retain_days:g} days that never reached the "
+             f"database: {dropped} operation records were dropped")
+    _report_warnings(trail, warn)
     return cli.EXIT_OK if report.status == "success" else cli.EXIT_PARTIAL
+
+
+def _report_warnings(trail: AuditTrail, warn) -> None:
+    for message in trail.warnings:
+        warn(message)

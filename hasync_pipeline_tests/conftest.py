@@ -17,6 +17,31 @@ from hasync_pipeline.engine import SyncOptions, run_sync
 NOBODY = 65534
 
 
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path_factory, monkeypatch):
+    """Every test gets its own state folder (embedded SQLite, local leases) and no inherited DSN."""
+    monkeypatch.setenv("HA_SYNC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("HA_SYNC_DB_DSN", raising=False)
+    monkeypatch.setenv("HA_SYNC_LEASE_BACKEND", "local")
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    from hasync_pipeline_tests.mariadb import MariaDB
+    server = MariaDB()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def db_dsn(request, tmp_path) -> str:
+    """A fresh, empty audit database: an SQLite file, or a database on the real MariaDB server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    server = request.getfixturevalue("mariadb")
+    return server.go_dsn(server.new_database())
+
+
 @pytest.fixture
 def tmp_path(tmp_path_factory) -> Path:
     """Like pytest's, but under a world-traversable folder, so tests that drop to 'nobody' can reach it."""
@@ -41,6 +66,36 @@ def write(path: Path | bytes, data: bytes | str = b"x", mtime: float | None = No
     if mtime is not None:
         os.utime(path, (mtime, mtime))
     return path
+
+
+def write_deep(root: Path, parts: list[str], data: bytes) -> None:
+    """Create root/parts[0]/.../parts[-1] through directory fds: works past PATH_MAX (4096 bytes)."""
+    fd = os.open(root, os.O_RDONLY)
+    for name in parts[:-1]:
+        try:
+            os.mkdir(name, dir_fd=fd)
+        except FileExistsError:
+            pass
+        nfd = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    wfd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(wfd, data)
+    os.close(wfd)
+    os.close(fd)
+
+
+def read_deep(root: Path, parts: list[str]) -> bytes:
+    fd = os.open(root, os.O_RDONLY)
+    for name in parts[:-1]:
+        nfd = os.open(name, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    rfd = os.open(parts[-1], os.O_RDONLY, dir_fd=fd)
+    data = os.read(rfd, 1 << 20)
+    os.close(rfd)
+    os.close(fd)
+    return data
 
 
 def snapshot(root: Path) -> dict[bytes, tuple]:

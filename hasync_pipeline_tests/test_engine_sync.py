@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from hasync_pipeline.engine.plan import TOUCH
-from hasync_pipeline_tests.conftest import internal_leftovers, snapshot, sync, write
+from hasync_pipeline_tests.conftest import internal_leftovers, read_deep, snapshot, sync, write, write_deep
 
 T0 = time.time() - 10_000  # a fixed past, so "newer" is unambiguous
 
@@ -101,28 +101,11 @@ def test_odd_names_round_trip(pair):
 def test_path_longer_than_path_max_is_synced(pair):
     """Directory fds make paths of any total length work (each syscall sees one name)."""
     dell, hp = pair
-    fd = os.open(dell, os.O_RDONLY)
-    for i in range(40):  # 40 * 120 bytes > PATH_MAX (4096)
-        name = f"{i:03d}-" + "d" * 116
-        os.mkdir(name, dir_fd=fd)
-        nfd = os.open(name, os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = nfd
-    wfd = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-    os.write(wfd, b"far down")
-    os.close(wfd)
-    os.close(fd)
+    parts = [f"{i:03d}-" + "d" * 116 for i in range(40)] + ["leaf"]  # 40 * 120 bytes > PATH_MAX (4096)
+    write_deep(dell, parts, b"far down")
     report, _ = sync(dell, hp)
     assert report.failed == 0 and report.created == 41
-    fd = os.open(hp, os.O_RDONLY)
-    for i in range(40):
-        nfd = os.open(f"{i:03d}-" + "d" * 116, os.O_RDONLY, dir_fd=fd)
-        os.close(fd)
-        fd = nfd
-    rfd = os.open("leaf", os.O_RDONLY, dir_fd=fd)
-    assert os.read(rfd, 100) == b"far down"
-    os.close(rfd)
-    os.close(fd)
+    assert read_deep(hp, parts) == b"far down"
 
 
 def test_symlinks_are_copied_as_links_never_followed(pair, tmp_path):

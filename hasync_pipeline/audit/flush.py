@@ -1,0 +1,125 @@
+"""Opslog files -> database, exactly once; and the opslog retention.
+
+One file = one transaction (iteration + its operations); the file is deleted only after the commit.  A
+crash between commit and delete is harmless: the next flush finds the run_id written and just deletes
+the file.  A file without a summary (the run crashed) becomes a `failed` iteration; a file that cannot be
+parsed is moved to `<log_dir>/quarantine/`, never deleted.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from dataclasses import dataclass
+
+from .opslog import OPSLOG_GLOB_PREFIX, OpslogCorrupt, ParsedOpslog, parse_iso, read_opslog, try_lock
+from .store import AuditStore, AuditUnavailable, _naive_utc
+
+QUARANTINE = "quarantine"
+
+
+@dataclass
+class FlushOutcome:
+    path: str
+    iteration_id: int | None = None
+    written: bool = False
+    operations: int = 0
+    skipped_live: bool = False
+    quarantined_to: str | None = None
+    error: str | None = None
+
+
+def final_fields(parsed: ParsedOpslog) -> dict:
+    """The iteration's closing columns: from the summary, or reconstructed for a crashed run."""
+    if parsed.summary is not None:
+        s = parsed.summary
+        return {"ended_at": _naive_utc(parse_iso(s["ended_at"])), "status": s["status"],
+                "files_created": s["files_created"], "files_updated": s["files_updated"],
+                "files_deleted": s["files_deleted"], "files_skipped": s["files_skipped"],
+                "files_failed": s["files_failed"], "total_bytes_transferred": s["total_bytes_transferred"],
+                "error_message": s.get("error_message")}
+    done = [op for op in parsed.ops if op["status"] == "success"]
+    last = parsed.ops[-1]["ended_at"] if parsed.ops else parsed.header["started_at"]
+    note = " (its last line was cut off)" if parsed.torn_tail else ""
+    return {"ended_at": _naive_utc(parse_iso(last)), "status": "failed",
+            "files_created": sum(op["operation"] == "create" for op in done),
+            "files_updated": sum(op["operation"] == "update" for op in done),
+            "files_deleted": sum(op["operation"] == "delete" for op in done),
+            "files_skipped": 0, "files_failed": len(parsed.ops) - len(done),
+            "total_bytes_transferred": sum(op.get("bytes") or 0 for op in done),
+            "error_message": f"the run ended without a summary (killed or crashed); {len(parsed.ops)} "
+                             f"operations were recorded before it stopped{note}"}
+
+
+def quarantine(path: str) -> str:
+    qdir = os.path.join(os.path.dirname(path), QUARANTINE)
+    os.makedirs(qdir, exist_ok=True)
+    target = os.path.join(qdir, os.path.basename(path))
+    os.replace(path, target)
+    return target
+
+
+def flush_file(store: AuditStore, path: str) -> FlushOutcome:
+    """Flush one opslog.  Raises AuditUnavailable (the file stays for the next run)."""
+    outcome = FlushOutcome(path)
+    lock = try_lock(path)
+    if lock is None:
+        outcome.skipped_live = True  # its writer (or another flusher) holds it
+        return outcome
+    try:
+        if not os.path.exists(path):  # flushed by someone else between our listing and our lock
+            return outcome
+        try:
+            parsed = read_opslog(path, lock)
+        except OpslogCorrupt as exc:
+            outcome.quarantined_to = quarantine(path)
+            outcome.error = f"corrupt opslog moved to {outcome.quarantined_to}: {exc}"
+            return outcome
+        outcome.iteration_id, outcome.written = store.write_run(parsed.header, parsed.ops, final_fields(parsed))
+        outcome.operations = len(parsed.ops)
+        os.unlink(path)
+        return outcome
+    finally:
+        lock.close()
+
+
+def pending_files(log_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(glob.escape(log_dir), f"{OPSLOG_GLOB_PREFIX}*.jsonl")))
+
+
+def flush_pending(store: AuditStore, log_dir: str, skip: tuple[str, ...] = ()) -> tuple[list[FlushOutcome], str | None]:
+    """Flush every opslog left in log_dir (oldest first).  Returns the outcomes and, if the database went
+    away, why (the remaining files wait for the next run)."""
+    outcomes = []
+    for path in pending_files(log_dir):
+        if path in skip:
+            continue
+        try:
+            outcomes.append(flush_file(store, path))
+        except AuditUnavailable as exc:
+            return outcomes, str(exc)
+    return outcomes, None
+
+
+def expire_old(log_dir: str, retain_days: float, now: float | None = None) -> tuple[int, int]:
+    """Delete opslogs older than retain_days (by mtime).  Returns (files deleted, operations in them that
+    never reached the database): every file still here was never flushed, so those records are lost."""
+    cutoff = (now or time.time()) - retain_days * 86400
+    files = dropped = 0
+    for path in pending_files(log_dir):
+        try:
+            if os.stat(path).st_mtime >= cutoff:
+                continue
+            lock = try_lock(path)
+            if lock is None:
+                continue
+            try:
+                dropped += sum(1 for line in lock if line.startswith(b'{"type":"op"'))
+                os.unlink(path)
+                files += 1
+            finally:
+                lock.close()
+        except FileNotFoundError:
+            continue
+    return files, dropped

@@ -1,0 +1,79 @@
+"""The audit tables, exactly as the seed's DDL on MySQL/MariaDB (and their nearest form on SQLite).
+
+Extra columns, both nullable (the seed allows nothing else):
+  sync_iterations.run_id         VARCHAR(64) UNIQUE - one id per run, so flushing an opslog twice never
+                                 duplicates an iteration (the opslog header carries it).
+  sync_iterations.dagster_run_id VARCHAR(64)        - the Dagster run, for links from the dashboard.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, DateTime, Enum, ForeignKeyConstraint, Index, Integer, MetaData,
+                        String, Table, Text, text)
+from sqlalchemy.dialects import mysql
+
+
+def _mysql(generic, mysql_type):
+    return generic.with_variant(mysql_type, "mysql").with_variant(mysql_type, "mariadb")
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY
+ID = _mysql(Integer(), mysql.BIGINT())
+DATETIME3 = _mysql(DateTime(), mysql.DATETIME(fsp=3))
+FLAG = _mysql(Integer(), mysql.TINYINT(display_width=1))
+ITERATION_STATUS = ("running", "success", "partial_failure", "failed")
+OPERATIONS = ("create", "update", "delete")
+OPERATION_STATUS = ("success", "fail")
+FILEPATH_MAX = 4096
+_TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
+                  "mariadb_charset": "utf8mb4"}
+
+metadata = MetaData()
+
+sync_iterations = Table(
+    "sync_iterations", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("sync_pair", String(255), nullable=False),
+    Column("direction", String(64), nullable=False),
+    Column("src", String(512), nullable=False),
+    Column("dest", String(512), nullable=False),
+    Column("started_at", DATETIME3, nullable=False),
+    Column("ended_at", DATETIME3),
+    Column("status", Enum(*ITERATION_STATUS, name="iteration_status", native_enum=True),
+           nullable=False, server_default="running"),
+    Column("dry_run", FLAG, nullable=False, server_default=text("0")),
+    Column("files_created", Integer, server_default=text("0")),
+    Column("files_updated", Integer, server_default=text("0")),
+    Column("files_deleted", Integer, server_default=text("0")),
+    Column("files_skipped", Integer, server_default=text("0")),
+    Column("files_failed", Integer, server_default=text("0")),
+    Column("total_bytes_transferred", BigInteger, server_default=text("0")),
+    Column("error_message", Text),
+    Column("run_id", String(64), nullable=True),
+    Column("dagster_run_id", String(64), nullable=True),
+    Index("idx_pair", "sync_pair"),
+    Index("idx_started", "started_at"),
+    Index("idx_dry_run", "dry_run"),
+    Index("uq_run_id", "run_id", unique=True),
+    **_TABLE_OPTIONS,
+)
+
+sync_operations = Table(
+    "sync_operations", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("iteration_id", _mysql(Integer(), mysql.BIGINT()), nullable=False),
+    Column("dry_run", FLAG, nullable=False, server_default=text("0")),
+    Column("operation", Enum(*OPERATIONS, name="operation", native_enum=True), nullable=False),
+    Column("filepath", String(FILEPATH_MAX), nullable=False),
+    Column("size_before", BigInteger),
+    Column("size_after", BigInteger),
+    Column("md5_before", String(32)),
+    Column("md5_after", String(32)),
+    Column("started_at", DATETIME3, nullable=False),
+    Column("ended_at", DATETIME3),
+    Column("status", Enum(*OPERATION_STATUS, name="operation_status", native_enum=True), nullable=False),
+    Column("error_message", String(4096)),
+    Index("idx_iteration", "iteration_id"),
+    ForeignKeyConstraint(["iteration_id"], ["sync_iterations.id"], name="fk_iteration"),
+    **_TABLE_OPTIONS,
+)

@@ -1,0 +1,186 @@
+"""The audit database: MySQL/MariaDB through PyMySQL in production, SQLite embedded by default.
+
+Every failure to reach or use the database becomes `AuditUnavailable`, whose message names the database
+without its password.  Callers treat it as "try again next run": the opslog keeps the record meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from .dsn import redact, scrub, to_url
+from .opslog import parse_iso, utc_ms
+from .schema import FILEPATH_MAX, metadata, sync_iterations, sync_operations
+
+INSERT_CHUNK = 5000
+
+
+class AuditUnavailable(Exception):
+    """The audit database could not be reached or used; the message is safe to show."""
+
+
+def _naive_utc(dt: datetime | None) -> datetime | None:
+    """DATETIME columns hold naive UTC, to the millisecond."""
+    return utc_ms(dt).replace(tzinfo=None) if dt else None
+
+
+def _sqlite_immediate(engine: Engine) -> None:
+    """SQLite: take the write lock at BEGIN, so two flushers serialise instead of both reading 'absent'."""
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA foreign_keys=ON")
+        dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class AuditStore:
+    def __init__(self, dsn: str | None = None, connect_timeout: int = 5):
+        self.url = to_url(dsn)
+        self.name = redact(self.url)
+        kwargs: dict = {"pool_pre_ping": True}
+        if self.url.get_backend_name() == "mysql":
+            kwargs["connect_args"] = {"connect_timeout": connect_timeout, "read_timeout": 60,
+                                      "write_timeout": 60}
+        elif self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            os.makedirs(os.path.dirname(os.path.abspath(self.url.database)), exist_ok=True)
+        self.engine = create_engine(self.url, **kwargs)
+        if self.url.get_backend_name() == "sqlite":
+            _sqlite_immediate(self.engine)
+        self._schema_ready = False
+
+    def _unavailable(self, exc: BaseException) -> AuditUnavailable:
+        detail = getattr(exc, "orig", None) or exc
+        return AuditUnavailable(scrub(f"audit database {self.name} unavailable: {detail}", self.url))
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+        self._schema_ready = True
+
+    # ---- writing -------------------------------------------------------------------------------
+    def start_iteration(self, header: dict) -> int:
+        """Insert the `running` row a dashboard shows while the run goes on."""
+        self.ensure_schema()
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(insert(sync_iterations).values(
+                    **_iteration_identity(header), status="running")).inserted_primary_key[0]
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def write_run(self, header: dict, ops: list[dict], final: dict) -> tuple[int, bool]:
+        """Iteration + operations of one opslog in ONE transaction; (iteration id, newly written).
+
+        Idempotent by run_id: a run already written (status no longer 'running') is left as it is."""
+        self.ensure_schema()
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(select(sync_iterations.c.id, sync_iterations.c.status)
+                                   .where(sync_iterations.c.run_id == header["run_id"])
+                                   .with_for_update()).first()
+                if row is not None and row.status != "running":
+                    return row.id, False
+                if row is None:
+                    iteration_id = conn.execute(insert(sync_iterations).values(
+                        **_iteration_identity(header), **final)).inserted_primary_key[0]
+                else:
+                    iteration_id = row.id
+                    conn.execute(update(sync_iterations).where(sync_iterations.c.id == iteration_id)
+                                 .values(**final))
+                rows = [_operation_row(iteration_id, op) for op in ops]
+                for i in range(0, len(rows), INSERT_CHUNK):
+                    conn.execute(insert(sync_operations), rows[i:i + INSERT_CHUNK])
+                return iteration_id, True
+        except IntegrityError:
+            # another flusher inserted the same run_id between our read and insert: it is written
+            return self._iteration_id_of(header["run_id"]), False
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def _iteration_id_of(self, run_id: str) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(sync_iterations.c.id).where(sync_iterations.c.run_id == run_id)).scalar_one()
+
+    # ---- reading -------------------------------------------------------------------------------
+    def last_dry_run(self, pair: str, direction: str) -> tuple[datetime, set[tuple[str, str, int | None]]] | None:
+        """The seed's rule: the last *successful* dry-run of this pair and direction, as (started_at, its set
+        of (filepath, operation, size_before))."""
+        self.ensure_schema()
+        it = sync_iterations.c
+        try:
+            with self.engine.connect() as conn:
+                last = conn.execute(
+                    select(it.id, it.started_at)
+                    .where(it.sync_pair == pair, it.direction == direction, it.dry_run == 1, it.status == "success")
+                    .order_by(it.started_at.desc(), it.id.desc()).limit(1)).first()
+                if last is None:
+                    return None
+                op = sync_operations.c
+                rows = conn.execute(select(op.filepath, op.operation, op.size_before)
+                                    .where(op.iteration_id == last.id))
+                return last.started_at, {(r.filepath, r.operation, r.size_before) for r in rows}
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def count_operations(self, iteration_id: int | None = None) -> int:
+        with self.engine.connect() as conn:
+            q = select(func.count()).select_from(sync_operations)
+            if iteration_id is not None:
+                q = q.where(sync_operations.c.iteration_id == iteration_id)
+            return conn.execute(q).scalar_one()
+
+    # ---- housekeeping --------------------------------------------------------------------------
+    def purge_operations(self, older_than_days: float = 30, batch: int = 10_000,
+                         now: datetime | None = None) -> int:
+        """Delete sync_operations rows started more than N days ago, a batch per transaction (short locks
+        on a busy table).  Returns how many were deleted."""
+        self.ensure_schema()
+        cutoff = _naive_utc((now or datetime.now(timezone.utc)) - timedelta(days=older_than_days))
+        op = sync_operations.c
+        total = 0
+        try:
+            while True:
+                with self.engine.begin() as conn:
+                    ids = conn.execute(select(op.id).where(op.started_at < cutoff).order_by(op.id)
+                                       .limit(batch)).scalars().all()
+                    if not ids:
+                        return total
+                    conn.execute(delete(sync_operations).where(op.id.in_(ids)))
+                    total += len(ids)
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _iteration_identity(header: dict) -> dict:
+    return {"run_id": header["run_id"], "sync_pair": header["pair"], "direction": header["direction"],
+            "src": header["src"][:512], "dest": header["dest"][:512],
+            "started_at": _naive_utc(parse_iso(header["started_at"])), "dry_run": int(bool(header["dry_run"])),
+            "dagster_run_id": header.get("dagster_run_id")}
+
+
+def _operation_row(iteration_id: int, op: dict) -> dict:
+    path = op["filepath"]
+    if len(path) > FILEPATH_MAX:  # VARCHAR(4096): keep the head and say it was cut
+        path = path[:FILEPATH_MAX - 3] + "..."
+    return {"iteration_id": iteration_id, "dry_run": op["dry_run"], "operation": op["operation"], "filepath": path,
+            "size_before": op["size_before"], "size_after": op["size_after"], "md5_before": op["md5_before"],
+            "md5_after": op["md5_after"], "started_at": _naive_utc(parse_iso(op["started_at"])),
+            "ended_at": _naive_utc(parse_iso(op["ended_at"])), "status": op["status"],
+            "error_message": (op["error_message"] or None) and op["error_message"][:4096]}
+

@@ -1,0 +1,75 @@
+"""One run's audit trail: the opslog as it happens, the database row when the database answers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ..engine import Plan, SyncReport
+from ..engine.workers import OpResult
+from .flush import FlushOutcome, flush_file
+from .opslog import OpslogWriter, _size, encode_path, iso
+from .store import AuditStore, AuditUnavailable
+
+ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has changed."
+
+
+def plan_signature(plan: Plan) -> set[tuple[str, str, int | None]]:
+    """What a dry-run writes, as the seed compares it: (filepath, operation, size_before) of every row."""
+    return {(encode_path(op.path), op.operation, _size(op.dest)) for op in plan.ops + plan.conflicts}
+
+
+class AuditTrail:
+    def __init__(self, store: AuditStore | None, log_dir: str, *, run_id: str, pair: str, direction: str,
+                 src: str, dest: str, dry_run: bool, dagster_run_id: str | None = None):
+        self.store, self.log_dir = store, log_dir
+        self.header = {"run_id": run_id, "pair": pair, "direction": direction, "src": src, "dest": dest,
+                       "started_at": iso(datetime.now(timezone.utc)), "dry_run": int(dry_run),
+                       "dagster_run_id": dagster_run_id}
+        self.writer: OpslogWriter | None = None
+        self.iteration_id: int | None = None
+        self.warnings: list[str] = []
+
+    def already_current(self, plan: Plan) -> str | None:
+        """For a dry-run: the seed's message when the last successful dry-run had the same plan, else None
+        (also None when the database cannot tell: then the dry-run is simply recorded again)."""
+        if self.store is None:
+            return None
+        try:
+            last = self.store.last_dry_run(self.header["pair"], self.header["direction"])
+        except AuditUnavailable as exc:
+            self.warnings.append(str(exc))
+            return None
+        if last is not None and last[1] == plan_signature(plan):
+            return ALREADY_CURRENT.format(started_at=last[0].isoformat(sep=" ", timespec="milliseconds"))
+        return None
+
+    def begin(self) -> None:
+        self.writer = OpslogWriter(self.log_dir, self.header)
+        if self.store is not None:
+            try:
+                self.iteration_id = self.store.start_iteration(self.header)
+            except AuditUnavailable as exc:
+                self.warnings.append(f"{exc}; the opslog keeps the record until the next run flushes it")
+
+    def record(self, result: OpResult) -> None:
+        self.writer.record(result)
+
+    def finish(self, report: SyncReport | None, status: str, error: str | None = None) -> FlushOutcome | None:
+        """Close the opslog with its summary and flush it (a dead database leaves it for the next run)."""
+        if self.writer is None:
+            self.begin()
+        report = report or SyncReport()
+        errors = ([error] if error else []) + report.errors
+        summary = {"ended_at": iso(datetime.now(timezone.utc)), "status": status,
+                   "files_created": report.created, "files_updated": report.updated,
+                   "files_deleted": report.deleted, "files_skipped": report.skipped,
+                   "files_failed": report.failed, "total_bytes_transferred": report.bytes,
+                   "error_message": "\n".join(errors)[:60000] or None}
+        self.writer.close(summary)
+        if self.store is None:
+            return None
+        try:
+            return flush_file(self.store, self.writer.path)
+        except AuditUnavailable as exc:
+            self.warnings.append(f"{exc}; opslog {self.writer.path} kept for the next run")
+            return None

@@ -1,0 +1,174 @@
+"""The Kubernetes lease: a coordination.k8s.io/v1 Lease `ha-sync-<pair>` (the seed's choice: native TTL, no
+database needed to lock).
+
+Every write carries the resourceVersion we read, so of two racing writers exactly one wins (the other gets
+409 Conflict); creation races are decided by 409 AlreadyExists.  RBAC needed: leases get, create, update,
+delete in the namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from .base import HeldLease, LeaseHeld, LeaseLost, TransientLeaseError
+from .identity import SERVICE_ACCOUNT_NAMESPACE, in_cluster
+
+DEFAULT_NAMESPACE = "infrastructure"
+REQUEST_TIMEOUT = 10  # seconds per API call
+
+
+def default_api() -> tuple[client.CoordinationV1Api, str]:
+    """In a pod: the service account and its namespace; elsewhere: the kubeconfig and its context's
+    namespace ($HA_SYNC_LEASE_NAMESPACE overrides both)."""
+    if in_cluster():
+        config.load_incluster_config()
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            namespace = f.read().strip() or DEFAULT_NAMESPACE
+    else:
+        config.load_kube_config()
+        _, active = config.list_kube_config_contexts()
+        namespace = (active or {}).get("context", {}).get("namespace") or DEFAULT_NAMESPACE
+    return client.CoordinationV1Api(), os.environ.get("HA_SYNC_LEASE_NAMESPACE") or namespace
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status is None or exc.status == 0 or exc.status == 429 or exc.status >= 500
+    return isinstance(exc, (HTTPError, OSError))
+
+
+def _expired(lease: client.V1Lease, now: datetime) -> bool:
+    spec = lease.spec
+    renewed = spec.renew_time or spec.acquire_time
+    if renewed is None or not spec.holder_identity:
+        return True  # released or never held
+    return renewed + timedelta(seconds=spec.lease_duration_seconds or 0) < now
+
+
+class KubeLease(HeldLease):
+    def __init__(self, api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int,
+                 lease: client.V1Lease):
+        super().__init__(ttl)
+        self.api, self.namespace, self.name, self.holder = api, namespace, name, holder
+        self.resource_version = lease.metadata.resource_version
+        self._lease = lease
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sorted into transient or not
+            if _transient(exc):
+                raise TransientLeaseError(str(exc)) from None
+            raise
+
+    def _renew(self) -> None:
+        lease = self._lease
+        lease.spec.renew_time = _now()
+        lease.metadata.resource_version = self.resource_version
+        try:
+            self._lease = self._call(self.api.replace_namespaced_lease, self.name, self.namespace, lease)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise TransientLeaseError(str(exc)) from None
+            current = self._read()  # someone wrote it: still ours (e.g. a label was added)?
+            if current is None or current.spec.holder_identity != self.holder:
+                holder = current.spec.holder_identity if current else "nobody (deleted)"
+                raise LeaseLost(f"lease {self.name} was taken over by {holder}") from None
+            self._lease = current
+            self.resource_version = current.metadata.resource_version
+            raise TransientLeaseError("resourceVersion moved on; renewing again") from None
+        self.resource_version = self._lease.metadata.resource_version
+
+    def _read(self) -> client.V1Lease | None:
+        try:
+            return self._call(self.api.read_namespaced_lease, self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _delete_if_ours(self) -> None:
+        for _ in range(3):
+            current = self._read()
+            if current is None or current.spec.holder_identity != self.holder:
+                return  # never delete a lease we do not hold
+            body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
+                resource_version=current.metadata.resource_version))
+            try:
+                self._call(self.api.delete_namespaced_lease, self.name, self.namespace, body=body)
+                return
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+                if exc.status != 409:
+                    raise
+
+
+def acquire_kube(pair: str, holder: str, ttl: int, api: client.CoordinationV1Api | None = None,
+                 namespace: str | None = None, retries: int = 3) -> KubeLease:
+    if api is None:
+        api, default_ns = default_api()
+        namespace = namespace or default_ns
+    namespace = namespace or DEFAULT_NAMESPACE
+    name = f"ha-sync-{pair}"
+    for attempt in range(retries + 1):
+        try:
+            return _try_acquire(api, namespace, name, holder, ttl)
+        except TransientLeaseError:
+            if attempt == retries:
+                raise
+            time.sleep(min(2 ** attempt, 10))  # backoff before asking the API server again
+    raise AssertionError("unreachable")
+
+
+def _try_acquire(api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int) -> KubeLease:
+    now = _now()
+    spec = client.V1LeaseSpec(holder_identity=holder, lease_duration_seconds=int(ttl), acquire_time=now,
+                              renew_time=now, lease_transitions=0)
+    body = client.V1Lease(metadata=client.V1ObjectMeta(name=name, namespace=namespace), spec=spec)
+    try:
+        created = api.create_namespaced_lease(namespace, body, _request_timeout=REQUEST_TIMEOUT)
+        return KubeLease(api, namespace, name, holder, ttl, created).start_heartbeat()
+    except ApiException as exc:
+        if exc.status != 409:
+            if _transient(exc):
+                raise TransientLeaseError(str(exc)) from None
+            raise
+    except (HTTPError, OSError) as exc:
+        raise TransientLeaseError(str(exc)) from None
+    try:
+        current = api.read_namespaced_lease(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise TransientLeaseError("lease vanished between create and read") from None
+        if _transient(exc):
+            raise TransientLeaseError(str(exc)) from None
+        raise
+    if current.spec.holder_identity != holder and not _expired(current, now):
+        raise LeaseHeld(name, current.spec.holder_identity, current.spec.acquire_time)
+    # ours already, or expired: take it over with the resourceVersion we read
+    current.spec.holder_identity = holder
+    current.spec.lease_duration_seconds = int(ttl)
+    current.spec.acquire_time = now
+    current.spec.renew_time = now
+    current.spec.lease_transitions = (current.spec.lease_transitions or 0) + 1
+    try:
+        taken = api.replace_namespaced_lease(name, namespace, current, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        if exc.status == 409:  # someone else won the takeover
+            winner = api.read_namespaced_lease(name, namespace, _request_timeout=REQUEST_TIMEOUT)
+            raise LeaseHeld(name, winner.spec.holder_identity, winner.spec.acquire_time) from None
+        if _transient(exc):
+            raise TransientLeaseError(str(exc)) from None
+        raise
+    return KubeLease(api, namespace, name, holder, ttl, taken).start_heartbeat()

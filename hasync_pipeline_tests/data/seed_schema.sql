@@ -1,0 +1,38 @@
+CREATE TABLE IF NOT EXISTS sync_iterations (
+id BIGINT AUTO_INCREMENT PRIMARY KEY,
+sync_pair VARCHAR(255) NOT NULL,
+direction VARCHAR(64) NOT NULL,
+src VARCHAR(512) NOT NULL,
+dest VARCHAR(512) NOT NULL,
+started_at DATETIME(3) NOT NULL,
+ended_at DATETIME(3),
+status ENUM('running','success','partial_failure','failed') NOT NULL DEFAULT 'running',
+dry_run TINYINT(1) NOT NULL DEFAULT 0,
+files_created INT DEFAULT 0,
+files_updated INT DEFAULT 0,
+files_deleted INT DEFAULT 0,
+files_skipped INT DEFAULT 0,
+files_failed INT DEFAULT 0,
+total_bytes_transferred BIGINT DEFAULT 0,
+error_message TEXT,
+INDEX idx_pair (sync_pair),
+INDEX idx_started (started_at),
+INDEX idx_dry_run (dry_run)
+);
+CREATE TABLE IF NOT EXISTS sync_operations (
+id BIGINT AUTO_INCREMENT PRIMARY KEY,
+iteration_id BIGINT NOT NULL,
+dry_run TINYINT(1) NOT NULL DEFAULT 0,
+operation ENUM('create','update','delete') NOT NULL,
+filepath VARCHAR(4096) NOT NULL,
+size_before BIGINT,
+size_after BIGINT,
+md5_before VARCHAR(32),
+md5_after VARCHAR(32),
+started_at DATETIME(3) NOT NULL,
+ended_at DATETIME(3),
+status ENUM('success','fail') NOT NULL,
+error_message VARCHAR(4096),
+INDEX idx_iteration (iteration_id),
+CONSTRAINT fk_iteration FOREIGN KEY (iteration_id) REFERENCES sync_iterations(id)
+);

@@ -1,0 +1,388 @@
+"""The audit trail against a real MariaDB server and SQLite: schema, flush exactly once, dead database,
+crashed runs, corrupt files, odd paths, dry-run idempotency, retention."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from hasync_pipeline.audit import (AuditStore, AuditUnavailable, decode_path, encode_path, expire_old,
+                                   flush_file, flush_pending)
+from hasync_pipeline.audit.opslog import OpslogWriter, read_opslog
+from hasync_pipeline.audit.schema import sync_iterations, sync_operations
+from hasync_pipeline_tests.conftest import run_cli, write, write_deep
+from hasync_pipeline_tests.mariadb import PASSWORD
+
+SEED_DDL = Path(__file__).parent / "data" / "seed_schema.sql"
+T0 = time.time() - 10_000
+
+
+def rows(dsn: str, table, *where):
+    store = AuditStore(dsn)
+    store.ensure_schema()
+    with store.engine.connect() as conn:
+        result = [r._asdict() for r in conn.execute(select(table).where(*where).order_by(table.c.id))]
+    store.dispose()
+    return result
+
+
+def cli_sync(src, dest, logs, dsn, *extra, pair="media"):
+    return run_cli("--src", str(src), "--dest", str(dest), "--pair", pair, "--direction", "dell-to-hp",
+                   "--log-dir", str(logs), "--db-dsn", dsn, *extra)
+
+
+# ---- schema --------------------------------------------------------------------------------------
+
+def _describe(conn, db: str):
+    cols = conn.execute(text(
+        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS "
+        "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, ORDINAL_POSITION"), {"db": db}).all()
+    idx = conn.execute(text(
+        "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
+        "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"), {"db": db}).all()
+    fks = conn.execute(text(
+        "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME "
+        "FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = :db AND REFERENCED_TABLE_NAME IS NOT NULL"),
+        {"db": db}).all()
+    return set(map(tuple, cols)), set(map(tuple, idx)), set(map(tuple, fks))
+
+
+def test_mysql_schema_is_the_seed_ddl_plus_two_documented_nullable_columns(mariadb):
+    seed_db, ours_db = mariadb.new_database(), mariadb.new_database()
+    with mariadb.root() as conn, conn.cursor() as cur:
+        cur.execute(f"USE {seed_db}")
+        for statement in SEED_DDL.read_text().split(";"):
+            if statement.strip():
+                cur.execute(statement)
+    store = AuditStore(mariadb.go_dsn(ours_db))
+    store.ensure_schema()
+    with store.engine.connect() as conn:
+        seed_cols, seed_idx, seed_fks = _describe(conn, seed_db)
+        our_cols, our_idx, our_fks = _describe(conn, ours_db)
+    store.dispose()
+    extra_cols = our_cols - seed_cols
+    assert seed_cols <= our_cols  # every seed column, with the same type, nullability, default, extra
+    assert {(c[1], c[3]) for c in extra_cols} == {("run_id", "YES"), ("dagster_run_id", "YES")}
+    assert seed_idx <= our_idx and {i[1] for i in our_idx - seed_idx} == {"uq_run_id"}
+    assert seed_fks == our_fks
+
+
+def test_sqlite_schema_has_the_tables_indexes_and_foreign_key(tmp_path):
+    store = AuditStore(f"sqlite:///{tmp_path / 'a.sqlite3'}")
+    store.ensure_schema()
+    insp = inspect(store.engine)
+    assert {i["name"] for i in insp.get_indexes("sync_iterations")} >= {"idx_pair", "idx_started", "idx_dry_run",
+                                                                        "uq_run_id"}
+    assert {i["name"] for i in insp.get_indexes("sync_operations")} == {"idx_iteration"}
+    assert insp.get_foreign_keys("sync_operations")[0]["referred_table"] == "sync_iterations"
+
+
+# ---- real runs -----------------------------------------------------------------------------------
+
+def test_a_run_is_recorded_truthfully(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    write(dell / "new.txt", "new")
+    write(dell / "dir" / "f", "f")
+    write(dell / "same", "same bytes", T0 + 100)
+    write(hp / "same", "same bytes", T0)
+    write(hp / "gone", "g")
+    write(dell / "keep1", "k")
+    write(hp / "keep1", "k")
+    os.utime(dell / "keep1", (T0, T0))
+    os.utime(hp / "keep1", (T0, T0))
+    proc = cli_sync(dell, hp, tmp_path / "logs", db_dsn, "--delete-missing", "--max-delete", "100")
+    assert proc.returncode == 0, proc.stderr
+    [it] = rows(db_dsn, sync_iterations)
+    assert (it["status"], it["dry_run"], it["files_created"], it["files_updated"], it["files_deleted"],
+            it["files_skipped"], it["files_failed"]) == ("success", 0, 3, 1, 1, 1, 0)
+    assert it["total_bytes_transferred"] == 4 and it["src"] == str(dell) and it["direction"] == "dell-to-hp"
+    assert it["started_at"] <= it["ended_at"] and it["started_at"].microsecond % 1000 == 0
+    ops = {op["filepath"]: op for op in rows(db_dsn, sync_operations)}
+    assert set(ops) == {"new.txt", "dir", "dir/f", "same", "gone"}
+    assert ops["same"]["md5_before"] == ops["same"]["md5_after"] is not None  # computed: settled by MD5
+    assert ops["new.txt"]["md5_before"] is None and ops["new.txt"]["size_after"] == 3
+    assert ops["gone"]["operation"] == "delete" and ops["gone"]["size_before"] == 1
+    assert all(op["status"] == "success" and op["iteration_id"] == it["id"] for op in ops.values())
+    assert list((tmp_path / "logs").glob("opslog-*")) == []  # flushed, then deleted
+
+
+def test_failures_and_conflicts_are_recorded_as_partial_failure(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    write(dell / "clash", "file", T0)
+    write(hp / "clash" / "inner", "dir", T0)
+    write(dell / "ok", "ok")
+    assert cli_sync(dell, hp, tmp_path / "logs", db_dsn).returncode == 3
+    [it] = rows(db_dsn, sync_iterations)
+    assert it["status"] == "partial_failure" and it["files_failed"] == 1 and it["files_created"] == 1
+    [failed] = rows(db_dsn, sync_operations, sync_operations.c.status == "fail")
+    assert failed["filepath"] == "clash" and "conflict" in failed["error_message"]
+
+
+def test_refusal_is_recorded_as_failed_with_the_reason(tmp_path, db_dsn):
+    (tmp_path / "empty").mkdir()
+    write(tmp_path / "full" / "precious", "p")
+    assert cli_sync(tmp_path / "empty", tmp_path / "full", tmp_path / "logs", db_dsn).returncode == 4
+    [it] = rows(db_dsn, sync_iterations)
+    assert it["status"] == "failed" and "refused" in it["error_message"] and "empty" in it["error_message"]
+
+
+def test_non_utf8_and_4096_character_paths_round_trip(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    odd = b"caf\xe9-\xff.txt"
+    write(os.path.join(os.fsencode(dell), odd), "latin-1 name")
+    dirs = [f"{i:02d}" + "x" * 128 for i in range(31)]  # 31 x 130 + 31 slashes = 4061 characters
+    exact, longer = "e" * 35, "l" * 36                   # -> paths of 4096 and 4097 characters
+    write_deep(dell, dirs + [exact], b"exactly 4096")
+    write_deep(dell, dirs + [longer], b"one more")
+    assert cli_sync(dell, hp, tmp_path / "logs", db_dsn).returncode == 0
+    paths = [op["filepath"] for op in rows(db_dsn, sync_operations)]
+    [stored] = [p for p in paths if p.startswith("hasync-pct:")]
+    assert decode_path(stored) == odd
+    assert "/".join(dirs + [exact]) in paths  # exactly 4096 characters: stored whole
+    assert "/".join(dirs + [longer])[:4093] + "..." in paths  # longer: cut, and marked as cut
+
+
+def test_path_encoding_is_reversible_and_unambiguous():
+    for raw in (b"plain/path", "ünï/日本".encode(), b"\xff\xfe", b"hasync-pct:literal", b"100% sure", b"a\nb"):
+        assert decode_path(encode_path(raw)) == raw
+    assert encode_path(b"plain") == "plain"
+
+
+# ---- the database going away ---------------------------------------------------------------------
+
+def dead_dsn() -> str:
+    from hasync_pipeline_tests.mariadb import free_port
+    return f"u:{PASSWORD}@tcp(127.0.0.1:{free_port()})/nothing"
+
+
+def test_database_down_at_start_the_sync_completes_and_the_next_run_flushes_once(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    logs = tmp_path / "logs"
+    write(dell / "a", "a")
+    proc = cli_sync(dell, hp, logs, dead_dsn())
+    assert proc.returncode == 0, proc.stderr
+    assert (hp / "a").read_text() == "a"
+    assert "unavailable" in proc.stderr and PASSWORD not in proc.stderr + proc.stdout
+    [kept] = list(logs.glob("opslog-*.jsonl"))
+    write(dell / "b", "b")
+    assert cli_sync(dell, hp, logs, db_dsn).returncode == 0
+    its = rows(db_dsn, sync_iterations)
+    assert [it["files_created"] for it in its] == [1, 1] and all(it["status"] == "success" for it in its)
+    assert sorted(op["filepath"] for op in rows(db_dsn, sync_operations)) == ["a", "b"]
+    assert not kept.exists()
+    assert cli_sync(dell, hp, logs, db_dsn).returncode == 0  # nothing left to flush twice
+    assert len(rows(db_dsn, sync_operations)) == 2
+
+
+def test_database_dying_mid_run_keeps_the_opslog_and_the_running_row_is_finished_later(pair, tmp_path, mariadb):
+    from hasync_pipeline.audit import AuditTrail
+    from hasync_pipeline.engine import SyncOptions, run_sync
+    dell, hp = pair
+    dsn = mariadb.go_dsn(mariadb.new_database())
+    write(dell / "a", "a")
+    store = AuditStore(dsn)
+    trail = AuditTrail(store, str(tmp_path / "logs"), run_id="r-dies", pair="media", direction="x",
+                       src=str(dell), dest=str(hp), dry_run=False)
+    report, _ = run_sync(str(dell), str(hp), SyncOptions(), "r-dies", on_result=lambda r: trail.record(r),
+                         on_plan=lambda plan: trail.begin() or True)
+    assert [r["status"] for r in rows(dsn, sync_iterations)] == ["running"]  # live row while running
+    mariadb.stop_server()
+    try:
+        assert trail.finish(report, report.status) is None
+        assert any("unavailable" in w for w in trail.warnings)
+    finally:
+        mariadb.start_server()
+    store.dispose()
+    outcomes, error = flush_pending(AuditStore(dsn), str(tmp_path / "logs"))
+    assert error is None and [o.written for o in outcomes] == [True]
+    [it] = rows(dsn, sync_iterations)
+    assert it["status"] == "success" and it["files_created"] == 1
+    assert len(rows(dsn, sync_operations)) == 1
+
+
+def test_wrong_password_error_never_shows_the_password(mariadb):
+    dsn = mariadb.go_dsn(mariadb.new_database()).replace(PASSWORD, "Secret-Wrong-9")
+    with pytest.raises(AuditUnavailable) as info:
+        AuditStore(dsn).ensure_schema()
+    assert "Secret-Wrong-9" not in str(info.value) and "***" in str(info.value)
+    assert "Access denied" in str(info.value)
+
+
+# ---- flushing: exactly once ----------------------------------------------------------------------
+
+def make_opslog(log_dir: Path, run_id: str, ops: int, summary: bool = True, pair: str = "media") -> str:
+    header = {"run_id": run_id, "pair": pair, "direction": "dell-to-hp", "src": "/mnt/dell/media",
+              "dest": "/mnt/hp/media", "started_at": "2026-11-01T10:00:00.123Z", "dry_run": 0}
+    writer = OpslogWriter(str(log_dir), {**header, "started_at": f"2026-11-01T10:00:{len(run_id) % 60:02d}.123Z"})
+    op = {"type": "op", "dry_run": 0, "operation": "create", "size_before": None, "size_after": 10,
+          "md5_before": None, "md5_after": None, "started_at": "2026-11-01T10:00:01.000Z",
+          "ended_at": "2026-11-01T10:00:01.500Z", "status": "success", "error_message": None, "bytes": 10}
+    for i in range(ops):
+        writer._line({**op, "filepath": f"dir/file{i:06d}"})
+    writer.close({"ended_at": "2026-11-01T10:05:00.000Z", "status": "success", "files_created": ops,
+                  "files_updated": 0, "files_deleted": 0, "files_skipped": 0, "files_failed": 0,
+                  "total_bytes_transferred": 10 * ops, "error_message": None} if summary else None)
+    return writer.path
+
+
+def test_flushing_the_same_file_twice_never_duplicates(tmp_path, db_dsn):
+    path = make_opslog(tmp_path, "run-twice", 50)
+    copy = str(tmp_path / "copy")
+    shutil.copy(path, copy)
+    store = AuditStore(db_dsn)
+    assert flush_file(store, path).written
+    os.rename(copy, path)  # as if the process died after commit, before deleting the file
+    outcome = flush_file(store, path)
+    assert not outcome.written and not os.path.exists(path)
+    assert len(rows(db_dsn, sync_iterations)) == 1 and len(rows(db_dsn, sync_operations)) == 50
+
+
+def _flush_in_child(dsn: str, path: str, go_fd: int) -> int:
+    pid = os.fork()
+    if pid == 0:
+        os.read(go_fd, 1)  # both children start together
+        try:
+            outcome = flush_file(AuditStore(dsn), path)
+            os._exit(10 if outcome.written else 11)
+        except BaseException:  # noqa: BLE001
+            os._exit(12)
+    return pid
+
+
+def test_two_concurrent_flushes_of_one_file_insert_it_once(tmp_path, db_dsn):
+    path = make_opslog(tmp_path, "run-race", 2000)
+    copy = tmp_path / "second-copy"
+    shutil.copy(path, copy)
+    r, w = os.pipe()
+    pids = [_flush_in_child(db_dsn, path, r), _flush_in_child(db_dsn, path, r)]
+    os.write(w, b"gg")
+    codes = sorted(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids)
+    assert 12 not in codes and codes.count(10) == 1
+    # and a stale copy of the same run, flushed later, is recognised too
+    os.rename(copy, path)
+    assert not flush_file(AuditStore(db_dsn), path).written
+    assert len(rows(db_dsn, sync_iterations)) == 1 and len(rows(db_dsn, sync_operations)) == 2000
+
+
+def test_killed_mid_flush_rolls_back_and_reflushes_clean(tmp_path, mariadb):
+    dsn = mariadb.go_dsn(mariadb.new_database())
+    AuditStore(dsn).ensure_schema()
+    path = make_opslog(tmp_path, "run-killed", 150_000)
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from hasync_pipeline.audit import AuditStore, flush_file;"
+                             "flush_file(AuditStore(sys.argv[1]), sys.argv[2])", dsn, path])
+    deadline = time.monotonic() + 60
+    with mariadb.root() as conn, conn.cursor() as cur:
+        while True:  # wait until its INSERTs into sync_operations are under way
+            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO sync_operations%'")
+            if cur.fetchone()[0]:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "the flush ended before it was seen"
+            time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(path)
+    assert rows(dsn, sync_iterations) == [] and AuditStore(dsn).count_operations() == 0  # rolled back
+    assert flush_file(AuditStore(dsn), path).written
+    assert AuditStore(dsn).count_operations() == 150_000
+
+
+def test_crashed_run_file_becomes_a_failed_iteration(tmp_path, db_dsn):
+    path = make_opslog(tmp_path, "run-crashed", 3, summary=False)
+    with open(path, "a") as f:
+        f.write('{"type":"op","dry_run":0,"operation":"cre')  # the writer died mid-line
+    assert flush_file(AuditStore(db_dsn), path).written
+    [it] = rows(db_dsn, sync_iterations)
+    assert it["status"] == "failed" and it["files_created"] == 3
+    assert "without a summary" in it["error_message"] and "cut off" in it["error_message"]
+    assert len(rows(db_dsn, sync_operations)) == 3
+
+
+def test_corrupt_file_is_quarantined_never_deleted(tmp_path, db_dsn):
+    path = make_opslog(tmp_path, "run-corrupt", 3)
+    lines = Path(path).read_text().splitlines()
+    lines[2] = "{not json"
+    Path(path).write_text("\n".join(lines) + "\n")
+    outcome = flush_file(AuditStore(db_dsn), path)
+    assert outcome.quarantined_to and "line 3" in outcome.error
+    assert Path(outcome.quarantined_to).read_text().count("\n") == len(lines)
+    assert rows(db_dsn, sync_iterations) == []
+
+
+def test_a_file_still_being_written_is_not_flushed(tmp_path, db_dsn):
+    writer = OpslogWriter(str(tmp_path), {"run_id": "live", "pair": "media", "direction": "x", "src": "/a",
+                                          "dest": "/b", "started_at": "2026-11-01T10:00:00.000Z", "dry_run": 0})
+    pid = os.fork()  # another process (POSIX locks are per process)
+    if pid == 0:
+        outcome = flush_file(AuditStore(db_dsn), writer.path)
+        os._exit(0 if outcome.skipped_live else 1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    writer.close(None)
+
+
+def test_old_opslogs_are_deleted_and_dropped_operations_counted(tmp_path):
+    old = make_opslog(tmp_path, "old-run", 7)
+    new = make_opslog(tmp_path, "new-run-x", 2)
+    past = time.time() - 11 * 86400
+    os.utime(old, (past, past))
+    assert expire_old(str(tmp_path), 10) == (1, 7)
+    assert not os.path.exists(old) and os.path.exists(new)
+
+
+def test_purge_operations_older_than_n_days(tmp_path, db_dsn):
+    from datetime import datetime, timezone
+    store = AuditStore(db_dsn)
+    store.write_run({"run_id": "p", "pair": "media", "direction": "x", "src": "/a", "dest": "/b",
+                     "started_at": "2026-01-01T00:00:00.000Z", "dry_run": 0},
+                    [json.loads(line) for line in Path(make_opslog(tmp_path, "tmp", 25)).read_text().splitlines()[1:-1]],
+                    {"status": "success"})
+    now = datetime(2026, 12, 15, tzinfo=timezone.utc)  # the ops are from 2026-11-01
+    assert store.purge_operations(older_than_days=60, now=now) == 0
+    assert store.purge_operations(older_than_days=30, batch=10, now=now) == 25
+    assert store.count_operations() == 0
+
+
+# ---- dry-run idempotency -------------------------------------------------------------------------
+
+def test_dry_run_idempotency_both_ways(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    logs = tmp_path / "logs"
+    write(dell / "a", "a")
+    first = cli_sync(dell, hp, logs, db_dsn, "--dry-run")
+    assert first.returncode == 0 and "copy     a" in first.stdout
+    second = cli_sync(dell, hp, logs, db_dsn, "--dry-run")
+    assert second.returncode == 0
+    assert "Dry-run already current as of " in second.stdout and "Nothing has changed." in second.stdout
+    its = rows(db_dsn, sync_iterations)
+    assert len(its) == 1 and its[0]["dry_run"] == 1
+    assert all(op["dry_run"] == 1 for op in rows(db_dsn, sync_operations))
+    assert not (hp / "a").exists()
+    write(dell / "b", "b")  # a change on disk: the next dry-run writes again
+    third = cli_sync(dell, hp, logs, db_dsn, "--dry-run")
+    assert "already current" not in third.stdout
+    assert len(rows(db_dsn, sync_iterations)) == 2
+    # a real run is not affected by dry-run rows, and its rows say dry_run = 0
+    assert cli_sync(dell, hp, logs, db_dsn).returncode == 0
+    real = rows(db_dsn, sync_iterations, sync_iterations.c.dry_run == 0)
+    assert len(real) == 1 and real[0]["files_created"] == 2
+    # after the real run the would-be plan is empty: differs from the last dry-run, so written again
+    assert "already current" not in cli_sync(dell, hp, logs, db_dsn, "--dry-run").stdout
+
+
+def test_opslog_lines_carry_every_operation_field(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a", "abc")
+    proc = cli_sync(dell, hp, tmp_path / "logs", "u:p@tcp(127.0.0.1:1)/x")  # dead DB: the file stays
+    assert proc.returncode == 0
+    [path] = (tmp_path / "logs").glob("opslog-media-dell-to-hp-*.jsonl")
+    parsed = read_opslog(str(path))
+    assert parsed.header["pair"] == "media" and parsed.summary["status"] == "success"
+    assert set(parsed.ops[0]) >= {c.name for c in sync_operations.columns} - {"id", "iteration_id"}
