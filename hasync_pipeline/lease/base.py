@@ -31,8 +31,8 @@ class TransientLeaseError(Exception):
 
 
 class HeldLease:
-    """A lease we hold; backends implement `_renew()` (raise LeaseLost / TransientLeaseError) and
-    `_delete_if_ours()`."""
+    """A lease we hold; backends implement `_renew()`, `_verify()` (both raise LeaseLost or
+    TransientLeaseError) and `_delete_if_ours()`."""
 
     name: str
     holder: str
@@ -69,9 +69,20 @@ class HeldLease:
                 delay = min(max(1.0, delay / 2), self.renew_every)  # retry sooner, but keep trying
 
     def check(self) -> None:
-        """Raise LeaseLost unless we still hold the lease (called before every batch of changes)."""
+        """Raise LeaseLost unless we still hold the lease (called before every batch of changes).
+
+        Asks the backend (one read) rather than trusting the last heartbeat: a takeover since then is
+        seen before the batch, not up to ttl/3 later.  If the backend does not answer, the lease counts
+        as ours while it is still within its ttl."""
         if self.lost_reason is None and time.monotonic() >= self._valid_until:
             self.lost_reason = f"lease {self.name} was not renewed within its ttl ({self.ttl:g}s)"
+        if self.lost_reason is None:
+            try:
+                self._verify()
+            except LeaseLost as exc:
+                self.lost_reason = str(exc)
+            except TransientLeaseError:
+                pass
         if self.lost_reason is not None:
             raise LeaseLost(self.lost_reason)
 
@@ -87,6 +98,10 @@ class HeldLease:
                 pass
 
     def _renew(self) -> None:
+        raise NotImplementedError
+
+    def _verify(self) -> None:
+        """Raise LeaseLost if the backend says someone else holds it now."""
         raise NotImplementedError
 
     def _delete_if_ours(self) -> None:

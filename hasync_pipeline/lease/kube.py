@@ -57,8 +57,8 @@ def _expired(lease: client.V1Lease, now: datetime) -> bool:
 
 class KubeLease(HeldLease):
     def __init__(self, api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int,
-                 lease: client.V1Lease):
-        super().__init__(ttl)
+                 lease: client.V1Lease, renew_every: float | None = None):
+        super().__init__(ttl, renew_every)
         self.api, self.namespace, self.name, self.holder = api, namespace, name, holder
         self.resource_version = lease.metadata.resource_version
         self._lease = lease
@@ -89,6 +89,12 @@ class KubeLease(HeldLease):
             raise TransientLeaseError("resourceVersion moved on; renewing again") from None
         self.resource_version = self._lease.metadata.resource_version
 
+    def _verify(self) -> None:
+        current = self._read()
+        if current is None or current.spec.holder_identity != self.holder:
+            holder = current.spec.holder_identity if current else "nobody (deleted)"
+            raise LeaseLost(f"lease {self.name} was taken over by {holder}")
+
     def _read(self) -> client.V1Lease | None:
         try:
             return self._call(self.api.read_namespaced_lease, self.name, self.namespace)
@@ -115,7 +121,7 @@ class KubeLease(HeldLease):
 
 
 def acquire_kube(pair: str, holder: str, ttl: int, api: client.CoordinationV1Api | None = None,
-                 namespace: str | None = None, retries: int = 3) -> KubeLease:
+                 namespace: str | None = None, retries: int = 3, renew_every: float | None = None) -> KubeLease:
     if api is None:
         api, default_ns = default_api()
         namespace = namespace or default_ns
@@ -123,7 +129,7 @@ def acquire_kube(pair: str, holder: str, ttl: int, api: client.CoordinationV1Api
     name = f"ha-sync-{pair}"
     for attempt in range(retries + 1):
         try:
-            return _try_acquire(api, namespace, name, holder, ttl)
+            return _try_acquire(api, namespace, name, holder, ttl, renew_every)
         except TransientLeaseError:
             if attempt == retries:
                 raise
@@ -131,14 +137,15 @@ def acquire_kube(pair: str, holder: str, ttl: int, api: client.CoordinationV1Api
     raise AssertionError("unreachable")
 
 
-def _try_acquire(api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int) -> KubeLease:
+def _try_acquire(api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int,
+                 renew_every: float | None) -> KubeLease:
     now = _now()
     spec = client.V1LeaseSpec(holder_identity=holder, lease_duration_seconds=int(ttl), acquire_time=now,
                               renew_time=now, lease_transitions=0)
     body = client.V1Lease(metadata=client.V1ObjectMeta(name=name, namespace=namespace), spec=spec)
     try:
         created = api.create_namespaced_lease(namespace, body, _request_timeout=REQUEST_TIMEOUT)
-        return KubeLease(api, namespace, name, holder, ttl, created).start_heartbeat()
+        return KubeLease(api, namespace, name, holder, ttl, created, renew_every).start_heartbeat()
     except ApiException as exc:
         if exc.status != 409:
             if _transient(exc):
@@ -171,4 +178,4 @@ def _try_acquire(api: client.CoordinationV1Api, namespace: str, name: str, holde
         if _transient(exc):
             raise TransientLeaseError(str(exc)) from None
         raise
-    return KubeLease(api, namespace, name, holder, ttl, taken).start_heartbeat()
+    return KubeLease(api, namespace, name, holder, ttl, taken, renew_every).start_heartbeat()

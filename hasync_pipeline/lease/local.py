@@ -73,6 +73,12 @@ class LocalLease(HeldLease):
             data["renewed"] = time.time()
             _write(fd, data)
 
+    def _verify(self) -> None:
+        with _locked(self.path) as fd:
+            data = _read(fd)
+        if data is None or data.get("holder") != self.holder:
+            raise LeaseLost(f"lease {self.name} was taken over by {data and data.get('holder')}")
+
     def _delete_if_ours(self) -> None:
         with _locked(self.path) as fd:
             data = _read(fd)
