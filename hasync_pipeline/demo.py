@@ -1,22 +1,24 @@
-"""Make demo folders for a pair and sync them both ways with real files, on embedded defaults.
+"""The demo: real folders, the real Dagster job, embedded defaults (SQLite, a local lease).
 
-`python -m hasync_pipeline.demo [DIR]` (default ./demo): DIR/dell/<pair> and DIR/hp/<pair> get a few files
-each, one edited on one side, then `ha-sync` runs dell->hp and hp->dell for real, so both sides end equal.
+`python3 -m hasync_pipeline.demo [DIR]` (default ./demo) makes DIR/dell/media and DIR/hp/media with a few
+files (one edited on each side), writes DIR/env.sh (the environment a shell needs to type
+`dagster job execute -j media_dell_to_hp` itself, or `dagster dev` for the UI), then runs
+`dagster job execute` for media_dell_to_hp and media_hp_to_dell with dry_run off, so both sides end equal.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 import sys
 import time
 
-from . import cli
+REPO_DAGSTER_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dagster.yaml")
 
 
 def make_demo_folders(base: str, pair: str = "media") -> tuple[str, str]:
     dell, hp = os.path.join(base, "dell", pair), os.path.join(base, "hp", pair)
-    for root in (dell, hp):
-        os.makedirs(root, exist_ok=True)
     files = {
         os.path.join(dell, "movies", "holiday.txt"): "a film only the Dell has\n",
         os.path.join(dell, "music", "song.txt"): "a song\n",
@@ -29,21 +31,51 @@ def make_demo_folders(base: str, pair: str = "media") -> tuple[str, str]:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(text)
-    old = time.time() - 3600  # the Dell's notes are an hour older: newest (HP) wins both ways
-    os.utime(os.path.join(dell, "notes.txt"), (old, old))
+            if path == os.path.join(dell, "notes.txt"):  # an hour older: the HP's edit wins both ways
+                os.utime(path, (time.time() - 3600, time.time() - 3600))
     return dell, hp
+
+
+def demo_environment(base: str) -> dict[str, str]:
+    home = os.path.join(base, "dagster_home")
+    os.makedirs(home, exist_ok=True)
+    link = os.path.join(home, "dagster.yaml")
+    if not os.path.lexists(link) and os.path.exists(REPO_DAGSTER_YAML):
+        os.symlink(REPO_DAGSTER_YAML, link)
+    return {"DAGSTER_HOME": home, "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
+            "HA_SYNC_DELL_ROOT": os.path.join(base, "dell"), "HA_SYNC_HP_ROOT": os.path.join(base, "hp"),
+            "HA_SYNC_LOG_DIR": os.path.join(base, "logs"), "HA_SYNC_STATE_DIR": os.path.join(base, "state"),
+            "HA_SYNC_LEASE_BACKEND": "local"}
+
+
+def write_env_file(base: str, env: dict[str, str]) -> str:
+    path = os.path.join(base, "env.sh")
+    with open(path, "w") as f:
+        f.write("# source me: the demo's environment for `dagster job execute` and `dagster dev`\n")
+        for key, value in env.items():
+            f.write(f"export {key}={shlex.quote(value)}\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     base = os.path.abspath(argv[0] if argv else "demo")
-    dell, hp = make_demo_folders(base)
-    common = ["--pair", "media", "--log-dir", os.path.join(base, "logs"), "--verbose"]
-    for direction, src, dest in (("dell-to-hp", dell, hp), ("hp-to-dell", hp, dell)):
-        print(f"== ha-sync {direction}: {src} -> {dest}")
-        code = cli.main(["--src", src, "--dest", dest, "--direction", direction, *common])
-        if code != cli.EXIT_OK:
-            return code
+    make_demo_folders(base)
+    env = demo_environment(base)
+    env_file = write_env_file(base, env)
+    config = os.path.join(base, "real-run.yaml")
+    with open(config, "w") as f:
+        f.write("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    for job in ("media_dell_to_hp", "media_hp_to_dell"):
+        print(f"== dagster job execute -j {job} -c {config}", flush=True)
+        proc = subprocess.run([dagster if os.path.exists(dagster) else "dagster", "job", "execute", "-j", job,
+                               "-c", config], env={**os.environ, **env})
+        if proc.returncode != 0:
+            return proc.returncode
+    print(f"\nDone: {base}/dell/media and {base}/hp/media now hold the same files; the audit trail is in "
+          f"{env['HA_SYNC_STATE_DIR']}/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
+          f"-j media_dell_to_hp   (a dry-run by default), or `dagster dev` for the UI.")
     return 0
 
 

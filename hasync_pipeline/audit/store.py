@@ -135,6 +135,24 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
+    def last_successes(self) -> dict[str, dict[str, datetime | None]]:
+        """Per pair: when its last successful real sync and its last successful run of any kind started."""
+        self.ensure_schema()
+        it = sync_iterations.c
+        try:
+            with self.engine.connect() as conn:
+                result: dict[str, dict[str, datetime | None]] = {}
+                q = (select(it.sync_pair, it.dry_run, func.max(it.started_at))
+                     .where(it.status == "success").group_by(it.sync_pair, it.dry_run))
+                for pair, dry_run, last in conn.execute(q):
+                    entry = result.setdefault(pair, {"real": None, "any": None})
+                    if not dry_run:
+                        entry["real"] = last
+                    entry["any"] = max(filter(None, (entry["any"], last)))
+                return result
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
     def count_operations(self, iteration_id: int | None = None) -> int:
         with self.engine.connect() as conn:
             q = select(func.count()).select_from(sync_operations)

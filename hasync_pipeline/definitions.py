@@ -1,0 +1,22 @@
+"""The Dagster code location: `defs`.  Found by `dagster dev` / `dagster-webserver` (workspace.yaml),
+`dg` ([tool.dagster] in pyproject.toml) and `dagster job execute` ($DAGSTER_MODULE_NAME)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .pairs import load_registry
+from .pipeline.factory import build_all
+from .pipeline.maintenance import audit_maintenance, audit_maintenance_schedule
+from .pipeline.sensors import build_failure_sensor, build_freshness_sensor
+
+registry = load_registry()
+sync_jobs, sync_schedules, folder_assets, folder_checks = build_all(registry)
+
+defs = dg.Definitions(
+    jobs=[*sync_jobs, audit_maintenance],
+    schedules=[*sync_schedules, audit_maintenance_schedule],
+    sensors=[build_failure_sensor(sync_jobs), build_freshness_sensor(registry)],
+    assets=folder_assets,
+    asset_checks=folder_checks,
+)

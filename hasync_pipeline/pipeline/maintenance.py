@@ -1,0 +1,36 @@
+"""Weekly housekeeping of the audit database (the seed's open question: sync_operations grows without end)."""
+
+
+import os
+
+import dagster as dg
+
+from ..audit import AuditStore
+from ..settings import DEFAULTS
+
+
+class PurgeConfig(dg.Config):
+    older_than_days: int = DEFAULTS.audit_retain_days
+    batch_size: int = 10_000
+
+
+@dg.op(description="Delete sync_operations rows older than N days, in batches (short locks).")
+def purge_audit_rows(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
+    store = AuditStore(os.environ.get("HA_SYNC_DB_DSN"))
+    try:
+        deleted = store.purge_operations(config.older_than_days, config.batch_size)
+    finally:
+        store.dispose()
+    context.add_output_metadata({"deleted_rows": deleted, "older_than_days": config.older_than_days})
+    return deleted
+
+
+@dg.job(name="audit_maintenance", executor_def=dg.in_process_executor,
+        description="Deletes audit operation rows older than 30 days (weekly).")
+def audit_maintenance():
+    purge_audit_rows()
+
+
+audit_maintenance_schedule = dg.ScheduleDefinition(
+    name="audit_maintenance_weekly", job=audit_maintenance, cron_schedule="0 3 * * 0",
+    default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC")
