@@ -42,7 +42,7 @@ class RunState:
 class LiveRun:
     lease: HeldLease
     store: AuditStore
-    trail: AuditTrail | None = None
+    trail: AuditTrail  # begun (opslog opened) by the plan step; a failure before it still gets a row
     report: SyncReport = field(default_factory=SyncReport)
     plan_stats: dict = field(default_factory=dict)
     finished: bool = False
@@ -74,7 +74,7 @@ def end(run_id: str, error: str | None = None) -> None:
     if live is None:
         return
     try:
-        if error is not None and live.trail is not None and not live.finished:
+        if error is not None and not live.finished:
             live.trail.finish(live.report, FAILED, error)
             live.finished = True
     finally:

@@ -61,10 +61,13 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig):
         lease = acquire_for_pair(pair_name, config.lock_ttl, context.run_id)
     except LeaseHeld as exc:
         store.dispose()
-        return _skip(context, "lease-held", f"{exc}: nothing to do, the run ends here")
+        _skip(context, "lease-held", f"{exc}: nothing to do, the run ends here")
+        return  # no output: every later step is skipped
     state = RunState(context.run_id, pair_name, direction, src, dest, live.work_dir_for(context.run_id),
                      os.environ.get("HA_SYNC_LOG_DIR") or DEFAULT_LOG_DIR, config.model_dump())
-    live.register(context.run_id, LiveRun(lease, store))
+    trail = AuditTrail(store, state.log_dir, run_id=context.run_id, pair=pair_name, direction=direction,
+                       src=src, dest=dest, dry_run=config.dry_run, dagster_run_id=context.run_id)
+    live.register(context.run_id, LiveRun(lease, store, trail))
     if os.path.isdir(state.log_dir):
         outcomes, db_error = flush_pending(store, state.log_dir)
         for outcome in outcomes:
@@ -72,8 +75,8 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig):
                 context.log.error(outcome.error)
         if db_error:
             context.log.warning(f"{db_error}; earlier opslogs stay for the next run")
-    context.add_output_metadata({"lease": lease.name, "holder": lease.holder, "source": src, "destination": dest})
-    return state
+    yield dg.Output(state, metadata={"lease": lease.name, "holder": lease.holder, "source": src,
+                                     "destination": dest})
 
 
 @dg.op(out={"source_tree": dg.Out(str), "dest_tree": dg.Out(str)},
@@ -104,9 +107,6 @@ def plan(context: dg.OpExecutionContext, state: RunState, source_tree: str, dest
     opts = cfg.sync_options()
     current = live.get(state.run_id)
     src_tree, dest_tree = _load(source_tree), _load(dest_tree)
-    current.trail = AuditTrail(current.store, state.log_dir, run_id=state.run_id, pair=state.pair,
-                               direction=state.direction, src=state.src, dest=state.dest, dry_run=cfg.dry_run,
-                               dagster_run_id=context.run_id)
     try:
         the_plan = plan_pair(src_tree, dest_tree, opts)
     except SafetyRefusal as exc:
@@ -119,9 +119,9 @@ def plan(context: dg.OpExecutionContext, state: RunState, source_tree: str, dest
     if cfg.dry_run:
         message = current.trail.already_current(the_plan)
         if message:
-            current.trail = None
             live.end(state.run_id)
-            return _skip(context, "dry-run-current", message)
+            _skip(context, "dry-run-current", message)
+            return
     current.trail.begin()
     for result in conflict_results(the_plan):
         _record(current, result)

@@ -1,0 +1,105 @@
+"""The commands users type: `dagster definitions validate`, `dagster job execute -j media_dell_to_hp`, and
+the web UI (dagster-webserver answering GraphQL), each as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from hasync_pipeline_tests.conftest import snapshot, write
+from hasync_pipeline_tests.mariadb import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def dagster_env(tmp_path: Path) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").symlink_to(REPO / "dagster.yaml")
+    for side in ("dell", "hp"):
+        (tmp_path / side / "media").mkdir(parents=True)
+    return {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
+            "HA_SYNC_DELL_ROOT": str(tmp_path / "dell"), "HA_SYNC_HP_ROOT": str(tmp_path / "hp"),
+            "HA_SYNC_LOG_DIR": str(tmp_path / "logs"), "HA_SYNC_WORK_DIR": str(tmp_path / "work")}
+
+
+def test_definitions_validate_from_the_repo_root():
+    proc = subprocess.run([BIN / "dagster", "definitions", "validate"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_dagster_job_execute_media_dell_to_hp(tmp_path):
+    env = dagster_env(tmp_path)
+    write(tmp_path / "dell" / "media" / "film.mkv", "frames")
+    proc = subprocess.run([BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RUN_SUCCESS" in proc.stdout + proc.stderr
+    assert snapshot(tmp_path / "hp" / "media") == {}  # a dry-run, as the seed's default
+    real = tmp_path / "real.yaml"
+    real.write_text("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
+    proc = subprocess.run([BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp", "-c", str(real)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "hp" / "media" / "film.mkv").read_text() == "frames"
+    runs = list((tmp_path / "dagster_home" / "storage").iterdir())
+    assert len(runs) >= 2  # both runs are in the instance, so the UI shows them
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server started in its own session, children included."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
+  jobs { name } schedules { name cronSchedule scheduleState { status } } sensors { name }
+  assetNodes { assetKey { path } } } } } }"""
+
+
+def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
+    env = dagster_env(tmp_path)
+    del env["DAGSTER_MODULE_NAME"]  # it counts as -m, and the webserver takes one of -w / -m
+    port = free_port()
+    proc = subprocess.Popen([BIN / "dagster-webserver", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
+                             "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # wait until it answers (code loading takes a few seconds)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "webserver did not come up"
+                time.sleep(0.2)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", json.dumps({"query": QUERY}).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            data = json.load(resp)
+    finally:
+        stop_group(proc)
+    [repo] = data["data"]["repositoriesOrError"]["nodes"]
+    jobs = {j["name"] for j in repo["jobs"]}
+    assert {f"{p}_{d}" for p in ("media", "photos", "owncloud", "games", "infra", "ai")
+            for d in ("dell_to_hp", "hp_to_dell")} <= jobs
+    schedules = {s["name"]: s for s in repo["schedules"]}
+    assert schedules["media_hp_to_dell_schedule"]["cronSchedule"] == "7,22,37,52 * * * *"
+    assert schedules["media_dell_to_hp_schedule"]["scheduleState"]["status"] == "RUNNING"
+    assert {s["name"] for s in repo["sensors"]} == {"ha_sync_failure_alert", "ha_sync_freshness"}
+    assert ["hp", "photos"] in [a["assetKey"]["path"] for a in repo["assetNodes"]]

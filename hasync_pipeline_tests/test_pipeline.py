@@ -1,0 +1,237 @@
+"""The Dagster pipeline: real runs of the real jobs on temp folders (SQLite audit, local lease)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from hasync_pipeline.audit import AuditStore
+from hasync_pipeline.audit.schema import sync_iterations
+from hasync_pipeline.definitions import defs
+from hasync_pipeline.lease.local import acquire_local
+from hasync_pipeline.pipeline.factory import CRONS
+from hasync_pipeline_tests.conftest import snapshot, write
+
+PAIRS = ["media", "photos", "owncloud", "games", "infra", "ai"]
+REAL = {"ops": {"acquire_lease": {"config": {"dry_run": False}}}}
+
+
+@pytest.fixture
+def roots(tmp_path, monkeypatch):
+    """Dell and HP roots with one folder per pair, logs and work folders, all under tmp_path."""
+    for side in ("dell", "hp"):
+        for pair in PAIRS:
+            (tmp_path / side / pair).mkdir(parents=True)
+        monkeypatch.setenv(f"HA_SYNC_{side.upper()}_ROOT", str(tmp_path / side))
+    monkeypatch.setenv("HA_SYNC_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("HA_SYNC_WORK_DIR", str(tmp_path / "work"))
+    return tmp_path / "dell", tmp_path / "hp"
+
+
+def run_job(name: str, run_config: dict | None = None, instance=None):
+    instance = instance or dg.DagsterInstance.ephemeral()
+    return defs.get_job_def(name).execute_in_process(run_config=run_config or {}, instance=instance,
+                                                      raise_on_error=False)
+
+
+def iterations() -> list[dict]:
+    store = AuditStore()
+    store.ensure_schema()
+    with store.engine.connect() as conn:
+        rows = [r._asdict() for r in conn.execute(select(sync_iterations).order_by(sync_iterations.c.id))]
+    store.dispose()
+    return rows
+
+
+def lease_is_free(pair: str) -> bool:
+    from hasync_pipeline.audit.dsn import state_dir
+    from hasync_pipeline.lease import LeaseHeld
+    try:
+        acquire_local(state_dir(), pair, "probe/run", 60).release()
+        return True
+    except LeaseHeld:
+        return False
+
+
+# ---- what exists ---------------------------------------------------------------------------------
+
+def test_twelve_jobs_schedules_with_the_seed_crons_and_the_rest():
+    repo = defs.get_repository_def()
+    names = {f"{p}_{d}" for p in PAIRS for d in ("dell_to_hp", "hp_to_dell")}
+    assert names <= {j.name for j in repo.get_all_jobs()}
+    schedules = {s.name: s for s in repo.schedule_defs}
+    for name in names:
+        schedule = schedules[f"{name}_schedule"]
+        assert schedule.cron_schedule == CRONS[name.split("_", 1)[1]]
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+        assert schedule.job_name == name
+    assert CRONS == {"dell_to_hp": "*/15 * * * *", "hp_to_dell": "7,22,37,52 * * * *"}
+    assert {s.name for s in repo.sensor_defs} == {"ha_sync_failure_alert", "ha_sync_freshness"}
+    keys = {"/".join(spec.key.path) for spec in defs.resolve_all_asset_specs()}
+    assert {f"{side}/{p}" for side in ("dell", "hp") for p in PAIRS} <= keys
+    assert "audit_maintenance" in {j.name for j in repo.get_all_jobs()}
+
+
+def test_every_job_defaults_to_dry_run_and_takes_env_defaults(monkeypatch):
+    for pair in PAIRS:
+        for direction in ("dell_to_hp", "hp_to_dell"):
+            job = defs.get_job_def(f"{pair}_{direction}")
+            config = job.get_run_config_for_partition_key(job.partitions_def.get_last_partition_key())
+            settings = config["ops"]["acquire_lease"]["config"]
+            assert settings["dry_run"] is True and settings["delete_missing"] is False
+            assert settings["workers"] == 4 and settings["lock_ttl"] == 3600 and settings["max_delete"] == 50
+    monkeypatch.setenv("HA_SYNC_DRY_RUN", "false")
+    monkeypatch.setenv("HA_SYNC_EXCLUDES", "*.part,*.tmp")
+    from hasync_pipeline.pairs import load_registry
+    from hasync_pipeline.pipeline.config import default_config
+    registry = load_registry()
+    cfg = default_config(registry, registry.get("photos"))
+    assert cfg.dry_run is False and cfg.excludes == ["*.part", "*.tmp"]
+    monkeypatch.setenv("HA_SYNC_DRY_RUN", "perhaps")
+    with pytest.raises(ValueError, match="HA_SYNC_DRY_RUN='perhaps' is not true/false"):
+        default_config(registry, registry.get("photos"))
+
+
+def test_schedules_ask_for_the_window_that_just_ended():
+    for job, tick, partition in (("media_dell_to_hp", datetime(2026, 11, 22, 10, 15, tzinfo=timezone.utc),
+                                  "2026-11-22-10:00"),
+                                 ("media_hp_to_dell", datetime(2026, 11, 22, 10, 22, tzinfo=timezone.utc),
+                                  "2026-11-22-10:07")):
+        schedule = defs.get_schedule_def(f"{job}_schedule")
+        with dg.instance_for_test() as instance:
+            ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+            [request] = schedule.evaluate_tick(ctx).run_requests
+        assert request.partition_key == partition
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+
+def test_default_run_is_a_dry_run_recorded_and_observed(roots):
+    dell, hp = roots
+    write(dell / "media" / "new.txt", "n")
+    result = run_job("media_dell_to_hp")
+    assert result.success
+    assert snapshot(hp / "media") == {}  # dry-run: nothing changed
+    [it] = iterations()
+    assert it["dry_run"] == 1 and it["status"] == "success" and it["files_created"] == 1
+    assert it["dagster_run_id"] == result.run_id
+    observed = {tuple(e.asset_key.path) for e in result.get_asset_observation_events()}
+    assert observed == {("dell", "media"), ("hp", "media")}
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert len(checks) == 1 and checks[0].passed is False  # a file is missing on the HP
+    assert lease_is_free("media")
+    assert os.listdir(roots[0].parent / "work") == []  # work folder removed
+
+
+def test_real_run_syncs_and_a_second_round_changes_nothing(roots):
+    dell, hp = roots
+    write(dell / "media" / "a" / "b.txt", "b")
+    write(hp / "media" / "from-hp.txt", "h")
+    assert run_job("media_dell_to_hp", REAL).success
+    assert run_job("media_hp_to_dell", REAL).success
+    assert snapshot(dell / "media") == snapshot(hp / "media")
+    again = run_job("media_dell_to_hp", REAL)
+    checks = [e.event_specific_data for e in again.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert checks[0].passed is True
+    assert [it["files_created"] for it in iterations()] == [2, 1, 0]
+
+
+def test_held_lease_ends_the_run_skipped_and_successful(roots):
+    from hasync_pipeline.audit.dsn import state_dir
+    dell, hp = roots
+    write(dell / "media" / "x", "x")
+    other = acquire_local(state_dir(), "media", "someone/else", 60)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_job("media_dell_to_hp", REAL, instance)
+    other.release()
+    assert result.success
+    assert instance.get_run_by_id(result.run_id).tags["ha-sync/skipped"] == "lease-held"
+    assert any("held by someone/else" in r.user_message for r in instance.all_logs(result.run_id))
+    assert snapshot(hp / "media") == {}
+    skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    assert {"walk", "plan", "cleanup"} <= skipped
+    assert iterations() == []
+
+
+def test_already_current_dry_run_is_skipped_with_the_seed_message(roots):
+    dell, _ = roots
+    write(dell / "media" / "x", "x")
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_job("media_dell_to_hp", instance=instance).success
+    second = run_job("media_dell_to_hp", instance=instance)
+    assert second.success
+    assert instance.get_run_by_id(second.run_id).tags["ha-sync/skipped"] == "dry-run-current"
+    messages = [r.user_message for r in instance.all_logs(second.run_id)]
+    assert any("Dry-run already current as of" in m and "Nothing has changed." in m for m in messages)
+    assert len(iterations()) == 1
+    assert lease_is_free("media")
+
+
+def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots, monkeypatch):
+    dell, hp = roots
+    write(dell / "media" / "x", "x")
+    os.rmdir(hp / "media")  # the HP volume is not mounted
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_job("media_dell_to_hp", REAL, instance)
+    assert not result.success
+    assert lease_is_free("media")
+    [it] = iterations()
+    assert it["status"] == "failed" and "does not exist (is the volume mounted?)" in it["error_message"]
+    sensor = defs.get_sensor_def("ha_sync_failure_alert")
+    [failure] = [r.dagster_event for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+    for _ in range(2):  # the second failure within the hour is not alerted again
+        ctx = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure,
+                                                 dagster_instance=instance, dagster_run=result.dagster_run)
+        sensor(ctx.for_run_failure())
+    server.shutdown()
+    assert len(received) == 1
+    assert received[0]["key"] == "media" and "media_dell_to_hp failed" in received[0]["subject"]
+
+
+def test_partial_failure_fails_the_run_after_recording_everything(roots):
+    dell, hp = roots
+    write(dell / "media" / "clash", "a file", 1_700_000_000)
+    write(hp / "media" / "clash" / "inside", "a directory", 1_700_000_000)
+    write(dell / "media" / "fine", "ok")
+    result = run_job("media_dell_to_hp", REAL)
+    assert not result.success
+    assert (hp / "media" / "fine").exists()
+    [it] = iterations()
+    assert it["status"] == "partial_failure" and it["files_failed"] == 1 and it["files_created"] == 1
+    assert lease_is_free("media")
+
+
+def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkeypatch):
+    from hasync_pipeline.pipeline.sensors import stale_pairs
+    from hasync_pipeline.pairs import load_registry
+    assert run_job("games_dell_to_hp", REAL).success
+    stale = stale_pairs(load_registry(), AuditStore(), datetime.now(timezone.utc), intervals=4)
+    assert [s.split()[0] for s in stale] == ["media", "photos", "owncloud", "infra", "ai"]
+    later = datetime.now(timezone.utc).replace(year=datetime.now().year + 1)
+    assert "games" in " ".join(stale_pairs(load_registry(), AuditStore(), later, intervals=4))
+    result = defs.get_sensor_def("ha_sync_freshness")(dg.build_sensor_context())
+    assert "stale: media" in result.skip_message
+
+
+def test_audit_maintenance_job_runs(roots):
+    assert run_job("audit_maintenance").success
