@@ -103,3 +103,28 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
     assert schedules["media_dell_to_hp_schedule"]["scheduleState"]["status"] == "RUNNING"
     assert {s["name"] for s in repo["sensors"]} == {"ha_sync_failure_alert", "ha_sync_freshness"}
     assert ["hp", "photos"] in [a["assetKey"]["path"] for a in repo["assetNodes"]]
+
+
+def test_terminated_run_releases_the_lease_and_leaves_no_temp_files(tmp_path):
+    from hasync_pipeline_tests.conftest import internal_leftovers
+    env = dagster_env(tmp_path)
+    block = os.urandom(1 << 20)
+    for i in range(3):
+        with open(tmp_path / "dell" / "media" / f"big{i}", "wb") as f:
+            for _ in range(256):
+                f.write(block)
+    real = tmp_path / "real.yaml"
+    real.write_text("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
+    proc = subprocess.Popen([BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp", "-c", str(real)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hp = tmp_path / "hp" / "media"
+    deadline = time.monotonic() + 120
+    while not internal_leftovers(hp):  # the copy is under way
+        assert proc.poll() is None and time.monotonic() < deadline, "the copy was not seen"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert internal_leftovers(hp) == []
+    lease = Path(os.environ["HA_SYNC_STATE_DIR"]) / "leases" / "ha-sync-media.json"
+    assert lease.read_text() == ""  # released
+    assert all(p.stat().st_size == 256 << 20 for p in hp.iterdir())  # anything installed is complete
