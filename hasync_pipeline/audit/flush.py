@@ -39,16 +39,12 @@ def final_fields(parsed: ParsedOpslog) -> dict:
                 "files_deleted": s["files_deleted"], "files_skipped": s["files_skipped"],
                 "files_failed": s["files_failed"], "total_bytes_transferred": s["total_bytes_transferred"],
                 "error_message": s.get("error_message")}
-    done = [op for op in parsed.ops if op["status"] == "success"]
-    last = parsed.ops[-1]["ended_at"] if parsed.ops else parsed.header["started_at"]
     note = " (its last line was cut off)" if parsed.torn_tail else ""
-    return {"ended_at": _naive_utc(parse_iso(last)), "status": "failed",
-            "files_created": sum(op["operation"] == "create" for op in done),
-            "files_updated": sum(op["operation"] == "update" for op in done),
-            "files_deleted": sum(op["operation"] == "delete" for op in done),
-            "files_skipped": 0, "files_failed": len(parsed.ops) - len(done),
-            "total_bytes_transferred": sum(op.get("bytes") or 0 for op in done),
-            "error_message": f"the run ended without a summary (killed or crashed); {len(parsed.ops)} "
+    return {"ended_at": _naive_utc(parse_iso(parsed.last_ended or parsed.header["started_at"])),
+            "status": "failed", "files_created": parsed.done["create"], "files_updated": parsed.done["update"],
+            "files_deleted": parsed.done["delete"], "files_skipped": 0, "files_failed": parsed.failed,
+            "total_bytes_transferred": parsed.bytes,
+            "error_message": f"the run ended without a summary (killed or crashed); {len(parsed.rows)} "
                              f"operations were recorded before it stopped{note}"}
 
 
@@ -76,8 +72,8 @@ def flush_file(store: AuditStore, path: str) -> FlushOutcome:
             outcome.quarantined_to = quarantine(path)
             outcome.error = f"corrupt opslog moved to {outcome.quarantined_to}: {exc}"
             return outcome
-        outcome.iteration_id, outcome.written = store.write_run(parsed.header, parsed.ops, final_fields(parsed))
-        outcome.operations = len(parsed.ops)
+        outcome.iteration_id, outcome.written = store.write_run(parsed.header, parsed.rows, final_fields(parsed))
+        outcome.operations = len(parsed.rows)
         os.unlink(path)
         return outcome
     finally:

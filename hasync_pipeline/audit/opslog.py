@@ -112,9 +112,23 @@ class OpslogCorrupt(Exception):
 class ParsedOpslog:
     path: str
     header: dict
-    ops: list[dict] = field(default_factory=list)
+    rows: list[tuple] = field(default_factory=list)   # database rows of the operations (see rows.py)
     summary: dict | None = None
     torn_tail: bool = False
+    done: dict[str, int] = field(default_factory=lambda: {"create": 0, "update": 0, "delete": 0})
+    failed: int = 0
+    bytes: int = 0
+    last_ended: str | None = None
+
+    def add(self, op: dict) -> None:
+        from .rows import operation_row
+        self.rows.append(operation_row(op))
+        if op["status"] == "success":
+            self.done[op["operation"]] += 1
+            self.bytes += op.get("bytes") or 0
+        else:
+            self.failed += 1
+        self.last_ended = op["ended_at"]
 
 
 def read_opslog(path: str, f=None) -> ParsedOpslog:
@@ -145,7 +159,10 @@ def read_opslog(path: str, f=None) -> ParsedOpslog:
                 raise OpslogCorrupt(f"{os.path.basename(path)}: first line is not a header")
             parsed = ParsedOpslog(path, obj)
         elif kind == "op":
-            parsed.ops.append(obj)
+            try:
+                parsed.add(obj)
+            except (KeyError, TypeError) as exc:
+                raise OpslogCorrupt(f"{os.path.basename(path)} line {n}: bad operation record ({exc})") from None
         elif kind == "summary":
             parsed.summary = obj
         else:

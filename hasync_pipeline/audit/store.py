@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from .dsn import redact, scrub, to_url
 from .opslog import parse_iso, utc_ms
-from .schema import FILEPATH_MAX, metadata, sync_iterations, sync_operations
+from .rows import insert_sql
+from .schema import metadata, sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
 
@@ -81,7 +82,7 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
-    def write_run(self, header: dict, ops: list[dict], final: dict) -> tuple[int, bool]:
+    def write_run(self, header: dict, rows: list[tuple], final: dict) -> tuple[int, bool]:
         """Iteration + operations of one opslog in ONE transaction; (iteration id, newly written).
 
         Idempotent by run_id: a run already written (status no longer 'running') is left as it is."""
@@ -100,9 +101,9 @@ class AuditStore:
                     iteration_id = row.id
                     conn.execute(update(sync_iterations).where(sync_iterations.c.id == iteration_id)
                                  .values(**final))
-                rows = [_operation_row(iteration_id, op) for op in ops]
-                for i in range(0, len(rows), INSERT_CHUNK):
-                    conn.execute(insert(sync_operations), rows[i:i + INSERT_CHUNK])
+                sql = insert_sql(self.engine.dialect.paramstyle)
+                for i in range(0, len(rows), INSERT_CHUNK):  # the driver's executemany: no per-row ORM work
+                    conn.exec_driver_sql(sql, [(iteration_id, *row) for row in rows[i:i + INSERT_CHUNK]])
                 return iteration_id, True
         except IntegrityError:
             # another flusher inserted the same run_id between our read and insert: it is written
@@ -190,15 +191,3 @@ def _iteration_identity(header: dict) -> dict:
             "src": header["src"][:512], "dest": header["dest"][:512],
             "started_at": _naive_utc(parse_iso(header["started_at"])), "dry_run": int(bool(header["dry_run"])),
             "dagster_run_id": header.get("dagster_run_id")}
-
-
-def _operation_row(iteration_id: int, op: dict) -> dict:
-    path = op["filepath"]
-    if len(path) > FILEPATH_MAX:  # VARCHAR(4096): keep the head and say it was cut
-        path = path[:FILEPATH_MAX - 3] + "..."
-    return {"iteration_id": iteration_id, "dry_run": op["dry_run"], "operation": op["operation"], "filepath": path,
-            "size_before": op["size_before"], "size_after": op["size_after"], "md5_before": op["md5_before"],
-            "md5_after": op["md5_after"], "started_at": _naive_utc(parse_iso(op["started_at"])),
-            "ended_at": _naive_utc(parse_iso(op["ended_at"])), "status": op["status"],
-            "error_message": (op["error_message"] or None) and op["error_message"][:4096]}
-

@@ -26,6 +26,7 @@ from .transfer import FileOps, Outcome
 _GO, _ABORT = b"G", b"A"
 _GROUP = 64          # operations per folder group handed to a worker
 _FLUSH_EVERY = 256   # outcomes per message from a worker
+_FORK_WORTH = 128    # below this much work (operations + 64 KiB units copied), forking costs more than it saves
 
 
 @dataclass
@@ -160,8 +161,7 @@ class _Applier:
             for idx in (i for i, op in enumerate(self.ops) if op.action == MKDIR):
                 local.mkdir(idx)
             shares = _split_into_shares(self.ops, self.ctx.workers)
-            parallel = sum(len(g[1]) for s in shares for g in s.stage + s.touch + s.delete)
-            if len(shares) > 1 and parallel >= 2 * _GROUP:
+            if len(shares) > 1 and sum(s.weight for s in shares) >= _FORK_WORTH:
                 self._in_children(shares, local.dest_fd)
             else:
                 for share in shares:
