@@ -1,0 +1,167 @@
+"""The dashboard: its API over rows written by real `ha-sync` runs (SQLite and MariaDB), bad input, a dead
+database, and the page itself in a real headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from hasync_pipeline.dashboard.app import create_app
+from hasync_pipeline_tests.conftest import run_cli, write
+from hasync_pipeline_tests.mariadb import PASSWORD, free_port
+
+T0 = 1_700_000_000
+
+
+def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
+    """Three runs of media: a dry-run, a real run, one with a conflict (partial failure)."""
+    write(dell / "a.txt", "a")
+    write(dell / "dir" / "b.txt", "bb")
+    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
+                   "--log-dir", str(logs), "--db-dsn", dsn, "--dry-run").returncode == 0
+    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
+                   "--log-dir", str(logs), "--db-dsn", dsn).returncode == 0
+    write(dell / "clash", "file", T0)
+    write(hp / "clash" / "x", "dir", T0)
+    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
+                   "--log-dir", str(logs), "--db-dsn", dsn).returncode == 3
+
+
+@pytest.fixture
+def client_with_runs(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    populate(dell, hp, tmp_path / "logs", db_dsn)
+    return TestClient(create_app(db_dsn, dagster_url="http://dagster.example/dagster"))
+
+
+def test_pairs_show_last_real_and_last_dry_run_separately(client_with_runs):
+    data = client_with_runs.get("/api/pairs").json()["pairs"]
+    assert [p["pair"] for p in data] == ["media", "photos", "owncloud", "games", "infra", "ai"]
+    media = data[0]
+    assert media["last_real"]["status"] == "partial_failure" and media["last_real"]["dry_run"] is False
+    assert media["last_dry_run"]["dry_run"] is True and media["last_dry_run"]["files_created"] == 3
+    assert data[1]["last_real"] is None and data[1]["last_dry_run"] is None
+
+
+def test_iterations_and_paginated_operations(client_with_runs):
+    its = client_with_runs.get("/api/iterations", params={"pair": "media", "limit": 2}).json()["iterations"]
+    assert len(its) == 2 and its[0]["status"] == "partial_failure" and its[1]["status"] == "success"
+    assert client_with_runs.get("/api/iterations", params={"pair": "nope"}).json() == {"iterations": []}
+    real = its[1]["id"]
+    first = client_with_runs.get("/api/operations", params={"iteration_id": real, "page_size": 2}).json()
+    assert len(first["operations"]) == 2 and first["next_after"] is not None
+    rest = client_with_runs.get("/api/operations", params={"iteration_id": real, "page_size": 2,
+                                                          "after": first["next_after"]}).json()
+    paths = [o["filepath"] for o in first["operations"] + rest["operations"]]
+    assert sorted(paths) == ["a.txt", "dir", "dir/b.txt"] and rest["next_after"] is None
+    assert client_with_runs.get("/api/operations", params={"iteration_id": 999999}).json()["operations"] == []
+
+
+@pytest.mark.parametrize("url", [
+    "/api/iterations?limit=abc", "/api/iterations?limit=0", "/api/iterations?limit=100000",
+    "/api/operations", "/api/operations?iteration_id=x", "/api/operations?iteration_id=-1",
+    "/api/operations?iteration_id=1&page_size=0", "/api/operations?iteration_id=1&after=-5",
+    "/api/operations?iteration_id=99999999999999999999999"])
+def test_bad_input_is_a_400_with_a_json_message(url, tmp_path):
+    client = TestClient(create_app(f"sqlite:///{tmp_path / 'a.sqlite3'}"))
+    resp = client.get(url)
+    assert resp.status_code == 400
+    assert set(resp.json()) == {"error"} and "Traceback" not in resp.text
+
+
+def test_dead_database_is_a_503_without_the_dsn(tmp_path):
+    dsn = f"hasync:{PASSWORD}@tcp(127.0.0.1:{free_port()})/general_db"
+    client = TestClient(create_app(dsn))
+    for url in ("/api/pairs", "/api/iterations", "/api/operations?iteration_id=1", "/healthz"):
+        resp = client.get(url)
+        assert resp.status_code == 503
+        assert resp.json() == {"error": "the audit database is unavailable"}
+        assert PASSWORD not in resp.text and "127.0.0.1" not in resp.text
+    assert client.get("/").status_code == 200  # the page itself loads, and says so (see the browser test)
+
+
+# ---- the page in a real browser ------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def start_ui(dsn: str, port: int, env_extra: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "HA_SYNC_DB_DSN": dsn, "HA_SYNC_DAGSTER_URL": "http://dagster.example/dagster",
+           **(env_extra or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.dashboard.server", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "ha-sync-ui did not start"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail("Debian's chromium is not installed: run .ci/install-system-packages")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_path, browser):
+    dell, hp = pair
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    populate(dell, hp, tmp_path / "logs", dsn)
+    port = free_port()
+    ui = start_ui(dsn, port)
+    try:
+        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("article.card[data-pair=media]")
+        assert page.locator("article.card").count() == 6
+        assert page.locator("#activity .badge.dry").count() >= 1
+        red = page.locator("#activity tr.bad")
+        assert red.count() == 1 and "partial failure" in red.inner_text()
+        assert page.locator("#activity a[href^='http://dagster.example/dagster/runs/']").count() == 0  # CLI runs
+        rows_before = page.locator("#activity tbody tr").count()
+        write(dell / "later.txt", "new")  # a new iteration appears while the page is open
+        assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "photos", "--log-dir", str(tmp_path / "logs"),
+                       "--db-dsn", dsn).returncode in (0, 3)
+        page.wait_for_function(f"document.querySelectorAll('#activity tbody tr').length > {rows_before}",
+                               timeout=25_000)  # the 10 s auto-refresh, without a reload
+        assert "photos" in page.locator("#activity tbody tr").first.inner_text()
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+        shutil.copy(tmp_path / "dashboard.png", Path(os.environ.get("HA_SYNC_SCREENSHOT_DIR", tmp_path)) / "dashboard.png")
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+
+
+def test_page_says_when_the_database_is_down(browser, tmp_path):
+    port = free_port()
+    ui = start_ui(f"u:{PASSWORD}@tcp(127.0.0.1:{free_port()})/x", port)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        banner = page.locator("#banner")
+        banner.wait_for(state="visible", timeout=20_000)
+        assert "audit database is unavailable" in banner.inner_text()
+        assert PASSWORD not in page.content()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
