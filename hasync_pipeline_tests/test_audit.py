@@ -56,7 +56,7 @@ def _describe(conn, db: str):
     return set(map(tuple, cols)), set(map(tuple, idx)), set(map(tuple, fks))
 
 
-def test_mysql_schema_is_the_seed_ddl_plus_two_documented_nullable_columns(mariadb):
+def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_indexes(mariadb):
     seed_db, ours_db = mariadb.new_database(), mariadb.new_database()
     with mariadb.root() as conn, conn.cursor() as cur:
         cur.execute(f"USE {seed_db}")
@@ -72,7 +72,7 @@ def test_mysql_schema_is_the_seed_ddl_plus_two_documented_nullable_columns(maria
     extra_cols = our_cols - seed_cols
     assert seed_cols <= our_cols  # every seed column, with the same type, nullability, default, extra
     assert {(c[1], c[3]) for c in extra_cols} == {("run_id", "YES"), ("dagster_run_id", "YES")}
-    assert seed_idx <= our_idx and {i[1] for i in our_idx - seed_idx} == {"uq_run_id"}
+    assert seed_idx <= our_idx and {i[1] for i in our_idx - seed_idx} == {"uq_run_id", "idx_pair_dry_started"}
     assert seed_fks == our_fks
 
 
@@ -80,8 +80,8 @@ def test_sqlite_schema_has_the_tables_indexes_and_foreign_key(tmp_path):
     store = AuditStore(f"sqlite:///{tmp_path / 'a.sqlite3'}")
     store.ensure_schema()
     insp = inspect(store.engine)
-    assert {i["name"] for i in insp.get_indexes("sync_iterations")} >= {"idx_pair", "idx_started", "idx_dry_run",
-                                                                        "uq_run_id"}
+    assert {i["name"] for i in insp.get_indexes("sync_iterations")} == {"idx_pair", "idx_started", "idx_dry_run",
+                                                                        "uq_run_id", "idx_pair_dry_started"}
     assert {i["name"] for i in insp.get_indexes("sync_operations")} == {"idx_iteration"}
     assert insp.get_foreign_keys("sync_operations")[0]["referred_table"] == "sync_iterations"
 

@@ -4,6 +4,8 @@ Extra columns, both nullable (the seed allows nothing else):
   sync_iterations.run_id         VARCHAR(64) UNIQUE - one id per run, so flushing an opslog twice never
                                  duplicates an iteration (the opslog header carries it).
   sync_iterations.dagster_run_id VARCHAR(64)        - the Dagster run, for links from the dashboard.
+And one extra index, idx_pair_dry_started (sync_pair, dry_run, started_at): "the last real / dry-run
+iteration of each pair" (dashboard, dry-run idempotency) is then one index lookup, not a sort.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ sync_iterations = Table(
     Index("idx_started", "started_at"),
     Index("idx_dry_run", "dry_run"),
     Index("uq_run_id", "run_id", unique=True),
+    Index("idx_pair_dry_started", "sync_pair", "dry_run", "started_at"),
     **_TABLE_OPTIONS,
 )
 

