@@ -91,7 +91,6 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
         return True
 
     def on_result(result: OpResult) -> None:
-        live.add(result)
         trail.record(result)
         if progress is not None:
             progress.update(result)
@@ -109,7 +108,7 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
     try:
         try:
             report, _plan = run_sync(src, dest, opts, run_id, on_result=on_result, on_plan=on_plan,
-                                     check_lease=lease.check)
+                                     check_lease=lease.check, report=live)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)

@@ -56,8 +56,9 @@ def quarantine(path: str) -> str:
     return target
 
 
-def flush_file(store: AuditStore, path: str) -> FlushOutcome:
-    """Flush one opslog.  Raises AuditUnavailable (the file stays for the next run)."""
+def flush_file(store: AuditStore, path: str, written: ParsedOpslog | None = None) -> FlushOutcome:
+    """Flush one opslog.  Raises AuditUnavailable (the file stays for the next run).  `written`: what the
+    writer of this very file kept in memory (the run's own flush), instead of reading it back."""
     outcome = FlushOutcome(path)
     lock = try_lock(path)
     if lock is None:
@@ -67,7 +68,7 @@ def flush_file(store: AuditStore, path: str) -> FlushOutcome:
         if not os.path.exists(path):  # flushed by someone else between our listing and our lock
             return outcome
         try:
-            parsed = read_opslog(path, lock)
+            parsed = written if written is not None else read_opslog(path, lock)
         except OpslogCorrupt as exc:
             outcome.quarantined_to = quarantine(path)
             outcome.error = f"corrupt opslog moved to {outcome.quarantined_to}: {exc}"

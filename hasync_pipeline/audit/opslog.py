@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -70,42 +71,25 @@ def _size(entry) -> int | None:
     return entry.size if entry is not None and entry.kind != DIR else None
 
 
-def op_record(result: OpResult, dry_run: bool) -> dict:
-    op = result.op
-    return {
-        "type": "op", "dry_run": int(dry_run), "operation": op.operation, "filepath": encode_path(op.path),
-        "size_before": _size(op.dest), "size_after": _size(op.src),
-        "md5_before": op.md5_dest, "md5_after": op.md5_src,
-        "started_at": iso(result.started_at), "ended_at": iso(result.ended_at or result.started_at),
-        "status": "success" if result.ok else "fail", "error_message": result.error, "bytes": result.bytes,
-    }
+_SECOND = [-1, ""]  # the last whole second formatted: most operations of a run share their second
 
 
-class OpslogWriter:
-    def __init__(self, log_dir: str, header: dict):
-        os.makedirs(log_dir, exist_ok=True)
-        started = parse_iso(header["started_at"])
-        self.path = os.path.join(log_dir, opslog_name(header["pair"], header["direction"], started))
-        self._f = open(self.path, "x", encoding="utf-8", buffering=1)  # line-buffered: one write per line
-        fcntl.lockf(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "still being written" for flushers
-        self.dry_run = bool(header.get("dry_run"))
-        self._line({"type": "header", **header})
-
-    def _line(self, obj: dict) -> None:
-        self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
-
-    def record(self, result: OpResult) -> None:
-        self._line(op_record(result, self.dry_run))
-
-    def close(self, summary: dict | None) -> None:
-        """Write the summary (None: leave the file as a crashed run would, e.g. interrupted) and unlock."""
-        if summary is not None:
-            self._line({"type": "summary", **summary})
-        self._f.close()
+def _stamp(t: float) -> tuple[str, str]:
+    """Epoch seconds -> (opslog ISO text, database DATETIME text), both UTC to the millisecond."""
+    second = int(t)
+    if _SECOND[0] != second:
+        _SECOND[0], _SECOND[1] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    ms = f"{int((t - second) * 1000):03d}"
+    day_time = _SECOND[1]
+    return f"{day_time}.{ms}Z", f"{day_time[:10]} {day_time[11:]}.{ms}000"
 
 
-class OpslogCorrupt(Exception):
-    """The file cannot be trusted (no header, or a broken line before the end)."""
+def _text(value) -> str:
+    return "null" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _num(value) -> str:
+    return "null" if value is None else str(int(value))
 
 
 @dataclass
@@ -120,15 +104,67 @@ class ParsedOpslog:
     bytes: int = 0
     last_ended: str | None = None
 
-    def add(self, op: dict) -> None:
-        from .rows import operation_row
-        self.rows.append(operation_row(op))
-        if op["status"] == "success":
-            self.done[op["operation"]] += 1
-            self.bytes += op.get("bytes") or 0
+    def count(self, operation: str, ok: bool, nbytes: int, ended: str) -> None:
+        if ok:
+            self.done[operation] += 1
+            self.bytes += nbytes
         else:
             self.failed += 1
-        self.last_ended = op["ended_at"]
+        self.last_ended = ended
+
+    def add(self, op: dict) -> None:
+        """One parsed op line (reading a file)."""
+        from .rows import operation_row
+        self.rows.append(operation_row(op))
+        self.count(op["operation"], op["status"] == "success", op.get("bytes") or 0, op["ended_at"])
+
+
+class OpslogWriter:
+    """Writes the file, and keeps the database rows of what it wrote, so the run's own flush need not read
+    the file back (the file stays the source of truth for any other flusher)."""
+
+    def __init__(self, log_dir: str, header: dict):
+        os.makedirs(log_dir, exist_ok=True)
+        started = parse_iso(header["started_at"])
+        self.path = os.path.join(log_dir, opslog_name(header["pair"], header["direction"], started))
+        self._f = open(self.path, "x", encoding="utf-8", buffering=1)  # line-buffered: one write per line
+        fcntl.lockf(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "still being written" for flushers
+        self.dry_run = int(bool(header.get("dry_run")))
+        self.parsed = ParsedOpslog(self.path, header)
+        self._line({"type": "header", **header})
+
+    def _line(self, obj: dict) -> None:
+        self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+    def record(self, result: OpResult) -> None:
+        """One line per operation, formatted by hand: json.dumps of a dict per operation was most of the
+        audit trail's cost on a 100k-file run."""
+        from .rows import cut_error, cut_path
+        op = result.op
+        started_iso, started_db = _stamp(result.started)
+        ended_iso, ended_db = _stamp(result.ended if result.ended is not None else result.started)
+        path, operation = encode_path(op.path), op.operation
+        size_before, size_after = _size(op.dest), _size(op.src)
+        status = "success" if result.ok else "fail"
+        self._f.write(
+            f'{{"type":"op","dry_run":{self.dry_run},"operation":"{operation}","filepath":{_text(path)},'
+            f'"size_before":{_num(size_before)},"size_after":{_num(size_after)},"md5_before":{_text(op.md5_dest)},'
+            f'"md5_after":{_text(op.md5_src)},"started_at":"{started_iso}","ended_at":"{ended_iso}",'
+            f'"status":"{status}","error_message":{_text(result.error)},"bytes":{result.bytes}}}\n')
+        self.parsed.rows.append((self.dry_run, operation, cut_path(path), size_before, size_after, op.md5_dest,
+                                 op.md5_src, started_db, ended_db, status, cut_error(result.error)))
+        self.parsed.count(operation, result.ok, result.bytes, ended_iso)
+
+    def close(self, summary: dict | None) -> None:
+        """Write the summary (None: leave the file as a crashed run would, e.g. interrupted) and unlock."""
+        if summary is not None:
+            self._line({"type": "summary", **summary})
+            self.parsed.summary = summary
+        self._f.close()
+
+
+class OpslogCorrupt(Exception):
+    """The file cannot be trusted (no header, or a broken line before the end)."""
 
 
 def read_opslog(path: str, f=None) -> ParsedOpslog:

@@ -20,15 +20,20 @@ def db_time(text: str | None) -> str | None:
     return utc_ms(parse_iso(text)).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def cut_path(path: str) -> str:
+    """VARCHAR(4096): keep the head and say it was cut."""
+    return path if len(path) <= FILEPATH_MAX else path[:FILEPATH_MAX - 3] + "..."
+
+
+def cut_error(error: str | None) -> str | None:
+    return error[:4096] if error else None
+
+
 def operation_row(op: dict) -> tuple:
     """The row without its iteration_id (known only at insert time)."""
-    path = op["filepath"]
-    if len(path) > FILEPATH_MAX:  # VARCHAR(4096): keep the head and say it was cut
-        path = path[:FILEPATH_MAX - 3] + "..."
-    error = op.get("error_message")
-    return (op["dry_run"], op["operation"], path, op["size_before"], op["size_after"], op["md5_before"],
-            op["md5_after"], db_time(op["started_at"]), db_time(op["ended_at"]), op["status"],
-            error[:4096] if error else None)
+    return (op["dry_run"], op["operation"], cut_path(op["filepath"]), op["size_before"], op["size_after"],
+            op["md5_before"], op["md5_after"], db_time(op["started_at"]), db_time(op["ended_at"]), op["status"],
+            cut_error(op.get("error_message")))
 
 
 def insert_sql(paramstyle: str) -> str:

@@ -69,7 +69,7 @@ class AuditTrail:
         if self.store is None:
             return None
         try:
-            return flush_file(self.store, self.writer.path)
+            return flush_file(self.store, self.writer.path, self.writer.parsed)
         except AuditUnavailable as exc:
             self.warnings.append(f"{exc}; opslog {self.writer.path} kept for the next run")
             return None

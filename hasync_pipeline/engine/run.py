@@ -111,10 +111,12 @@ def conflict_results(plan: Plan) -> list[OpResult]:
 def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
              on_result: Callable[[OpResult], None] = lambda r: None,
              check_lease: Callable[[], None] = lambda: None,
-             on_plan: Callable[[Plan], bool] = lambda plan: True) -> tuple[SyncReport, Plan]:
+             on_plan: Callable[[Plan], bool] = lambda plan: True,
+             report: SyncReport | None = None) -> tuple[SyncReport, Plan]:
     """Walk, plan, check, apply in batches, purge old trash.  `on_plan` may return False to stop before
-    applying (the dry-run idempotency check uses it).  Safety refusals and a lost lease raise."""
-    report = SyncReport()
+    applying (the dry-run idempotency check uses it).  Safety refusals and a lost lease raise; pass your own
+    `report` to keep the counts of what was done before that."""
+    report = report if report is not None else SyncReport()
     src_tree, dest_tree = walk_pair(src, dest, opts)
     plan = plan_pair(src_tree, dest_tree, opts)
     report.skipped = plan.skipped
