@@ -108,7 +108,7 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
     try:
         try:
             report, _plan = run_sync(src, dest, opts, run_id, on_result=on_result, on_plan=on_plan,
-                                     check_lease=lease.check, report=live)
+                                     check_lease=lease.check, report=live, prepare=trail.prepare)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)

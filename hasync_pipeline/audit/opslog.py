@@ -119,6 +119,26 @@ class ParsedOpslog:
         self.count(op["operation"], op["status"] == "success", op.get("bytes") or 0, op["ended_at"])
 
 
+def prepare_op(result: OpResult, dry_run: int) -> tuple:
+    """An operation's opslog line and database row (and what the counts need), formatted by hand: json.dumps
+    of a dict per operation was most of the audit trail's cost on a 100k-file run.  Pure, so it can run in
+    the worker process that did the operation (ApplyContext.prepare)."""
+    from .rows import cut_error, cut_path
+    op = result.op
+    started_iso, started_db = _stamp(result.started)
+    ended_iso, ended_db = _stamp(result.ended if result.ended is not None else result.started)
+    path, operation = encode_path(op.path), op.operation
+    size_before, size_after = _size(op.dest), _size(op.src)
+    status = "success" if result.ok else "fail"
+    line = (f'{{"type":"op","dry_run":{dry_run},"operation":"{operation}","filepath":{_text(path)},'
+            f'"size_before":{_num(size_before)},"size_after":{_num(size_after)},"md5_before":{_text(op.md5_dest)},'
+            f'"md5_after":{_text(op.md5_src)},"started_at":"{started_iso}","ended_at":"{ended_iso}",'
+            f'"status":"{status}","error_message":{_text(result.error)},"bytes":{result.bytes}}}\n')
+    row = (dry_run, operation, cut_path(path), size_before, size_after, op.md5_dest, op.md5_src, started_db,
+           ended_db, status, cut_error(result.error))
+    return line, row, operation, result.ok, result.bytes, ended_iso
+
+
 class OpslogWriter:
     """Writes the file, and keeps the database rows of what it wrote, so the run's own flush need not read
     the file back (the file stays the source of truth for any other flusher)."""
@@ -137,23 +157,10 @@ class OpslogWriter:
         self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
 
     def record(self, result: OpResult) -> None:
-        """One line per operation, formatted by hand: json.dumps of a dict per operation was most of the
-        audit trail's cost on a 100k-file run."""
-        from .rows import cut_error, cut_path
-        op = result.op
-        started_iso, started_db = _stamp(result.started)
-        ended_iso, ended_db = _stamp(result.ended if result.ended is not None else result.started)
-        path, operation = encode_path(op.path), op.operation
-        size_before, size_after = _size(op.dest), _size(op.src)
-        status = "success" if result.ok else "fail"
-        self._f.write(
-            f'{{"type":"op","dry_run":{self.dry_run},"operation":"{operation}","filepath":{_text(path)},'
-            f'"size_before":{_num(size_before)},"size_after":{_num(size_after)},"md5_before":{_text(op.md5_dest)},'
-            f'"md5_after":{_text(op.md5_src)},"started_at":"{started_iso}","ended_at":"{ended_iso}",'
-            f'"status":"{status}","error_message":{_text(result.error)},"bytes":{result.bytes}}}\n')
-        self.parsed.rows.append((self.dry_run, operation, cut_path(path), size_before, size_after, op.md5_dest,
-                                 op.md5_src, started_db, ended_db, status, cut_error(result.error)))
-        self.parsed.count(operation, result.ok, result.bytes, ended_iso)
+        line, row, operation, ok, nbytes, ended = result.prepared or prepare_op(result, self.dry_run)
+        self._f.write(line)
+        self.parsed.rows.append(row)
+        self.parsed.count(operation, ok, nbytes, ended)
 
     def close(self, summary: dict | None) -> None:
         """Write the summary (None: leave the file as a crashed run would, e.g. interrupted) and unlock."""

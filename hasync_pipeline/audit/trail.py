@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from ..engine import Plan, SyncReport
 from ..engine.workers import OpResult
 from .flush import FlushOutcome, flush_file
-from .opslog import OpslogWriter, _size, encode_path, iso
+from .opslog import OpslogWriter, _size, encode_path, iso, prepare_op
 from .store import AuditStore, AuditUnavailable
 
 ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has changed."
@@ -50,6 +50,10 @@ class AuditTrail:
                 self.iteration_id = self.store.start_iteration(self.header)
             except AuditUnavailable as exc:
                 self.warnings.append(f"{exc}; the opslog keeps the record until the next run flushes it")
+
+    def prepare(self, result: OpResult):
+        """Format one operation's record; safe to call in a worker process (see ApplyContext.prepare)."""
+        return prepare_op(result, int(bool(self.header["dry_run"])))
 
     def record(self, result: OpResult) -> None:
         self.writer.record(result)

@@ -39,6 +39,7 @@ class OpResult:
     bytes: int = 0
     started: float = field(default_factory=time.time)
     ended: float | None = None
+    prepared: object = None  # what ApplyContext.prepare made of it, where the operation ran
 
 
 @dataclass
@@ -51,6 +52,9 @@ class ApplyContext:
     durable: bool = True
     check_lease: Callable[[], None] = lambda: None          # raises when the lease is lost
     on_result: Callable[[OpResult], None] = lambda r: None  # once per op, in this process
+    # optional, run in the worker that did the operation: lets a caller (the audit trail) do its
+    # per-operation formatting on all cores instead of in this one process
+    prepare: Callable[[OpResult], object] | None = None
 
 
 @dataclass
@@ -122,10 +126,12 @@ def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[i
         stop = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.append(True))
-        pending: list[Outcome] = []
+        pending: list[tuple[Outcome, object]] = []
+        prepare = ctx.prepare
 
         def emit(outcome: Outcome) -> None:
-            pending.append(outcome)
+            prepared = prepare(_result(ops, outcome)) if prepare is not None else None
+            pending.append((outcome, prepared))
             if len(pending) >= _FLUSH_EVERY:
                 flush()
 
@@ -156,10 +162,11 @@ class _Applier:
         self.results: list[OpResult] = []
         self.reported: set[int] = set()
 
-    def deliver(self, outcome: Outcome) -> None:
-        idx, ok, error, nbytes, started, ended = outcome
-        self.reported.add(idx)
-        result = OpResult(self.ops[idx], ok, error, nbytes, started, ended)
+    def deliver(self, outcome: Outcome, prepared: object = None) -> None:
+        result = _result(self.ops, outcome)
+        self.reported.add(outcome[0])
+        if self.ctx.prepare is not None:
+            result.prepared = prepared if prepared is not None else self.ctx.prepare(result)
         self.results.append(result)
         self.ctx.on_result(result)
 
@@ -214,8 +221,8 @@ class _Applier:
                     child = by_fd[fd]
                     for kind, *payload in child.reader.read_available():
                         if kind == "results":
-                            for outcome in payload[0]:
-                                self.deliver(outcome)
+                            for outcome, prepared in payload[0]:
+                                self.deliver(outcome, prepared)
                         elif kind == "staged":
                             staged_any = True
                             waiting.discard(child)
@@ -234,8 +241,8 @@ class _Applier:
             for child in children:
                 for kind, *payload in child.reader.read_all() if not child.reader.eof else []:
                     if kind == "results":
-                        for outcome in payload[0]:
-                            self.deliver(outcome)
+                        for outcome, prepared in payload[0]:
+                            self.deliver(outcome, prepared)
             raise
         finally:
             statuses = {c.pid: c.reap() for c in children}
@@ -246,6 +253,11 @@ class _Applier:
                     now = time.time()
                     self.deliver((idx, False, f"worker process died (pids {died}); left for the next run",
                                   0, now, now))
+
+
+def _result(ops: list[Op], outcome: Outcome) -> OpResult:
+    idx, ok, error, nbytes, started, ended = outcome
+    return OpResult(ops[idx], ok, error, nbytes, started, ended)
 
 
 def apply_batch(ops: list[Op], ctx: ApplyContext) -> list[OpResult]:

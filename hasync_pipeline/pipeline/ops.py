@@ -152,7 +152,8 @@ def apply_batch_op(context: dg.OpExecutionContext, state: RunState, batch: str) 
     cfg = SyncConfig(**state.config)
     ops = _load(batch)
     ctx = ApplyContext(state.src, state.dest, trash.new_stamp(state.run_id), workers=cfg.workers,
-                       check_lease=current.lease.check, on_result=lambda r: _record(current, r))
+                       check_lease=current.lease.check, on_result=lambda r: _record(current, r),
+                       prepare=current.trail.prepare)
     try:
         results = apply_batch(ops, ctx)
     except LeaseLost as exc:
