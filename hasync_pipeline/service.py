@@ -28,8 +28,19 @@ class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived: stop changing things, clean up, release, exit."""
 
 
+_SIGNALLED: list[str] = []
+
+
 def _raise_interrupted(signum, _frame):
-    raise Interrupted(signal.Signals(signum).name)
+    _SIGNALLED.append(signal.Signals(signum).name)
+    raise Interrupted(_SIGNALLED[-1])
+
+
+def _stop_if_signalled() -> None:
+    """Raise again a signal whose exception was swallowed (it can land in an at-fork hook or a finalizer,
+    where Python only prints it): the engine polls this between files."""
+    if _SIGNALLED:
+        raise Interrupted(_SIGNALLED[-1])
 
 
 def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: TextIO) -> int:
@@ -43,6 +54,7 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
     except DsnError as exc:
         warn(f"bad --db-dsn / HA_SYNC_DB_DSN: {exc}")
         return cli.EXIT_USAGE
+    _SIGNALLED.clear()
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         try:
@@ -108,7 +120,8 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
     try:
         try:
             report, _plan = run_sync(src, dest, opts, run_id, on_result=on_result, on_plan=on_plan,
-                                     check_lease=lease.check, report=live, prepare=trail.prepare)
+                                     check_lease=lease.check, report=live, prepare=trail.prepare,
+                                     stop_requested=_stop_if_signalled)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)

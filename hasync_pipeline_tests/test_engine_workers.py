@@ -81,3 +81,27 @@ def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
         assert p.read_bytes() == (dell / p.name).read_bytes() or p.name == "big0.bin"
     report, _ = sync(dell, hp)
     assert report.failed == 0 and snapshot(dell) == snapshot(hp)
+
+
+class StopNow(BaseException):
+    pass
+
+
+def test_a_stop_request_is_honoured_between_files_even_without_a_signal_exception(pair):
+    """A signal's exception can be swallowed (raised inside an at-fork hook): the engine also polls
+    ApplyContext.stop_requested, and stops with no temp file left."""
+    dell, hp = pair
+    make_many(dell, 2000)
+    results = []
+
+    def stop_requested():
+        if len(results) >= 100:
+            raise StopNow()
+    import pytest
+    with pytest.raises(StopNow):
+        run_sync(str(dell), str(hp), SyncOptions(workers=3), "t", on_result=results.append,
+                 stop_requested=stop_requested)
+    assert 100 <= len(results) < 2000
+    assert internal_leftovers(hp) == []
+    installed = [p for p in hp.rglob("file*")]
+    assert all(p.read_bytes() == (dell / p.relative_to(hp)).read_bytes() for p in installed)

@@ -113,7 +113,8 @@ def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
              check_lease: Callable[[], None] = lambda: None,
              on_plan: Callable[[Plan], bool] = lambda plan: True,
              report: SyncReport | None = None,
-             prepare: Callable[[OpResult], object] | None = None) -> tuple[SyncReport, Plan]:
+             prepare: Callable[[OpResult], object] | None = None,
+             stop_requested: Callable[[], None] = lambda: None) -> tuple[SyncReport, Plan]:
     """Walk, plan, check, apply in batches, purge old trash.  `on_plan` may return False to stop before
     applying (the dry-run idempotency check uses it).  Safety refusals and a lost lease raise; pass your own
     `report` to keep the counts of what was done before that."""
@@ -139,7 +140,8 @@ def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
     else:
         report.errors += cleanup_leftovers(dest, dest_tree.leftovers)
         ctx = ApplyContext(src, dest, trash.new_stamp(run_id), workers=opts.workers, durable=opts.durable,
-                           check_lease=check_lease, on_result=record, prepare=prepare)
+                           check_lease=check_lease, on_result=record, prepare=prepare,
+                           stop_requested=stop_requested)
         for batch in split_batches(plan.ops, opts.batch_max_ops, opts.batch_max_bytes):
             apply_batch(batch, ctx)
         trash.purge(dest, opts.trash_retain_days)

@@ -55,6 +55,9 @@ class ApplyContext:
     # optional, run in the worker that did the operation: lets a caller (the audit trail) do its
     # per-operation formatting on all cores instead of in this one process
     prepare: Callable[[OpResult], object] | None = None
+    # raises to stop the batch (e.g. a signal arrived); polled between files and while waiting for workers,
+    # because an exception raised by a signal handler can be swallowed (at-fork hooks, finalizers)
+    stop_requested: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -170,6 +173,10 @@ class _Applier:
         self.results.append(result)
         self.ctx.on_result(result)
 
+    def _stop_if_requested(self) -> bool:
+        self.ctx.stop_requested()
+        return False
+
     def sync_and_check(self, dest_fd: int, anything_staged: bool) -> None:
         if anything_staged and self.ctx.durable:
             fsutil.syncfs(dest_fd)
@@ -177,8 +184,9 @@ class _Applier:
 
     def run(self) -> list[OpResult]:
         self.ctx.check_lease()
+        self.ctx.stop_requested()
         local = FileOps(self.ops, self.ctx.src_root, self.ctx.dest_root, self.ctx.trash_stamp,
-                        self.ctx.preserve_owner, self.deliver)
+                        self.ctx.preserve_owner, self.deliver, cancelled=self._stop_if_requested)
         try:
             for idx in (i for i, op in enumerate(self.ops) if op.action == MKDIR):
                 local.mkdir(idx)
@@ -216,7 +224,8 @@ class _Applier:
         released = False
         try:
             while by_fd:
-                ready, _, _ = select.select(list(by_fd), [], [])
+                self.ctx.stop_requested()
+                ready, _, _ = select.select(list(by_fd), [], [], 0.5)
                 for fd in ready:
                     child = by_fd[fd]
                     for kind, *payload in child.reader.read_available():
