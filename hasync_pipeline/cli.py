@@ -13,7 +13,6 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from .engine import SyncOptions

@@ -5,7 +5,6 @@ every command the image runs exists and works in a clean virtualenv built from t
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
