@@ -13,9 +13,11 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .engine import SyncOptions
+from .engine.run import start_source_walk
 from .settings import DEFAULTS, validate_pair_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED = range(7)
@@ -97,8 +99,12 @@ def options_from_args(args: argparse.Namespace) -> SyncOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    opts = options_from_args(args)
+    # the source walk starts first, in its own process: reading only, it is safe before the lease, and the
+    # imports, lease and database set-up below then overlap it (a third of a no-change run otherwise)
+    source_walk = start_source_walk(os.path.abspath(args.src), opts)
     from .service import run_from_cli  # imported late: --help stays instant
-    return run_from_cli(args, options_from_args(args), sys.stdout, sys.stderr)
+    return run_from_cli(args, opts, sys.stdout, sys.stderr, source_walk)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import TextIO
 from . import cli
 from .audit import AuditStore, AuditTrail, DsnError, expire_old, flush_pending
 from .engine import FAILED, Plan, SafetyRefusal, SyncOptions, SyncReport, WalkError, run_sync
+from .engine.forking import Child
 from .engine.paths import display
 from .engine.transfer import describe_error
 from .engine.workers import OpResult
@@ -43,7 +44,8 @@ def _stop_if_signalled() -> None:
         raise Interrupted(_SIGNALLED[-1])
 
 
-def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: TextIO) -> int:
+def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: TextIO,
+                 source_walk: Child | None = None) -> int:
     def warn(msg: str) -> None:
         print(f"ha-sync: {msg}", file=err)
 
@@ -53,6 +55,8 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
         store = AuditStore(args.db_dsn)
     except DsnError as exc:
         warn(f"bad --db-dsn / HA_SYNC_DB_DSN: {exc}")
+        if source_walk is not None:
+            source_walk.cancel()
         return cli.EXIT_USAGE
     _SIGNALLED.clear()
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -63,20 +67,22 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
             print(f"ha-sync: {exc}; nothing changed", file=err)
             return cli.EXIT_LEASE_HELD
         try:
-            return _run_locked(args, opts, store, lease, src, dest, run_id, out, warn)
+            return _run_locked(args, opts, store, lease, src, dest, run_id, out, warn, source_walk)
         finally:
             lease.release()
     except Interrupted as exc:
         warn(f"interrupted by {exc} before any change")
         return cli.EXIT_INTERRUPTED
     finally:
+        if source_walk is not None:
+            source_walk.cancel()  # not used (lease held, interrupted...): never leave it behind
         for s, handler in previous.items():
             signal.signal(s, handler)
         store.dispose()
 
 
 def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, dest: str, run_id: str,
-                out: TextIO, warn) -> int:
+                out: TextIO, warn, source_walk: Child | None) -> int:
     leftovers, db_error = flush_pending(store, args.log_dir) if os.path.isdir(args.log_dir) else ([], None)
     for outcome in leftovers:
         if outcome.error:
@@ -121,7 +127,7 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
         try:
             report, _plan = run_sync(src, dest, opts, run_id, on_result=on_result, on_plan=on_plan,
                                      check_lease=lease.check, report=live, prepare=trail.prepare,
-                                     stop_requested=_stop_if_signalled)
+                                     stop_requested=_stop_if_signalled, source_walk=source_walk)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)

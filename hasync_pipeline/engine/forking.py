@@ -92,6 +92,12 @@ class Child:
         except ProcessLookupError:
             pass
 
+    def cancel(self) -> None:
+        """Stop it if it is still running, and reap it (a no-op once its result was collected)."""
+        if self.exit_status is None:
+            self.signal(signal.SIGKILL)
+            self.reap()
+
     def reap(self) -> int:
         if self.exit_status is None:
             os.close(self.reader.fd)

@@ -4,14 +4,15 @@ through callbacks."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import safety, trash
+from .forking import Child, call_in_child, result_of
 from .paths import ExcludeMatcher, display
 from .plan import CompareOptions, Op, Plan, make_plan
-from .forking import call_in_child, result_of
 from .transfer import cleanup_leftovers
 from .workers import ApplyContext, OpResult, apply_batch
 from .walk import TreeListing, walk_tree
@@ -65,12 +66,26 @@ class SyncReport:
         setattr(self, counter, getattr(self, counter) + 1)
 
 
-def walk_pair(src: str, dest: str, opts: SyncOptions) -> tuple[TreeListing, TreeListing]:
+def start_source_walk(src: str, opts: SyncOptions) -> Child | None:
+    """Start walking the source in a forked process now (the CLI does it before its imports, lease and
+    database set-up, which then cost no time); hand the result to walk_pair.  None if src is no folder."""
+    if not os.path.isdir(src):
+        return None
+    return call_in_child(walk_tree, src, ExcludeMatcher(opts.excludes), opts.walk_threads)
+
+
+def walk_pair(src: str, dest: str, opts: SyncOptions, source_walk: Child | None = None,
+              ) -> tuple[TreeListing, TreeListing]:
     """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
     between them), after checking both roots are usable."""
-    safety.check_roots(src, dest)
+    try:
+        safety.check_roots(src, dest)
+    except BaseException:
+        if source_walk is not None:
+            source_walk.cancel()
+        raise
     excludes = ExcludeMatcher(opts.excludes)
-    child = call_in_child(walk_tree, src, excludes, opts.walk_threads)
+    child = source_walk or call_in_child(walk_tree, src, excludes, opts.walk_threads)
     try:
         dest_tree = walk_tree(dest, excludes, opts.walk_threads)
     finally:
@@ -114,12 +129,13 @@ def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
              on_plan: Callable[[Plan], bool] = lambda plan: True,
              report: SyncReport | None = None,
              prepare: Callable[[OpResult], object] | None = None,
-             stop_requested: Callable[[], None] = lambda: None) -> tuple[SyncReport, Plan]:
+             stop_requested: Callable[[], None] = lambda: None,
+             source_walk: Child | None = None) -> tuple[SyncReport, Plan]:
     """Walk, plan, check, apply in batches, purge old trash.  `on_plan` may return False to stop before
     applying (the dry-run idempotency check uses it).  Safety refusals and a lost lease raise; pass your own
     `report` to keep the counts of what was done before that."""
     report = report if report is not None else SyncReport()
-    src_tree, dest_tree = walk_pair(src, dest, opts)
+    src_tree, dest_tree = walk_pair(src, dest, opts, source_walk)
     plan = plan_pair(src_tree, dest_tree, opts)
     report.skipped = plan.skipped
     report.errors += [msg for _, msg in plan.errors]
