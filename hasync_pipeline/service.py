@@ -21,7 +21,7 @@ from .engine.forking import Child
 from .engine.paths import display
 from .engine.transfer import describe_error
 from .engine.workers import OpResult
-from .lease import LeaseHeld, LeaseLost, acquire_for_pair
+from .lease import LeaseConfigError, LeaseHeld, LeaseLost, acquire_for_pair
 from .progress import Progress, summary
 
 
@@ -66,6 +66,12 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
         except LeaseHeld as exc:
             print(f"ha-sync: {exc}; nothing changed", file=err)
             return cli.EXIT_LEASE_HELD
+        except LeaseConfigError as exc:
+            warn(str(exc))
+            return cli.EXIT_USAGE
+        except Exception as exc:  # noqa: BLE001 - no kubeconfig, API server unreachable...: say so, change nothing
+            warn(f"cannot take the lease ha-sync-{args.pair}, nothing changed: {describe_error(exc)}")
+            return cli.EXIT_FAILED
         try:
             return _run_locked(args, opts, store, lease, src, dest, run_id, out, warn, source_walk)
         finally:

@@ -256,3 +256,15 @@ def test_cli_with_a_held_local_lease_exits_5_and_changes_nothing(pair, tmp_path)
     holder.release()
     assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media",
                    "--log-dir", str(tmp_path / "logs")).returncode == 0
+
+
+def test_cli_says_clearly_when_no_lease_can_be_taken(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a", "a")
+    base = ("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"))
+    bad = run_cli(*base, env={"HA_SYNC_LEASE_BACKEND": "etcd"})
+    assert bad.returncode == 2 and "HA_SYNC_LEASE_BACKEND='etcd'" in bad.stderr
+    unreachable = run_cli(*base, env={"HA_SYNC_LEASE_BACKEND": "kubernetes",
+                                      "KUBECONFIG": str(tmp_path / "missing-kubeconfig")})
+    assert unreachable.returncode == 1 and "cannot take the lease ha-sync-media, nothing changed" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr and snapshot(hp) == {}
