@@ -25,25 +25,12 @@ def split(rel: bytes) -> tuple[bytes, bytes]:
     return head, tail
 
 
-def is_internal(name: bytes) -> bool:
-    return name.startswith(INTERNAL_PREFIX)
-
-
 def display(rel: bytes | str) -> str:
     """A printable, unambiguous form of a path for messages (non-UTF-8 bytes as \\xNN, newlines escaped)."""
     if isinstance(rel, str):
         rel = os.fsencode(rel)
     text = rel.decode("utf-8", "backslashreplace") or "."
     return text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-
-
-def to_text(rel: bytes) -> str:
-    """Reversible text form (surrogateescape), the one stored in the audit trail; see `from_text`."""
-    return rel.decode("utf-8", "surrogateescape")
-
-
-def from_text(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 class ExcludeMatcher:

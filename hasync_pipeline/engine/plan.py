@@ -68,10 +68,6 @@ class Plan:
     def copy_bytes(self) -> int:
         return sum(op.copy_bytes for op in self.ops)
 
-    def signature(self) -> set[tuple[str, str, int | None]]:
-        """(filepath, operation, size_before): what makes two dry-runs 'the same' (seed rule)."""
-        return {(display(op.path), op.operation, op.dest.size if op.dest else None) for op in self.ops}
-
 
 @dataclass(frozen=True)
 class CompareOptions:

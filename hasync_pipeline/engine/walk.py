@@ -13,7 +13,7 @@ import stat
 from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 from . import fsutil
 from .paths import INTERNAL_PREFIX, TMP_PREFIX, ExcludeMatcher, join
@@ -59,10 +59,6 @@ class DirListing:
     def entry(self, i: int, name: bytes) -> Entry:
         return Entry(self.kinds[i], self.sizes[i], self.mtimes[i], self.modes[i], self.uids[i], self.gids[i],
                      self.links.get(name) if self.links else None)
-
-    def items(self) -> Iterator[tuple[bytes, Entry]]:
-        for i, name in enumerate(self.names()):
-            yield name, self.entry(i, name)
 
     def nbytes(self) -> int:
         return (len(self.names_blob) + len(self.kinds) + sum(a.itemsize * len(a) for a in
