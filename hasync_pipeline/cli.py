@@ -17,7 +17,7 @@ import os
 import sys
 
 from .engine import SyncOptions
-from .engine.run import start_source_walk
+from .engine.run import start_walks
 from .settings import DEFAULTS, validate_pair_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED = range(7)
@@ -100,11 +100,11 @@ def options_from_args(args: argparse.Namespace) -> SyncOptions:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = options_from_args(args)
-    # the source walk starts first, in its own process: reading only, it is safe before the lease, and the
-    # imports, lease and database set-up below then overlap it (a third of a no-change run otherwise)
-    source_walk = start_source_walk(os.path.abspath(args.src), opts)
+    # the walks start first, each in its own process: reading only, they are safe before the lease, and the
+    # imports, lease and database set-up below then overlap them (a third of a no-change run otherwise)
+    walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts)
     from .service import run_from_cli  # imported late: --help stays instant
-    return run_from_cli(args, opts, sys.stdout, sys.stderr, source_walk)
+    return run_from_cli(args, opts, sys.stdout, sys.stderr, walks)
 
 
 if __name__ == "__main__":

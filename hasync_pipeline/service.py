@@ -44,8 +44,14 @@ def _stop_if_signalled() -> None:
         raise Interrupted(_SIGNALLED[-1])
 
 
+def _cancel(walks: tuple[Child | None, Child | None]) -> None:
+    for child in walks:
+        if child is not None:
+            child.cancel()
+
+
 def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: TextIO,
-                 source_walk: Child | None = None) -> int:
+                 walks: tuple[Child | None, Child | None] = (None, None)) -> int:
     def warn(msg: str) -> None:
         print(f"ha-sync: {msg}", file=err)
 
@@ -55,8 +61,7 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
         store = AuditStore(args.db_dsn)
     except DsnError as exc:
         warn(f"bad --db-dsn / HA_SYNC_DB_DSN: {exc}")
-        if source_walk is not None:
-            source_walk.cancel()
+        _cancel(walks)
         return cli.EXIT_USAGE
     _SIGNALLED.clear()
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
@@ -73,22 +78,21 @@ def run_from_cli(args: argparse.Namespace, opts: SyncOptions, out: TextIO, err: 
             warn(f"cannot take the lease ha-sync-{args.pair}, nothing changed: {describe_error(exc)}")
             return cli.EXIT_FAILED
         try:
-            return _run_locked(args, opts, store, lease, src, dest, run_id, out, warn, source_walk)
+            return _run_locked(args, opts, store, lease, src, dest, run_id, out, warn, walks)
         finally:
             lease.release()
     except Interrupted as exc:
         warn(f"interrupted by {exc} before any change")
         return cli.EXIT_INTERRUPTED
     finally:
-        if source_walk is not None:
-            source_walk.cancel()  # not used (lease held, interrupted...): never leave it behind
+        _cancel(walks)  # not used (lease held, interrupted...): never leave them behind
         for s, handler in previous.items():
             signal.signal(s, handler)
         store.dispose()
 
 
 def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, dest: str, run_id: str,
-                out: TextIO, warn, source_walk: Child | None) -> int:
+                out: TextIO, warn, walks: tuple[Child | None, Child | None]) -> int:
     leftovers, db_error = flush_pending(store, args.log_dir) if os.path.isdir(args.log_dir) else ([], None)
     for outcome in leftovers:
         if outcome.error:
@@ -133,7 +137,7 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
         try:
             report, _plan = run_sync(src, dest, opts, run_id, on_result=on_result, on_plan=on_plan,
                                      check_lease=lease.check, report=live, prepare=trail.prepare,
-                                     stop_requested=_stop_if_signalled, source_walk=source_walk)
+                                     stop_requested=_stop_if_signalled, started_walks=walks)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)

@@ -66,30 +66,33 @@ class SyncReport:
         setattr(self, counter, getattr(self, counter) + 1)
 
 
-def start_source_walk(src: str, opts: SyncOptions) -> Child | None:
-    """Start walking the source in a forked process now (the CLI does it before its imports, lease and
-    database set-up, which then cost no time); hand the result to walk_pair.  None if src is no folder."""
-    if not os.path.isdir(src):
-        return None
-    return call_in_child(walk_tree, src, ExcludeMatcher(opts.excludes), opts.walk_threads)
+def start_walks(src: str, dest: str, opts: SyncOptions) -> tuple[Child | None, Child | None]:
+    """Start walking both folders now, each in a forked process (the CLI does it before its imports, lease
+    and database set-up, which then overlap the walks); hand them to walk_pair.  None for a root that is no
+    folder (walk_pair's checks then refuse the run)."""
+    excludes = ExcludeMatcher(opts.excludes)
+    return tuple(call_in_child(walk_tree, root, excludes, opts.walk_threads) if os.path.isdir(root) else None
+                 for root in (src, dest))
 
 
-def walk_pair(src: str, dest: str, opts: SyncOptions, source_walk: Child | None = None,
-              ) -> tuple[TreeListing, TreeListing]:
+def walk_pair(src: str, dest: str, opts: SyncOptions,
+              started: tuple[Child | None, Child | None] = (None, None)) -> tuple[TreeListing, TreeListing]:
     """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
-    between them), after checking both roots are usable."""
+    between them), after checking both roots are usable.  `started`: walks already running (start_walks)."""
     try:
         safety.check_roots(src, dest)
     except BaseException:
-        if source_walk is not None:
-            source_walk.cancel()
+        for child in started:
+            if child is not None:
+                child.cancel()
         raise
     excludes = ExcludeMatcher(opts.excludes)
-    child = source_walk or call_in_child(walk_tree, src, excludes, opts.walk_threads)
+    src_child, dest_child = started
+    src_child = src_child or call_in_child(walk_tree, src, excludes, opts.walk_threads)
     try:
-        dest_tree = walk_tree(dest, excludes, opts.walk_threads)
+        dest_tree = result_of(dest_child) if dest_child else walk_tree(dest, excludes, opts.walk_threads)
     finally:
-        src_tree = result_of(child)
+        src_tree = result_of(src_child)
     return src_tree, dest_tree
 
 
@@ -130,12 +133,12 @@ def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
              report: SyncReport | None = None,
              prepare: Callable[[OpResult], object] | None = None,
              stop_requested: Callable[[], None] = lambda: None,
-             source_walk: Child | None = None) -> tuple[SyncReport, Plan]:
+             started_walks: tuple[Child | None, Child | None] = (None, None)) -> tuple[SyncReport, Plan]:
     """Walk, plan, check, apply in batches, purge old trash.  `on_plan` may return False to stop before
     applying (the dry-run idempotency check uses it).  Safety refusals and a lost lease raise; pass your own
     `report` to keep the counts of what was done before that."""
     report = report if report is not None else SyncReport()
-    src_tree, dest_tree = walk_pair(src, dest, opts, source_walk)
+    src_tree, dest_tree = walk_pair(src, dest, opts, started_walks)
     plan = plan_pair(src_tree, dest_tree, opts)
     report.skipped = plan.skipped
     report.errors += [msg for _, msg in plan.errors]
