@@ -16,6 +16,7 @@ import struct
 from typing import Any, Callable
 
 _LEN = struct.Struct("!I")
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def write_frame(fd: int, obj: Any) -> None:
@@ -61,12 +62,16 @@ class Child:
     def __init__(self, body: Callable[[int, int], None]):
         out_r, out_w = os.pipe()
         in_r, in_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # the child
+        # SIGTERM/SIGINT are held back across fork(): a handler's exception raised inside the at-fork hooks
+        # is swallowed by Python, and one raised before the pid is known would orphan the child
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        pid = os.fork()
+        if pid == 0:  # the child
             code = 0
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in _STOP_SIGNALS:
                     signal.signal(sig, signal.SIG_IGN)  # the body installs its own, if it wants them
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
                 os.close(out_r)
                 os.close(in_w)
                 body(out_w, in_r)
@@ -74,11 +79,13 @@ class Child:
                 code = 70
             finally:
                 os._exit(code)
+        self.pid = pid
         os.close(out_w)
         os.close(in_r)
         self.reader = FrameReader(out_r)
         self.control = in_w
         self.exit_status: int | None = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal held back is handled here
 
     def send(self, data: bytes) -> None:
         try:

@@ -217,12 +217,17 @@ class _Applier:
             raise
 
     def _in_children(self, shares: list[_Share], dest_fd: int) -> None:
-        children = [Child(_worker_body(self.ops, self.ctx, share)) for share in shares]
-        by_fd = {c.reader.fd: c for c in children}
-        waiting = set(children)   # not yet at the barrier
+        children: list[Child] = []
+        by_fd: dict[int, Child] = {}
+        waiting: set[Child] = set()   # not yet at the barrier
         staged_any = False
         released = False
         try:
+            for share in shares:  # inside the try: an interruption here still stops those already started
+                child = Child(_worker_body(self.ops, self.ctx, share))
+                children.append(child)
+                by_fd[child.reader.fd] = child
+                waiting.add(child)
             while by_fd:
                 self.ctx.stop_requested()
                 ready, _, _ = select.select(list(by_fd), [], [], 0.5)
