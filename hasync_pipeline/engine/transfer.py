@@ -86,6 +86,7 @@ class FileOps:
         self._uid, self._gid, self._umask = os.geteuid(), os.getegid(), _current_umask()
 
     def close(self) -> None:
+        self.trash.close()
         os.close(self.src_fd)
         os.close(self.dest_fd)
 
@@ -163,21 +164,26 @@ class FileOps:
         if fds is None:
             return
         sfd, dfd = fds
+
+        def stage(idx: int, op: Op, started: float) -> None:
+            tmp = (self._stage_copy if op.action == COPY else self._stage_link)(op, sfd, dfd)
+            self.staged.append((idx, tmp, started))
         try:
-            for idx in indices:
-                if self.cancelled():
-                    return
-                started = time.time()
-                op = self.ops[idx]
-                try:
-                    tmp = (self._stage_copy if op.action == COPY else self._stage_link)(op, sfd, dfd)
-                except (OSError, Changed, fsutil.CopyCancelled) as exc:
-                    self._fail(idx, exc, started)
-                    continue
-                self.staged.append((idx, tmp, started))
+            self._each(indices, stage)
         finally:
             os.close(sfd)
             os.close(dfd)
+
+    def _each(self, indices: list[int], do: Callable[[int, Op, float], None]) -> None:
+        """do(idx, op, started) for each operation until cancelled; a failure fails that operation only."""
+        for idx in indices:
+            if self.cancelled():
+                return
+            started = time.time()
+            try:
+                do(idx, self.ops[idx], started)
+            except (OSError, Changed, fsutil.CopyCancelled) as exc:
+                self._fail(idx, exc, started)
 
     def _new_tmp(self, create: Callable[[bytes], int | None]) -> tuple[bytes, int | None]:
         while True:
@@ -274,23 +280,18 @@ class FileOps:
         if fds is None:
             return
         dfd = fds[1]
+
+        def delete(idx: int, op: Op, started: float) -> None:
+            name = split(op.path)[1]
+            current = _lstat(name, dfd)
+            if current is None:
+                raise Changed("already gone from the destination")
+            if not _same(current, op.dest):
+                raise Changed("destination changed since the plan; kept")
+            self.trash.move(dfd, name, op.path)
+            self._ok(idx, started)
         try:
-            for idx in indices:
-                if self.cancelled():
-                    return
-                started = time.time()
-                op = self.ops[idx]
-                try:
-                    current = _lstat(split(op.path)[1], dfd)
-                    if current is None:
-                        raise Changed("already gone from the destination")
-                    if not _same(current, op.dest):
-                        raise Changed("destination changed since the plan; kept")
-                    self.trash.move(dfd, split(op.path)[1], op.path)
-                except (OSError, Changed) as exc:
-                    self._fail(idx, exc, started)
-                    continue
-                self._ok(idx, started)
+            self._each(indices, delete)
         finally:
             os.close(dfd)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import threading
 from datetime import datetime, timedelta, timezone
 
 from . import fsutil
@@ -21,44 +20,48 @@ def new_stamp(run_id: str, now: datetime | None = None) -> bytes:
 
 
 class Trash:
+    """One per process (not thread-safe).  Keeps the trash folder it used last open: operations come grouped
+    by folder, so the folder chain is opened (and made) once per folder, not once per file."""
+
     def __init__(self, root_fd: int, stamp: bytes):
         self.root_fd = root_fd
         self.base = TRASH_DIR + b"/" + stamp
-        self._mkdir_lock = threading.Lock()
+        self._open: tuple[bytes, int] | None = None
 
     def _dir(self, head: bytes) -> int:
-        with self._mkdir_lock:
-            return fsutil.open_dir(self.root_fd, self.base + (b"/" + head if head else b""), create_mode=0o700)
+        if self._open is None or self._open[0] != head:
+            self.close()
+            fd = fsutil.open_dir(self.root_fd, self.base + (b"/" + head if head else b""), create_mode=0o700)
+            self._open = (head, fd)
+        return self._open[1]
+
+    def close(self) -> None:
+        if self._open is not None:
+            os.close(self._open[1])
+            self._open = None
 
     def move(self, dir_fd: int, name: bytes, rel: bytes) -> None:
         """Move `name` (a file, link or whole directory) into the trash."""
-        tfd = self._dir(split(rel)[0])
-        try:
-            os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd)
-        finally:
-            os.close(tfd)
+        os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=self._dir(split(rel)[0]))
 
     def keep_then_replace(self, dir_fd: int, name: bytes, rel: bytes, new_name: bytes) -> None:
         """Put the current `name` in the trash and `new_name` in its place.  With a hard link the real name
         never disappears for a reader; where links are not supported, two renames."""
         tfd = self._dir(split(rel)[0])
         try:
-            try:
-                os.link(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd, follow_symlinks=False)
-                linked = True
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
-                    raise
-                os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd)
-                linked = False
-            try:
-                os.rename(new_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except OSError:
-                if not linked:  # put the old version back where it was
-                    os.rename(name, name, src_dir_fd=tfd, dst_dir_fd=dir_fd)
+            os.link(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd, follow_symlinks=False)
+            linked = True
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
                 raise
-        finally:
-            os.close(tfd)
+            os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd)
+            linked = False
+        try:
+            os.rename(new_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            if not linked:  # put the old version back where it was
+                os.rename(name, name, src_dir_fd=tfd, dst_dir_fd=dir_fd)
+            raise
 
 
 def purge(root: str, retain_days: float, now: datetime | None = None) -> list[str]:
