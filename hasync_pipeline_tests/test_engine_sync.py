@@ -59,6 +59,31 @@ def test_mtime_within_threshold_is_equal_and_beyond_is_not(pair):
     assert sync(dell, hp, mtime_threshold=1.0)[1].ops[0].action == TOUCH
 
 
+def test_folder_with_the_same_names_on_both_sides_is_compared_entry_by_entry(pair):
+    """Same names on both sides take the column-wise shortcut; it must find exactly what the merge finds."""
+    dell, hp = pair
+    for i in range(50):
+        for root in (dell, hp):
+            write(root / f"same-{i:02d}", "unchanged", T0)
+    write(dell / "within", "x", T0 + 1)
+    write(hp / "within", "x", T0)
+    write(dell / "newer", "longer now", T0 + 100)
+    write(hp / "newer", "short", T0)
+    write(dell / "older", "aa", T0)
+    write(hp / "older", "b", T0 + 100)
+    for root, target in ((dell, "same-01"), (hp, "same-02")):
+        os.symlink(target, root / "link")
+        os.utime(root / "link", (T0, T0), follow_symlinks=False)
+    for root in (dell, hp):
+        write(root / "sub" / "inner", "same", T0)
+    write(dell / "sub" / "fresh", "new", T0)
+    os.utime(hp / "sub", (T0 - 500, T0 - 500))  # folder mtimes never matter
+    report, plan = sync(dell, hp)
+    assert [(op.action, op.path) for op in plan.ops] == [("copy", b"newer"), ("copy", b"sub/fresh")]
+    assert [op.path for op in plan.conflicts] == [b"link"]  # same mtime, other target
+    assert plan.unchanged == 50 + 1 + 1 and plan.dest_newer == 1
+
+
 def test_identical_content_with_different_mtime_is_not_recopied(pair):
     dell, hp = pair
     write(dell / "big", b"z" * 1_000_000, T0 + 100)

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import ne
+from typing import Iterable
 
 from . import fsutil
 from .paths import display, join, split
@@ -99,7 +103,9 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
         s_list, d_list = s_list or empty, d_list or empty
         s_kinds, s_sizes, s_mtimes = s_list.kinds, s_list.sizes, s_list.mtimes
         d_kinds, d_sizes, d_mtimes = d_list.kinds, d_list.sizes, d_list.mtimes
-        for name, i, j in _merge(s_list.names(), d_list.names()):
+        same, to_check = _pairs_to_check(s_list, d_list)
+        plan.unchanged += same
+        for name, i, j in to_check:
             if i >= 0 and j >= 0 and s_kinds[i] == FILE == d_kinds[j] and s_sizes[i] == d_sizes[j] \
                     and abs(s_mtimes[i] - d_mtimes[j]) <= threshold_ns:
                 plan.unchanged += 1  # the common case, decided without building entries
@@ -132,6 +138,29 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
     rmdirs.reverse()  # deepest first, after the files inside them are gone
     plan.ops = mkdirs + transfers + deletes + rmdirs
     return plan
+
+
+_NOT_A_FILE = re.compile(b"[^%c]" % FILE)
+
+
+def _pairs_to_check(s_list: DirListing, d_list: DirListing) -> tuple[int, Iterable[tuple[bytes, int, int]]]:
+    """(files certainly unchanged, the (name, i, j) pairs still to compare) for one folder.
+
+    The common case, a folder holding the same names on both sides, is settled column by column at C speed
+    (a no-change run of 100k files spent most of its compare time in the name-by-name merge otherwise):
+    only entries whose size or mtime differ at all, and folders and symlinks, are handed on."""
+    if s_list.names_blob != d_list.names_blob or s_list.kinds != d_list.kinds:
+        return 0, _merge(s_list.names(), d_list.names())
+    n = len(s_list)
+    differ: set[int] = set()
+    for mine, theirs in ((s_list.sizes, d_list.sizes), (s_list.mtimes, d_list.mtimes)):
+        if mine != theirs:
+            differ.update(compress(range(n), map(ne, mine, theirs)))
+    differ.update(m.start() for m in _NOT_A_FILE.finditer(s_list.kinds))
+    if not differ:
+        return n, ()
+    names = s_list.names()
+    return n - len(differ), [(names[i], i, i) for i in sorted(differ)]
 
 
 def _merge(an: list[bytes], bn: list[bytes]):
