@@ -16,8 +16,8 @@ import argparse
 import os
 import sys
 
-from .engine import SyncOptions
-from .engine.run import start_walks
+from .engine.options import SyncOptions
+from .engine.walk import start_walks
 from .settings import DEFAULTS, validate_pair_name
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED = range(7)

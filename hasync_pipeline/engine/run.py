@@ -11,32 +11,15 @@ from typing import Callable
 
 from . import safety, trash
 from .forking import Child, call_in_child, result_of
+from .options import SyncOptions
 from .paths import ExcludeMatcher, display
 from .plan import CompareOptions, Op, Plan, make_plan
 from .transfer import cleanup_leftovers
 from .workers import ApplyContext, OpResult, apply_batch
-from .walk import TreeListing, walk_tree
+from .walk import TreeListing, start_walks, walk_tree
 
 SUCCESS, PARTIAL_FAILURE, FAILED = "success", "partial_failure", "failed"
 _COUNTER_OF = {"create": "created", "update": "updated", "delete": "deleted"}
-
-
-@dataclass(frozen=True)
-class SyncOptions:
-    """Every knob of a sync, with the seed's defaults (dry_run is the CLI's default: off)."""
-
-    dry_run: bool = False
-    delete_missing: bool = False
-    workers: int = 4
-    mtime_threshold: float = 2.0
-    max_delete_percent: float = 50.0
-    trash_retain_days: float = 10.0
-    excludes: tuple[str, ...] = ()
-    free_space_reserve_bytes: int = 64 << 20
-    batch_max_ops: int = 20_000
-    batch_max_bytes: int = 2 << 30
-    walk_threads: int = 1
-    durable: bool = True
 
 
 @dataclass
@@ -64,15 +47,6 @@ class SyncReport:
         self.bytes += result.bytes
         counter = _COUNTER_OF[result.op.operation]
         setattr(self, counter, getattr(self, counter) + 1)
-
-
-def start_walks(src: str, dest: str, opts: SyncOptions) -> tuple[Child | None, Child | None]:
-    """Start walking both folders now, each in a forked process (the CLI does it before its imports, lease
-    and database set-up, which then overlap the walks); hand them to walk_pair.  None for a root that is no
-    folder (walk_pair's checks then refuse the run)."""
-    excludes = ExcludeMatcher(opts.excludes)
-    return tuple(call_in_child(walk_tree, root, excludes, opts.walk_threads) if os.path.isdir(root) else None
-                 for root in (src, dest))
 
 
 def walk_pair(src: str, dest: str, opts: SyncOptions,

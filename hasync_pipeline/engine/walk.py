@@ -11,12 +11,15 @@ import os
 import queue
 import stat
 from array import array
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import fsutil
+from .forking import Child, call_in_child
 from .paths import INTERNAL_PREFIX, TMP_PREFIX, ExcludeMatcher, join
+
+if TYPE_CHECKING:
+    from .options import SyncOptions
 
 FILE, DIR, LINK = 0, 1, 2
 KIND_NAMES = {FILE: "file", DIR: "directory", LINK: "symlink"}
@@ -176,6 +179,7 @@ def walk_tree(root: str, excludes: ExcludeMatcher | None = None, threads: int = 
                 record(rel, listing, special, leftovers)
                 stack.extend(subdirs)
         else:
+            from concurrent.futures import ThreadPoolExecutor  # only here: ha-sync's start-up stays light
             done: queue.SimpleQueue = queue.SimpleQueue()
             with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="walk") as pool:
                 def submit(rel: bytes, ident: tuple[int, int] | None) -> None:
@@ -198,3 +202,12 @@ def walk_tree(root: str, excludes: ExcludeMatcher | None = None, threads: int = 
     finally:
         os.close(root_fd)
     return tree
+
+
+def start_walks(src: str, dest: str, opts: SyncOptions) -> tuple[Child | None, Child | None]:
+    """Start walking both folders now, each in a forked process (the CLI does it before its imports, lease
+    and database set-up, which then overlap the walks); hand them to run.walk_pair.  None for a root that is
+    no folder (walk_pair's checks then refuse the run)."""
+    excludes = ExcludeMatcher(opts.excludes)
+    return tuple(call_in_child(walk_tree, root, excludes, opts.walk_threads) if os.path.isdir(root) else None
+                 for root in (src, dest))
