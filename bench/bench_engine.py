@@ -161,6 +161,8 @@ def main() -> None:
     args = ap.parse_args()
     shutil.rmtree(args.dir, ignore_errors=True)
     os.makedirs(args.dir)
+    # a fresh embedded audit database on the benchmark's own filesystem, not one grown by earlier runs
+    os.environ["HA_SYNC_STATE_DIR"] = os.path.join(args.dir, "state")
     try:
         lines = bench_small(args.dir, args.files, args.rounds)
         if args.big:

@@ -328,6 +328,30 @@ def test_a_file_still_being_written_is_not_flushed(tmp_path, db_dsn):
     writer.close(None)
 
 
+def test_operation_records_reach_the_disk_in_bursts_of_at_most_256(tmp_path):
+    """What a SIGKILLed run leaves behind: the header at once, then every completed burst of 256 records."""
+    from hasync_pipeline.engine.plan import COPY, Op
+    from hasync_pipeline.engine.walk import FILE, Entry
+    from hasync_pipeline.engine.workers import OpResult
+    writer = OpslogWriter(str(tmp_path), {"run_id": "burst", "pair": "media", "direction": "x", "src": "/a",
+                                          "dest": "/b", "started_at": "2026-11-01T10:00:00.000Z", "dry_run": 0})
+
+    def lines_on_disk() -> int:
+        with open(writer.path, "rb") as f:  # another open file: sees only what reached the OS
+            return f.read().count(b"\n")
+    assert lines_on_disk() == 1
+    now = time.time()
+    for i in range(300):
+        writer.record(OpResult(Op(COPY, b"f%d" % i, Entry(FILE, 1, 0, 0o644, 0, 0), None), True, None, 1, now, now))
+        if i == 254:
+            assert lines_on_disk() == 1
+        if i == 255:
+            assert lines_on_disk() == 257
+    assert lines_on_disk() == 257
+    writer.close(None)
+    assert lines_on_disk() == 301 and len(read_opslog(writer.path).rows) == 300
+
+
 def test_old_opslogs_are_deleted_and_dropped_operations_counted(tmp_path):
     old = make_opslog(tmp_path, "old-run", 7)
     new = make_opslog(tmp_path, "new-run-x", 2)

@@ -3,8 +3,7 @@ a 100k-operation run stays ~25 MB, where dicts took ~300 MB), inserted with the 
 
 from __future__ import annotations
 
-from .opslog import parse_iso, utc_ms
-from .schema import FILEPATH_MAX
+from .opslog import cut_error, cut_path, parse_iso, utc_ms
 
 OPERATION_COLUMNS = ("iteration_id", "dry_run", "operation", "filepath", "size_before", "size_after", "md5_before",
                      "md5_after", "started_at", "ended_at", "status", "error_message")
@@ -18,15 +17,6 @@ def db_time(text: str | None) -> str | None:
     if len(text) == 24 and text[10] == "T" and text[-1] == "Z":
         return f"{text[:10]} {text[11:23]}000"
     return utc_ms(parse_iso(text)).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def cut_path(path: str) -> str:
-    """VARCHAR(4096): keep the head and say it was cut."""
-    return path if len(path) <= FILEPATH_MAX else path[:FILEPATH_MAX - 3] + "..."
-
-
-def cut_error(error: str | None) -> str | None:
-    return error[:4096] if error else None
 
 
 def operation_row(op: dict) -> tuple:

@@ -14,6 +14,8 @@ from sqlalchemy import (BigInteger, Column, DateTime, Enum, ForeignKeyConstraint
                         String, Table, Text, text)
 from sqlalchemy.dialects import mysql
 
+from .opslog import FILEPATH_MAX
+
 
 def _mysql(generic, mysql_type):
     return generic.with_variant(mysql_type, "mysql").with_variant(mysql_type, "mariadb")
@@ -26,7 +28,6 @@ FLAG = _mysql(Integer(), mysql.TINYINT(display_width=1))
 ITERATION_STATUS = ("running", "success", "partial_failure", "failed")
 OPERATIONS = ("create", "update", "delete")
 OPERATION_STATUS = ("success", "fail")
-FILEPATH_MAX = 4096
 _TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
                   "mariadb_charset": "utf8mb4"}
 

@@ -18,6 +18,7 @@ from operator import ne
 from typing import Iterable
 
 from . import fsutil
+from .gcpause import cyclic_gc_paused
 from .paths import display, join, split
 from .walk import DIR, FILE, KIND_NAMES, LINK, DirListing, Entry, TreeListing
 
@@ -81,6 +82,11 @@ class CompareOptions:
 
 
 def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = CompareOptions()) -> Plan:
+    with cyclic_gc_paused():
+        return _make_plan(src, dest, opts)
+
+
+def _make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions) -> Plan:
     plan = Plan()
     threshold_ns = int(opts.mtime_threshold_s * 1e9)
     transfers: list[Op] = []
@@ -101,6 +107,11 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
         if (s_list is None and rel in src.unreadable) or (d_list is None and rel in dest.unreadable):
             continue
         s_list, d_list = s_list or empty, d_list or empty
+        if not d_list:  # nothing of this folder in the destination: all of it is created, nothing to compare
+            prefix = rel + b"/" if rel else b""
+            for name, s in zip(s_list.names(), s_list.entries()):
+                _create(prefix + name, s, mkdirs, transfers, recurse)
+            continue
         s_kinds, s_sizes, s_mtimes = s_list.kinds, s_list.sizes, s_list.mtimes
         d_kinds, d_sizes, d_mtimes = d_list.kinds, d_list.sizes, d_list.mtimes
         same, to_check = _pairs_to_check(s_list, d_list)
@@ -114,11 +125,7 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
             d = d_list.entry(j, name) if j >= 0 else None
             path = join(rel, name)
             if d is None:
-                if s.kind == DIR:
-                    mkdirs.append(Op(MKDIR, path, s, None, "new directory"))
-                    recurse.add(path)
-                else:
-                    transfers.append(Op(COPY if s.kind == FILE else SYMLINK, path, s, None, "new"))
+                _create(path, s, mkdirs, transfers, recurse)
             elif s is None:
                 if not opts.delete_missing:
                     plan.dest_only_kept += 1
@@ -138,6 +145,15 @@ def make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions = Compar
     rmdirs.reverse()  # deepest first, after the files inside them are gone
     plan.ops = mkdirs + transfers + deletes + rmdirs
     return plan
+
+
+def _create(path: bytes, s: Entry, mkdirs: list[Op], transfers: list[Op], recurse: set[bytes]) -> None:
+    """The operation for an entry the destination does not have."""
+    if s.kind == DIR:
+        mkdirs.append(Op(MKDIR, path, s, None, "new directory"))
+        recurse.add(path)
+    else:
+        transfers.append(Op(COPY if s.kind == FILE else SYMLINK, path, s, None, "new"))
 
 
 _NOT_A_FILE = re.compile(b"[^%c]" % FILE)

@@ -82,7 +82,8 @@ class FileOps:
         self.dest_fd = fsutil.open_root(dest_root)
         self.trash = Trash(self.dest_fd, trash_stamp)
         self.staged: list[tuple[int, bytes, float]] = []   # temp files written and not yet renamed
-        self._tmp_names = (TMP_PREFIX + f"{secrets.token_hex(4)}-{n}".encode() for n in itertools.count())
+        tmp_prefix = TMP_PREFIX + secrets.token_hex(4).encode() + b"-"
+        self._tmp_names = (tmp_prefix + b"%d" % n for n in itertools.count())
         self._uid, self._gid, self._umask = os.geteuid(), os.getegid(), _current_umask()
 
     def close(self) -> None:

@@ -12,10 +12,11 @@ import queue
 import stat
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 from . import fsutil
 from .forking import Child, call_in_child
+from .gcpause import cyclic_gc_paused
 from .paths import INTERNAL_PREFIX, TMP_PREFIX, ExcludeMatcher, join
 
 if TYPE_CHECKING:
@@ -62,6 +63,13 @@ class DirListing:
     def entry(self, i: int, name: bytes) -> Entry:
         return Entry(self.kinds[i], self.sizes[i], self.mtimes[i], self.modes[i], self.uids[i], self.gids[i],
                      self.links.get(name) if self.links else None)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every entry in name order, built at C speed (a new folder's 100k files: half the time of entry())."""
+        rows = map(Entry, self.kinds, self.sizes, self.mtimes, self.modes, self.uids, self.gids)
+        if not self.links:
+            return rows
+        return (e._replace(link=self.links[n]) if e.kind == LINK else e for n, e in zip(self.names(), rows))
 
     def nbytes(self) -> int:
         return (len(self.names_blob) + len(self.kinds) + sum(a.itemsize * len(a) for a in
@@ -144,7 +152,11 @@ def walk_tree(root: str, excludes: ExcludeMatcher | None = None, threads: int = 
     A directory that cannot be read is recorded in `unreadable` (its subtree is unknown, not empty); the
     root itself failing raises WalkError.
     """
-    excludes = excludes or ExcludeMatcher()
+    with cyclic_gc_paused():
+        return _walk_tree(root, excludes or ExcludeMatcher(), threads)
+
+
+def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing:
     tree = TreeListing(root=root)
     try:
         root_fd = fsutil.open_root(root)

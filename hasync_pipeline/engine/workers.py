@@ -18,6 +18,7 @@ from typing import Callable
 
 from . import fsutil
 from .forking import Child, write_frame
+from .gcpause import cyclic_gc_paused
 from .paths import split
 from .plan import COPY, DELETE, MKDIR, RMDIR, SYMLINK, TOUCH, Op
 from .transfer import FileOps, Outcome
@@ -277,4 +278,5 @@ def _result(ops: list[Op], outcome: Outcome) -> OpResult:
 def apply_batch(ops: list[Op], ctx: ApplyContext) -> list[OpResult]:
     """Apply `ops` (a slice of a plan, in plan order); one result per op.  Per-op failures are results, not
     exceptions; only a lost lease (from ctx.check_lease), an interruption or unusable roots raise."""
-    return _Applier(ops, ctx).run()
+    with cyclic_gc_paused():  # the workers fork inside: they run without it too
+        return _Applier(ops, ctx).run()
