@@ -254,8 +254,11 @@ def test_trash_retain_zero_deletes_for_real(pair):
     dell, hp = pair
     write(dell / "f", "new", T0 + 100)
     write(hp / "f", "old", T0)
-    sync(dell, hp, trash_retain_days=0)
-    assert not any((hp / ".hasync-trash").rglob("f"))
+    write(hp / "gone", "only in hp", T0)
+    report, _ = sync(dell, hp, trash_retain_days=0, delete_missing=True)
+    assert report.updated == 1 and report.deleted == 1
+    assert (hp / "f").read_text() == "new" and not (hp / "gone").exists()
+    assert not (hp / ".hasync-trash").exists()  # replaced and deleted outright, not kept then purged
 
 
 def test_conflicts_are_reported_and_left_alone(pair):

@@ -132,8 +132,8 @@ def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str,
             record(OpResult(op, True))
     else:
         report.errors += cleanup_leftovers(dest, dest_tree.leftovers)
-        ctx = ApplyContext(src, dest, trash.new_stamp(run_id), workers=opts.workers, durable=opts.durable,
-                           check_lease=check_lease, on_result=record, prepare=prepare,
+        ctx = ApplyContext(src, dest, trash.new_stamp(run_id, opts.trash_retain_days), workers=opts.workers,
+                           durable=opts.durable, check_lease=check_lease, on_result=record, prepare=prepare,
                            stop_requested=stop_requested)
         for batch in split_batches(plan.ops, opts.batch_max_ops, opts.batch_max_bytes):
             apply_batch(batch, ctx)

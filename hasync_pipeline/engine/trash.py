@@ -14,18 +14,24 @@ from .paths import TRASH_DIR, split
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
-def new_stamp(run_id: str, now: datetime | None = None) -> bytes:
+def new_stamp(run_id: str, retain_days: float, now: datetime | None = None) -> bytes | None:
+    """The run's trash folder name; None when nothing is to be kept (retain_days 0)."""
+    if retain_days <= 0:
+        return None
     now = now or datetime.now(timezone.utc)
     return f"{now.strftime(STAMP_FORMAT)}-{run_id[:12]}".encode()
 
 
 class Trash:
     """One per process (not thread-safe).  Keeps the trash folder it used last open: operations come grouped
-    by folder, so the folder chain is opened (and made) once per folder, not once per file."""
+    by folder, so the folder chain is opened (and made) once per folder, not once per file.
 
-    def __init__(self, root_fd: int, stamp: bytes):
+    With no stamp (--trash-retain-days 0, "delete for real") nothing is kept: a replaced file is simply
+    renamed over and a deleted one unlinked, rather than kept and purged at the end of the same run."""
+
+    def __init__(self, root_fd: int, stamp: bytes | None):
         self.root_fd = root_fd
-        self.base = TRASH_DIR + b"/" + stamp
+        self.base = TRASH_DIR + b"/" + stamp if stamp is not None else None
         self._open: tuple[bytes, int] | None = None
 
     def _dir(self, head: bytes) -> int:
@@ -41,12 +47,18 @@ class Trash:
             self._open = None
 
     def move(self, dir_fd: int, name: bytes, rel: bytes) -> None:
-        """Move `name` (a file, link or whole directory) into the trash."""
+        """Move `name` (a file or link) into the trash."""
+        if self.base is None:
+            os.unlink(name, dir_fd=dir_fd)
+            return
         os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=self._dir(split(rel)[0]))
 
     def keep_then_replace(self, dir_fd: int, name: bytes, rel: bytes, new_name: bytes) -> None:
         """Put the current `name` in the trash and `new_name` in its place.  With a hard link the real name
         never disappears for a reader; where links are not supported, two renames."""
+        if self.base is None:
+            os.rename(new_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return
         tfd = self._dir(split(rel)[0])
         try:
             os.link(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd, follow_symlinks=False)

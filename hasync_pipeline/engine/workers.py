@@ -47,7 +47,7 @@ class OpResult:
 class ApplyContext:
     src_root: str
     dest_root: str
-    trash_stamp: bytes
+    trash_stamp: bytes | None  # None: keep nothing (trash retention 0)
     workers: int = 4
     preserve_owner: bool = field(default_factory=lambda: os.geteuid() == 0)
     durable: bool = True

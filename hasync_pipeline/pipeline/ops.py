@@ -151,7 +151,8 @@ def apply_batch_op(context: dg.OpExecutionContext, state: RunState, batch: str) 
     current = live.get(state.run_id)
     cfg = SyncConfig(**state.config)
     ops = _load(batch)
-    ctx = ApplyContext(state.src, state.dest, trash.new_stamp(state.run_id), workers=cfg.workers,
+    ctx = ApplyContext(state.src, state.dest, trash.new_stamp(state.run_id, cfg.trash_retain_days),
+                       workers=cfg.workers,
                        check_lease=current.lease.check, on_result=lambda r: _record(current, r),
                        prepare=current.trail.prepare)
     try:
