@@ -66,6 +66,19 @@ def test_bad_usage_exit_2(pair, tmp_path):
     assert run_cli("--src", "/tmp").returncode == 2
 
 
+def test_a_database_address_ha_sync_cannot_use_is_bad_usage_and_changes_nothing(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a", "a")
+    for dsn, says in (("postgresql://u:pw@db/audit", "unsupported database 'postgresql'"),
+                      ("mysql+mysqldb://u:pw@db/audit", "cannot use 'mysql+mysqldb'"),
+                      ("mysql://u:pw@db:notaport/audit", "not a valid SQLAlchemy URL"),
+                      ("u:pw@tcp(db:3306", "not a Go-style MySQL DSN")):
+        proc = run_cli(*base_args(dell, hp, tmp_path, "--db-dsn", dsn))
+        assert proc.returncode == 2, (dsn, proc.stderr)
+        assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert snapshot(hp) == {}
+
+
 def test_exclude_flag_is_repeatable(pair, tmp_path):
     dell, hp = pair
     write(dell / "a.part", "p")

@@ -21,6 +21,9 @@ _GO_ONLY_PARAMS = {"parseTime", "loc", "allowNativePasswords", "timeout", "readT
                    "multiStatements", "interpolateParams", "tls", "collation", "maxAllowedPacket"}
 
 
+SUPPORTED_BACKENDS = ("mysql", "sqlite")  # what the schema and the store are written and tested for
+
+
 class DsnError(ValueError):
     """The DSN could not be understood (the message never contains the password)."""
 
@@ -48,6 +51,9 @@ def to_url(dsn: str | None) -> URL:
             raise DsnError("not a valid SQLAlchemy URL (scheme://user:***@host/db)") from None
         if url.drivername in ("mysql", "mariadb"):
             url = url.set(drivername="mysql+pymysql")
+        if url.get_backend_name() not in SUPPORTED_BACKENDS:
+            raise DsnError(f"unsupported database {url.get_backend_name()!r}: the audit tables live in MySQL/"
+                           "MariaDB (mysql+pymysql://...) or SQLite (sqlite:///path)")
         return _with_mysql_defaults(url)
     at = dsn.rfind("@")  # as the Go driver does: the password may itself hold '@'
     creds, rest = (dsn[:at], dsn[at + 1:]) if at >= 0 else ("", dsn)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
-from .dsn import redact, scrub, to_url
+from .dsn import DsnError, redact, scrub, to_url
 from .opslog import parse_iso, utc_ms
 from .rows import insert_sql
 from .schema import metadata, sync_iterations, sync_operations
@@ -53,14 +53,20 @@ class AuditStore:
                                       "write_timeout": 60}
         elif self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
             os.makedirs(os.path.dirname(os.path.abspath(self.url.database)), exist_ok=True)
-        self.engine = create_engine(self.url, **kwargs)
+        try:
+            self.engine = create_engine(self.url, **kwargs)
+        except (ImportError, ArgumentError) as exc:  # e.g. mysql+mysqldb:// without the MySQLdb driver
+            raise DsnError(f"cannot use {self.url.drivername!r}: {exc}; mysql+pymysql:// comes with "
+                           "ha-sync") from None
         if self.url.get_backend_name() == "sqlite":
             _sqlite_immediate(self.engine)
         self._schema_ready = False
 
     def _unavailable(self, exc: BaseException) -> AuditUnavailable:
         detail = getattr(exc, "orig", None) or exc
-        return AuditUnavailable(scrub(f"audit database {self.name} unavailable: {detail}", self.url))
+        # only the driver's words are scrubbed: our own redacted name has no password to hide, and scrubbing
+        # it too turned a password like "p" into "mysql+***ymysql"
+        return AuditUnavailable(f"audit database {self.name} unavailable: {scrub(str(detail), self.url)}")
 
     def ensure_schema(self) -> None:
         if self._schema_ready:
