@@ -58,6 +58,11 @@ class AuditTrail:
     def record(self, result: OpResult) -> None:
         self.writer.record(result)
 
+    def write_out(self) -> None:
+        """Hand the opslog lines still buffered to the OS (they otherwise go in bursts, see opslog.py)."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def finish(self, report: SyncReport | None, status: str, error: str | None = None) -> FlushOutcome | None:
         """Close the opslog with its summary and flush it (a dead database leaves it for the next run)."""
         if self.writer is None:

@@ -159,6 +159,8 @@ def apply_batch_op(context: dg.OpExecutionContext, state: RunState, batch: str) 
         results = apply_batch(ops, ctx)
     except LeaseLost as exc:
         raise dg.Failure(description=f"lease lost, changes stopped: {exc}") from None
+    finally:
+        current.trail.write_out()  # a batch's records are on disk when its step ends, whatever comes next
     failed = [r for r in results if not r.ok]
     for r in failed[:20]:
         context.log.warning(f"{r.op.describe()}: {r.error}")
