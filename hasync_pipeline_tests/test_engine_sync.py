@@ -84,6 +84,23 @@ def test_folder_with_the_same_names_on_both_sides_is_compared_entry_by_entry(pai
     assert plan.unchanged == 50 + 1 + 1 and plan.dest_newer == 1
 
 
+def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
+    from hasync_pipeline.engine.walk import walk_tree
+    dell, _ = pair
+    for i in range(30):
+        write(dell / f"d{i % 7}" / f"sub{i % 3}" / f"f{i}", "x" * i, T0 + i)
+    os.symlink("d1", dell / "link-to-d1")
+    write(dell / "d0" / ".hasync-tmp-leftover", "partial")
+    one, four = walk_tree(str(dell), threads=1), walk_tree(str(dell), threads=4)
+    assert sorted(one.dirs) == sorted(four.dirs) and len(one.dirs) == 1 + 7 + 21
+    for rel, listing in one.dirs.items():
+        other = four.dirs[rel]
+        assert listing.names() == other.names() and listing.sizes == other.sizes and listing.mtimes == other.mtimes
+    assert (one.files, one.directories, one.symlinks, one.bytes) == (four.files, four.directories, four.symlinks,
+                                                                     four.bytes) == (30, 28, 1, sum(range(30)) + len("d1"))
+    assert one.leftovers == four.leftovers == [b"d0/.hasync-tmp-leftover"]
+
+
 def test_identical_content_with_different_mtime_is_not_recopied(pair):
     dell, hp = pair
     write(dell / "big", b"z" * 1_000_000, T0 + 100)
