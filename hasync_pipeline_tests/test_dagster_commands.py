@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -128,3 +129,19 @@ def test_terminated_run_releases_the_lease_and_leaves_no_temp_files(tmp_path):
     lease = Path(os.environ["HA_SYNC_STATE_DIR"]) / "leases" / "ha-sync-media.json"
     assert lease.read_text() == ""  # released
     assert all(p.stat().st_size == 256 << 20 for p in hp.iterdir())  # anything installed is complete
+
+
+def test_the_readme_demo_command_syncs_both_ways_and_records_both_runs(tmp_path):
+    """README set-up command 1 (after the install): `python3 -m hasync_pipeline.demo`, run from a fresh folder."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HA_SYNC_", "DAGSTER_"))}
+    proc = subprocess.run([sys.executable, "-m", "hasync_pipeline.demo"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    demo = tmp_path / "demo"
+    assert snapshot(demo / "dell" / "media") == snapshot(demo / "hp" / "media")
+    assert (demo / "dell" / "media" / "notes.txt").read_text() == "newer notes, edited on the HP\n"
+    assert (demo / "hp" / "media" / "movies" / "holiday.txt").exists()
+    with sqlite3.connect(demo / "state" / "ha-sync-audit.sqlite3") as db:
+        runs = db.execute("SELECT direction, status, dry_run FROM sync_iterations ORDER BY id").fetchall()
+    assert runs == [("dell_to_hp", "success", 0), ("hp_to_dell", "success", 0)], runs
+    assert "source me" in (demo / "env.sh").read_text()
