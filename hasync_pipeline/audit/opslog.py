@@ -189,7 +189,7 @@ class OpslogWriter:
 
     def _line(self, obj: dict) -> None:
         self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self.flush()
+        self.write_out()
 
     def record(self, result: OpResult) -> None:
         line, row, operation, ok, nbytes, ended = result.prepared or prepare_op(result, self.dry_run)
@@ -198,9 +198,9 @@ class OpslogWriter:
         self.parsed.count(operation, ok, nbytes, ended)
         self._unwritten += 1
         if self._unwritten >= _BURST_LINES or time.monotonic() - self._burst_started >= _BURST_SECONDS:
-            self.flush()
+            self.write_out()
 
-    def flush(self) -> None:
+    def write_out(self) -> None:
         """Hand the buffered lines to the OS (one write())."""
         self._f.flush()
         self._unwritten, self._burst_started = 0, time.monotonic()

@@ -61,7 +61,7 @@ class AuditTrail:
     def write_out(self) -> None:
         """Hand the opslog lines still buffered to the OS (they otherwise go in bursts, see opslog.py)."""
         if self.writer is not None:
-            self.writer.flush()
+            self.writer.write_out()
 
     def finish(self, report: SyncReport | None, status: str, error: str | None = None) -> FlushOutcome | None:
         """Close the opslog with its summary and flush it (a dead database leaves it for the next run)."""
