@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .options import SyncOptions
 
 FILE, DIR, LINK = 0, 1, 2
+_S_IFREG, _S_IFDIR, _S_IFLNK, _DOT = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, ord(".")  # the hot loop's constants
 KIND_NAMES = {FILE: "file", DIR: "directory", LINK: "symlink"}
 
 
@@ -45,13 +46,14 @@ class DirListing:
 
     def __init__(self, rows: list[tuple[bytes, int, int, int, int, int, int]], links: dict[bytes, bytes]):
         rows.sort()
-        self.names_blob = b"\0".join(r[0] for r in rows)
-        self.kinds = bytes(r[1] for r in rows)
-        self.sizes = array("q", [r[2] for r in rows])
-        self.mtimes = array("q", [r[3] for r in rows])
-        self.modes = array("I", [r[4] for r in rows])
-        self.uids = array("I", [r[5] for r in rows])
-        self.gids = array("I", [r[6] for r in rows])
+        names, kinds, sizes, mtimes, modes, uids, gids = zip(*rows) if rows else ((),) * 7  # rows -> columns
+        self.names_blob = b"\0".join(names)
+        self.kinds = bytes(kinds)
+        self.sizes = array("q", sizes)
+        self.mtimes = array("q", mtimes)
+        self.modes = array("I", modes)
+        self.uids = array("I", uids)
+        self.gids = array("I", gids)
         self.links = links or None  # name -> target, symlinks only (rare)
 
     def __len__(self) -> int:
@@ -116,7 +118,7 @@ def _list_one(root_fd: int, rel: bytes, expect: tuple[int, int] | None, excludes
         with os.scandir(fd) as it:
             for e in it:  # the per-entry hot path: kept flat on purpose
                 name = e.name.encode("utf-8", "surrogateescape")
-                if name.startswith(INTERNAL_PREFIX):
+                if name[0] == _DOT and name.startswith(INTERNAL_PREFIX):
                     if name.startswith(TMP_PREFIX):
                         leftovers.append(join(rel, name))
                     continue
@@ -128,12 +130,12 @@ def _list_one(root_fd: int, rel: bytes, expect: tuple[int, int] | None, excludes
                     continue  # vanished since readdir: as if never there
                 mode = st.st_mode
                 fmt = mode & 0o170000
-                if fmt == stat.S_IFREG:
+                if fmt == _S_IFREG:
                     add((name, FILE, st.st_size, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid))
-                elif fmt == stat.S_IFDIR:
+                elif fmt == _S_IFDIR:
                     subdirs.append((join(rel, name), (st.st_dev, st.st_ino)))
                     add((name, DIR, 0, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid))
-                elif fmt == stat.S_IFLNK:
+                elif fmt == _S_IFLNK:
                     links[name] = os.readlink(name, dir_fd=fd)
                     add((name, LINK, st.st_size, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid))
                 else:
