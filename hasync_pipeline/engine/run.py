@@ -4,7 +4,6 @@ through callbacks."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -16,7 +15,7 @@ from .paths import ExcludeMatcher, display
 from .plan import CompareOptions, Op, Plan, make_plan
 from .transfer import cleanup_leftovers
 from .workers import ApplyContext, OpResult, apply_batch
-from .walk import TreeListing, start_walks, walk_tree
+from .walk import TreeListing, walk_tree
 
 SUCCESS, PARTIAL_FAILURE, FAILED = "success", "partial_failure", "failed"
 _COUNTER_OF = {"create": "created", "update": "updated", "delete": "deleted"}
