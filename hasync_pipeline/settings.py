@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .engine.options import SyncOptions
+
+_ENGINE = SyncOptions()  # the sync knobs' defaults live with the engine; the rest are the service's
+
 _PAIR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*\Z")
 
 
@@ -13,10 +17,10 @@ class Defaults:
     lock_ttl: int = 3600
     log_dir: str = "/var/log/ha-sync"
     log_retain_days: float = 10
-    mtime_threshold: float = 2
-    workers: int = 4
-    max_delete_percent: float = 50
-    trash_retain_days: float = 10
+    mtime_threshold: float = _ENGINE.mtime_threshold
+    workers: int = _ENGINE.workers
+    max_delete_percent: float = _ENGINE.max_delete_percent
+    trash_retain_days: float = _ENGINE.trash_retain_days
     audit_retain_days: int = 30
 
 

@@ -7,7 +7,7 @@ from importlib import import_module
 
 _HOME = {
     "Op": "plan", "Plan": "plan",
-    "FAILED": "run", "PARTIAL_FAILURE": "run", "SUCCESS": "run", "SyncOptions": "run", "SyncReport": "run",
+    "FAILED": "run", "PARTIAL_FAILURE": "run", "SUCCESS": "run", "SyncOptions": "options", "SyncReport": "run",
     "plan_pair": "run", "run_sync": "run", "split_batches": "run", "walk_pair": "run",
     "SafetyRefusal": "safety",
     "ApplyContext": "workers", "OpResult": "workers", "apply_batch": "workers",

@@ -12,9 +12,9 @@ class SyncOptions:
     dry_run: bool = False
     delete_missing: bool = False
     workers: int = 4
-    mtime_threshold: float = 2.0
-    max_delete_percent: float = 50.0
-    trash_retain_days: float = 10.0
+    mtime_threshold: float = 2
+    max_delete_percent: float = 50
+    trash_retain_days: float = 10
     excludes: tuple[str, ...] = ()
     free_space_reserve_bytes: int = 64 << 20
     batch_max_ops: int = 20_000

@@ -74,8 +74,9 @@ def _current_umask() -> int:
 class FileOps:
     """Applies operations below two open roots.  Not thread-safe: one instance per process."""
 
-    def __init__(self, ops: list[Op], src_root: str, dest_root: str, trash_stamp: bytes | None, preserve_owner: bool,
-                 emit: Callable[[Outcome], None], cancelled: Callable[[], bool] = lambda: False):
+    def __init__(self, ops: list[Op], src_root: str, dest_root: str, trash_stamp: bytes | None,
+                 preserve_owner: bool, emit: Callable[[Outcome], None],
+                 cancelled: Callable[[], bool] = lambda: False):
         self.ops, self.emit, self.cancelled = ops, emit, cancelled
         self.preserve_owner = preserve_owner
         self.src_fd = fsutil.open_root(src_root)
