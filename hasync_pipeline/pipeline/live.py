@@ -43,6 +43,7 @@ class LiveRun:
     lease: HeldLease
     store: AuditStore
     trail: AuditTrail  # begun (opslog opened) by the plan step; a failure before it still gets a row
+    trash_stamp: bytes | None = None  # one trash folder per run, whatever the number of batches
     report: SyncReport = field(default_factory=SyncReport)
     plan_stats: dict = field(default_factory=dict)
     finished: bool = False

@@ -67,7 +67,8 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig):
                      os.environ.get("HA_SYNC_LOG_DIR") or DEFAULT_LOG_DIR, config.model_dump())
     trail = AuditTrail(store, state.log_dir, run_id=context.run_id, pair=pair_name, direction=direction,
                        src=src, dest=dest, dry_run=config.dry_run, dagster_run_id=context.run_id)
-    live.register(context.run_id, LiveRun(lease, store, trail))
+    live.register(context.run_id, LiveRun(lease, store, trail,
+                                          trash_stamp=trash.new_stamp(context.run_id, config.trash_retain_days)))
     if os.path.isdir(state.log_dir):
         outcomes, db_error = flush_pending(store, state.log_dir)
         for outcome in outcomes:
@@ -151,8 +152,7 @@ def apply_batch_op(context: dg.OpExecutionContext, state: RunState, batch: str) 
     current = live.get(state.run_id)
     cfg = SyncConfig(**state.config)
     ops = _load(batch)
-    ctx = ApplyContext(state.src, state.dest, trash.new_stamp(state.run_id, cfg.trash_retain_days),
-                       workers=cfg.workers,
+    ctx = ApplyContext(state.src, state.dest, current.trash_stamp, workers=cfg.workers,
                        check_lease=current.lease.check, on_result=lambda r: _record(current, r),
                        prepare=current.trail.prepare)
     try:
