@@ -15,7 +15,7 @@ import uuid
 from typing import TextIO
 
 from . import cli
-from .audit import AuditStore, AuditTrail, DsnError, expire_old, flush_pending
+from .audit import AuditStore, AuditTrail, DsnError, expire_old_and_warn, flush_pending
 from .engine import FAILED, Plan, SafetyRefusal, SyncOptions, SyncReport, WalkError, run_sync
 from .engine.forking import Child
 from .engine.paths import display
@@ -152,10 +152,9 @@ def _run_locked(args, opts: SyncOptions, store: AuditStore, lease, src: str, des
     if trail.writer is not None:  # None: a dry-run that was already current wrote nothing
         trail.finish(report, report.status)
         print(summary(report, opts.dry_run), file=out)
-    files, dropped = expire_old(args.log_dir, args.log_retain_days) if os.path.isdir(args.log_dir) else (0, 0)
-    if dropped:
-        warn(f"deleted {files} opslogs older than {args.log_retain_days:g} days that never reached the "
-             f"database: {dropped} operation records were dropped")
+    expired = expire_old_and_warn(args.log_dir, args.log_retain_days)
+    if expired:
+        warn(expired)
     _report_warnings(trail, warn)
     return cli.EXIT_OK if report.status == "success" else cli.EXIT_PARTIAL
 

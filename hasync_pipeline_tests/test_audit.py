@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from hasync_pipeline.audit import (AuditStore, AuditUnavailable, decode_path, encode_path, expire_old,
-                                   flush_file, flush_pending)
+                                   expire_old_and_warn, flush_file, flush_pending)
 from hasync_pipeline.audit.opslog import OpslogWriter, read_opslog
 from hasync_pipeline.audit.schema import sync_iterations, sync_operations
 from hasync_pipeline_tests.conftest import run_cli, write, write_deep
@@ -359,6 +359,10 @@ def test_old_opslogs_are_deleted_and_dropped_operations_counted(tmp_path):
     os.utime(old, (past, past))
     assert expire_old(str(tmp_path), 10) == (1, 7)
     assert not os.path.exists(old) and os.path.exists(new)
+    assert expire_old_and_warn(str(tmp_path), 10) is None  # nothing old left
+    os.utime(new, (past, past))
+    assert expire_old_and_warn(str(tmp_path), 10) == ("deleted 1 opslogs older than 10 days that never reached the "
+                                                      "database: 2 operation records were dropped")
 
 
 def test_purge_operations_older_than_n_days(tmp_path, db_dsn):

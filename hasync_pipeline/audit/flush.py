@@ -120,3 +120,12 @@ def expire_old(log_dir: str, retain_days: float, now: float | None = None) -> tu
         except FileNotFoundError:
             continue
     return files, dropped
+
+
+def expire_old_and_warn(log_dir: str, retain_days: float) -> str | None:
+    """expire_old, and the warning to show when it dropped records that never reached the database."""
+    files, dropped = expire_old(log_dir, retain_days)
+    if not dropped:
+        return None
+    return (f"deleted {files} opslogs older than {retain_days:g} days that never reached the database: "
+            f"{dropped} operation records were dropped")

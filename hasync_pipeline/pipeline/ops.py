@@ -7,7 +7,7 @@ import pickle
 
 import dagster as dg
 
-from ..audit import AuditStore, AuditTrail, DsnError, expire_old, flush_pending
+from ..audit import AuditStore, AuditTrail, DsnError, expire_old_and_warn, flush_pending
 from ..engine import PARTIAL_FAILURE, SafetyRefusal, plan_pair, split_batches, walk_pair
 from ..engine import trash
 from ..engine.fingerprint import fingerprint
@@ -197,10 +197,9 @@ def cleanup(context: dg.OpExecutionContext, state: RunState) -> None:
     cfg = SyncConfig(**state.config)
     current = live.get(state.run_id)
     report, stats = current.report, current.plan_stats
-    files, dropped = expire_old(state.log_dir, cfg.log_retain_days)
-    if dropped:
-        context.log.warning(f"deleted {files} opslogs older than {cfg.log_retain_days:g} days that never reached "
-                            f"the database: {dropped} operation records were dropped")
+    expired = expire_old_and_warn(state.log_dir, cfg.log_retain_days)
+    if expired:
+        context.log.warning(expired)
     if not cfg.dry_run:
         trash.purge(state.dest, cfg.trash_retain_days)
     agree = (report.status == "success" and stats.get("dest_newer") == 0 and stats.get("dest_only") == 0
