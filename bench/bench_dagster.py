@@ -55,7 +55,8 @@ def main() -> None:
             for side in ("dell", "hp"):
                 os.makedirs(os.path.join(base, side, pair))
         cli = [os.path.join(BIN, "ha-sync"), "--src", os.path.join(base, "dell", "media"), "--dest",
-               os.path.join(base, "hp", "media"), "--pair", "media", "--log-dir", os.path.join(base, "logs")]
+               os.path.join(base, "hp", "media"), "--pair", "media", "--log-dir", os.path.join(base, "logs"),
+               "--no-dry-run"]
         job = [os.path.join(BIN, "dagster"), "job", "execute", "-j"]
         d, c, e, imp = [], [], [], []
         for _ in range(args.rounds):

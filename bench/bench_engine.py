@@ -38,7 +38,7 @@ def run(cmd: list[str]) -> tuple[float, int]:
 
 def ha_sync(src: str, dest: str, logs: str, *extra: str) -> list[str]:
     return HA_SYNC + ["--src", src, "--dest", dest, "--pair", "bench", "--log-dir", logs,
-                      "--trash-retain-days", "0", *extra]
+                      "--trash-retain-days", "0", "--no-dry-run", *extra]
 
 
 def make_small_tree(root: str, files: int, per_dir: int = 1000) -> None:

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from .settings import BY_NAME
+
 REPO_DAGSTER_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dagster.yaml")
 
 
@@ -42,10 +44,10 @@ def demo_environment(base: str) -> dict[str, str]:
     link = os.path.join(home, "dagster.yaml")
     if not os.path.lexists(link) and os.path.exists(REPO_DAGSTER_YAML):
         os.symlink(REPO_DAGSTER_YAML, link)
+    settings = {"dell_root": os.path.join(base, "dell"), "hp_root": os.path.join(base, "hp"),
+                "log_dir": os.path.join(base, "logs"), "state_dir": os.path.join(base, "state"), "lease_backend": "local"}
     return {"DAGSTER_HOME": home, "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
-            "HA_SYNC_DELL_ROOT": os.path.join(base, "dell"), "HA_SYNC_HP_ROOT": os.path.join(base, "hp"),
-            "HA_SYNC_LOG_DIR": os.path.join(base, "logs"), "HA_SYNC_STATE_DIR": os.path.join(base, "state"),
-            "HA_SYNC_LEASE_BACKEND": "local"}
+            **{BY_NAME[name].env: value for name, value in settings.items()}}
 
 
 def write_env_file(base: str, env: dict[str, str]) -> str:
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         if proc.returncode != 0:
             return proc.returncode
     print(f"\nDone: {base}/dell/media and {base}/hp/media now hold the same files; the audit trail is in "
-          f"{env['HA_SYNC_STATE_DIR']}/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
+          f"{base}/state/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
           f"-j media_dell_to_hp   (a dry-run by default), or `dagster dev` for the UI.")
     return 0
 

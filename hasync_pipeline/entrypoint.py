@@ -11,6 +11,7 @@ import os
 import sys
 
 from .audit.dsn import DsnError, to_url
+from .settings import SettingError, deployment
 
 
 def dagster_mysql_url(dsn: str) -> str | None:
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         print("usage: ha-sync-entrypoint COMMAND [ARGS...]", file=sys.stderr)
         return 2
-    dsn = os.environ.get("HA_SYNC_DB_DSN")
+    try:
+        dsn = deployment().db_dsn
+    except SettingError as exc:
+        print(f"ha-sync-entrypoint: {exc}", file=sys.stderr)
+        return 2
     if dsn and not os.environ.get("DAGSTER_MYSQL_URL"):
         try:
             url = dagster_mysql_url(dsn)

@@ -7,7 +7,8 @@ import threading
 import time
 from typing import TextIO
 
-from .engine import OpResult, SyncReport
+from .engine.outcome import Outcome
+from .engine.workers import OpResult
 
 
 def human_bytes(n: float) -> str:
@@ -56,9 +57,10 @@ class Progress:
             self.stream.flush()
 
 
-def summary(report: SyncReport, dry_run: bool) -> str:
+def summary(outcome: Outcome, dry_run: bool) -> str:
+    report = outcome.report
     verb = "would be " if dry_run else ""
-    lines = [f"{'Dry-run' if dry_run else 'Sync'} {report.status}: "
+    lines = [f"{'Dry-run' if dry_run else 'Sync'} {outcome.status.value}: "
              f"{report.created} {verb}created, {report.updated} {verb}updated, {report.deleted} {verb}deleted, "
              f"{report.skipped} skipped, {report.failed} failed; "
              f"{human_bytes(report.bytes)} transferred in {report.duration:.1f}s"]

@@ -13,6 +13,19 @@ from pathlib import Path
 import pytest
 
 from hasync_pipeline.engine import SyncOptions, run_sync
+from hasync_pipeline.settings import resolve
+
+_INTERNAL = set(SyncOptions.__dataclass_fields__) - {"dry_run", "delete_missing", "workers", "mtime_threshold",
+                                                      "max_delete_percent", "trash_retain_days", "excludes"}
+_SETTING_NAME = {"max_delete_percent": "max_delete", "excludes": "exclude"}
+
+
+def options(**overrides) -> SyncOptions:
+    """Engine options from the settings table (the environment ignored), a real run unless dry_run=True;
+    the engine's internal knobs (batch sizes...) by keyword too."""
+    internal = {k: overrides.pop(k) for k in list(overrides) if k in _INTERNAL}
+    named = {_SETTING_NAME.get(k, k): v for k, v in overrides.items()}
+    return resolve(overrides={"dry_run": False, **named}, environ={}).sync_options(**internal)
 
 NOBODY = 65534
 
@@ -128,7 +141,7 @@ def internal_leftovers(root: Path) -> list[str]:
 
 
 def sync(src: Path, dest: Path, run_id: str = "test", **opts):
-    return run_sync(str(src), str(dest), SyncOptions(**opts), run_id)
+    return run_sync(str(src), str(dest), options(**opts), run_id)
 
 
 def as_user(uid: int, fn, *args):

@@ -19,7 +19,7 @@ from hasync_pipeline.audit import (AuditStore, AuditUnavailable, decode_path, en
                                    expire_old_and_warn, flush_file, flush_pending)
 from hasync_pipeline.audit.opslog import OpslogWriter, read_opslog
 from hasync_pipeline.audit.schema import sync_iterations, sync_operations
-from hasync_pipeline_tests.conftest import run_cli, write, write_deep
+from hasync_pipeline_tests.conftest import options, run_cli, write, write_deep
 from hasync_pipeline_tests.mariadb import PASSWORD
 
 SEED_DDL = Path(__file__).parent / "data" / "seed_schema.sql"
@@ -37,7 +37,7 @@ def rows(dsn: str, table, *where):
 
 def cli_sync(src, dest, logs, dsn, *extra, pair="media"):
     return run_cli("--src", str(src), "--dest", str(dest), "--pair", pair, "--direction", "dell-to-hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn, *extra)
+                   "--log-dir", str(logs), "--db-dsn", dsn, "--no-dry-run", *extra)
 
 
 # ---- schema --------------------------------------------------------------------------------------
@@ -185,22 +185,26 @@ def test_database_down_at_start_the_sync_completes_and_the_next_run_flushes_once
 
 def test_database_dying_mid_run_keeps_the_opslog_and_the_running_row_is_finished_later(pair, tmp_path, mariadb):
     from hasync_pipeline.audit import AuditTrail
-    from hasync_pipeline.engine import SyncOptions, run_sync
+    from hasync_pipeline.engine import SyncSession
     dell, hp = pair
     dsn = mariadb.go_dsn(mariadb.new_database())
     write(dell / "a", "a")
     store = AuditStore(dsn)
     trail = AuditTrail(store, str(tmp_path / "logs"), run_id="r-dies", pair="media", direction="x",
                        src=str(dell), dest=str(hp), dry_run=False)
-    report, _ = run_sync(str(dell), str(hp), SyncOptions(), "r-dies", on_result=lambda r: trail.record(r),
-                         on_plan=lambda plan: trail.begin() or True)
+    session = SyncSession(str(dell), str(hp), options(), "r-dies", trail=trail)
+    session.preflight()
+    session.walk()
+    for batch in range(session.plan()):
+        session.apply(batch)
     assert [r["status"] for r in rows(dsn, sync_iterations)] == ["running"]  # live row while running
     mariadb.stop_server()
     try:
-        assert trail.finish(report, report.status) is None
+        assert session.finish().status == "success"
         assert any("unavailable" in w for w in trail.warnings)
     finally:
         mariadb.start_server()
+        session.close()
     store.dispose()
     outcomes, error = flush_pending(AuditStore(dsn), str(tmp_path / "logs"))
     assert error is None and [o.written for o in outcomes] == [True]

@@ -8,7 +8,8 @@ T0 = 1_700_000_000
 
 
 def base_args(src, dest, tmp_path, *extra):
-    return ("--src", str(src), "--dest", str(dest), "--pair", "media", "--log-dir", str(tmp_path / "logs"), *extra)
+    return ("--src", str(src), "--dest", str(dest), "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--no-dry-run",
+            *extra)
 
 
 def test_help_lists_every_seed_flag():

@@ -28,11 +28,11 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
     assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
                    "--log-dir", str(logs), "--db-dsn", dsn, "--dry-run").returncode == 0
     assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn).returncode == 0
+                   "--log-dir", str(logs), "--db-dsn", dsn, "--no-dry-run").returncode == 0
     write(dell / "clash", "file", T0)
     write(hp / "clash" / "x", "dir", T0)
     assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn).returncode == 3
+                   "--log-dir", str(logs), "--db-dsn", dsn, "--no-dry-run").returncode == 3
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_pat
         rows_before = page.locator("#activity tbody tr").count()
         write(dell / "later.txt", "new")  # a new iteration appears while the page is open
         assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "photos", "--log-dir", str(tmp_path / "logs"),
-                       "--db-dsn", dsn).returncode in (0, 3)
+                       "--db-dsn", dsn, "--no-dry-run").returncode in (0, 3)
         page.wait_for_function(f"document.querySelectorAll('#activity tbody tr').length > {rows_before}",
                                timeout=25_000)  # the 10 s auto-refresh, without a reload
         assert "photos" in page.locator("#activity tbody tr").first.inner_text()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hasync_pipeline.engine import SafetyRefusal, SyncOptions, fsutil, run_sync
-from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, snapshot, sync, write
+from hasync_pipeline.engine import SafetyRefusal, fsutil, run_sync
+from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, options, snapshot, sync, write
 
 T0 = time.time() - 10_000
 
@@ -26,7 +26,7 @@ def chown_tree(root: Path, uid: int) -> None:
 
 def summarize(report_and_plan):
     report, plan = report_and_plan
-    return report.status, report.failed, report.errors, [(op.action, op.path) for op in plan.ops]
+    return report.clean, report.failed, report.errors, [(op.action, op.path) for op in plan.ops]
 
 
 def test_unreadable_source_directory_is_never_read_as_empty(pair):
@@ -38,9 +38,9 @@ def test_unreadable_source_directory_is_never_read_as_empty(pair):
         write(dell / f"f{i}", "f", T0)
     chown_tree(dell.parent, NOBODY)
     os.chmod(dell / "private", 0)
-    status, failed, errors, ops = as_user(NOBODY, lambda: summarize(sync(dell, hp, delete_missing=True)))
+    clean, failed, errors, ops = as_user(NOBODY, lambda: summarize(sync(dell, hp, delete_missing=True)))
     assert ops and all(not path.startswith(b"private") for _, path in ops)
-    assert status == "partial_failure"
+    assert clean is False
     assert any("private" in e and "Permission denied" in e for e in errors)
     assert (hp / "private" / "b").read_text() == "b"
 
@@ -51,8 +51,8 @@ def test_unreadable_destination_directory_is_left_alone(pair):
     write(hp / "locked" / "old", "o", T0)
     chown_tree(dell.parent, NOBODY)
     os.chmod(hp / "locked", 0)
-    status, failed, errors, ops = as_user(NOBODY, lambda: summarize(sync(dell, hp, delete_missing=True)))
-    assert ops == [] and status == "partial_failure"
+    clean, failed, errors, ops = as_user(NOBODY, lambda: summarize(sync(dell, hp, delete_missing=True)))
+    assert ops == [] and clean is False
     assert any("locked" in e for e in errors)
 
 
@@ -65,10 +65,10 @@ def test_unreadable_file_fails_alone_and_the_rest_is_synced(pair):
 
     def run():
         results = []
-        report, _ = run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append)
-        return report.status, [(r.op.path, r.ok, r.error) for r in results]
-    status, results = as_user(NOBODY, run)
-    assert status == "partial_failure"
+        report, _ = run_sync(str(dell), str(hp), options(), "t", on_result=results.append)
+        return report.clean, [(r.op.path, r.ok, r.error) for r in results]
+    clean, results = as_user(NOBODY, run)
+    assert clean is False
     assert (b"public", True, None) in results
     assert (b"secret", False, "EACCES: Permission denied") in results
     assert not (hp / "secret").exists() and internal_leftovers(hp) == []
@@ -87,8 +87,8 @@ def test_file_growing_during_its_copy_is_not_installed(pair, monkeypatch):
         return n
     monkeypatch.setattr(fsutil, "copy_data", copy_while_another_writer_appends)
     results = []
-    report, _ = run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append)
-    assert report.status == "partial_failure"
+    report, _ = run_sync(str(dell), str(hp), options(), "t", on_result=results.append)
+    assert not report.clean
     assert "source changed during the copy" in results[0].error
     assert (hp / "growing.log").read_bytes() == b"old"
     assert internal_leftovers(hp) == []
@@ -107,7 +107,7 @@ def test_process_killed_mid_copy_leaves_no_partial_file_and_next_run_converges(p
     write(hp / "big.bin", b"old content", T0)
     os.utime(big, (T0 + 100, T0 + 100))
     proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
-                             "--pair", "media", "--log-dir", str(hp.parent / "logs")],
+                             "--pair", "media", "--log-dir", str(hp.parent / "logs"), "--no-dry-run"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not any(os.path.getsize(p) > (1 << 20) for p in internal_leftovers(hp)):  # copy under way
@@ -175,9 +175,9 @@ def test_disk_filling_during_the_run_fails_those_copies_cleanly(tmp_path, small_
                     assert exc.errno == errno.ENOSPC
         return True
     results = []
-    report, _ = run_sync(str(src), str(dest), SyncOptions(free_space_reserve_bytes=0), "t",
+    report, _ = run_sync(str(src), str(dest), options(free_space_reserve_bytes=0), "t",
                          on_result=results.append, on_plan=fill_disk)
-    assert report.status == "partial_failure" and report.failed >= 1
+    assert not report.clean and report.failed >= 1
     assert all("ENOSPC" in r.error for r in results if not r.ok)
     assert (dest / "a").read_text() == "old a"  # the old version is intact
     assert internal_leftovers(dest) == []
@@ -239,7 +239,7 @@ def test_folder_swapped_for_a_symlink_during_the_run_cannot_redirect_a_write(pai
         os.symlink(outside, hp / "docs")
         return True
     results = []
-    report, _ = run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append, on_plan=swap)
+    report, _ = run_sync(str(dell), str(hp), options(), "t", on_result=results.append, on_plan=swap)
     assert list(outside.iterdir()) == []
     [failed] = [r for r in results if not r.ok]
     assert "symlink or not a directory" in failed.error
@@ -254,7 +254,7 @@ def test_file_changed_after_the_plan_is_left_for_the_next_run(pair):
         write(hp / "f", "edited by a user meanwhile", T0 + 50)
         return True
     results = []
-    run_sync(str(dell), str(hp), SyncOptions(), "t", on_result=results.append, on_plan=edit_dest)
+    run_sync(str(dell), str(hp), options(), "t", on_result=results.append, on_plan=edit_dest)
     assert "destination changed since the plan" in results[0].error
     assert (hp / "f").read_text() == "edited by a user meanwhile"
     assert internal_leftovers(hp) == []

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from hasync_pipeline.engine import SyncOptions, run_sync
-from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, snapshot, sync, write
+from hasync_pipeline.engine import run_sync
+from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, options, snapshot, sync, write
 
 T0 = time.time() - 10_000
 
@@ -26,7 +26,7 @@ def test_many_files_through_four_workers_converge(pair):
     for p in hp.rglob("file*"):  # ...and older, so dell's versions win
         os.utime(p, (T0 - 100, T0 - 100))
     results = []
-    report, plan = run_sync(str(dell), str(hp), SyncOptions(workers=4), "many", on_result=results.append)
+    report, plan = run_sync(str(dell), str(hp), options(workers=4), "many", on_result=results.append)
     assert report.failed == 0 and (report.created, report.updated) == (1300, 200)
     assert len(results) == len(plan.ops) == len({r.op.path for r in results})  # one result per op
     assert snapshot(dell) == snapshot(hp)
@@ -46,10 +46,10 @@ def test_failure_inside_a_worker_is_reported_and_the_rest_applied(pair):
 
     def run():
         results = []
-        report, _ = run_sync(str(dell), str(hp), SyncOptions(workers=3), "t", on_result=results.append)
-        return report.status, [(r.op.path, r.error) for r in results if not r.ok], len(results)
-    status, failures, count = as_user(NOBODY, run)
-    assert status == "partial_failure"
+        report, _ = run_sync(str(dell), str(hp), options(workers=3), "t", on_result=results.append)
+        return report.clean, [(r.op.path, r.error) for r in results if not r.ok], len(results)
+    clean, failures, count = as_user(NOBODY, run)
+    assert clean is False
     assert failures == [(b"dir3/file00003", "EACCES: Permission denied")]
     assert count == 407
     assert len(list(hp.rglob("file*"))) == 399
@@ -65,7 +65,8 @@ def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
     make_many(dell, 300)  # enough operations for the multi-process path
     write(hp / "big0.bin", "old", T0 - 100_000)
     proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
-                             "--pair", "media", "--log-dir", str(hp.parent / "logs"), "--workers", "3"],
+                             "--pair", "media", "--log-dir", str(hp.parent / "logs"), "--workers", "3",
+                             "--no-dry-run"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not any(os.path.getsize(p) > (8 << 20) for p in internal_leftovers(hp)):
@@ -99,7 +100,7 @@ def test_a_stop_request_is_honoured_between_files_even_without_a_signal_exceptio
             raise StopNow()
     import pytest
     with pytest.raises(StopNow):
-        run_sync(str(dell), str(hp), SyncOptions(workers=3), "t", on_result=results.append,
+        run_sync(str(dell), str(hp), options(workers=3), "t", on_result=results.append,
                  stop_requested=stop_requested)
     assert 100 <= len(results) < 2000
     assert internal_leftovers(hp) == []

@@ -13,11 +13,11 @@ import time
 import pytest
 from kubernetes import client
 
-from hasync_pipeline.engine import SyncOptions, run_sync
+from hasync_pipeline.engine import run_sync
 from hasync_pipeline.lease import LeaseHeld, LeaseLost
 from hasync_pipeline.lease.kube import acquire_kube
 from hasync_pipeline.lease.local import acquire_local
-from hasync_pipeline_tests.conftest import internal_leftovers, run_cli, snapshot, write
+from hasync_pipeline_tests.conftest import internal_leftovers, options, run_cli, snapshot, write
 from hasync_pipeline_tests.fake_kube import FakeKube
 
 NS = "infrastructure"
@@ -133,7 +133,7 @@ def test_stolen_lease_stops_further_changes(kube, pair):
         kube.edit("ha-sync-media", holderIdentity="pod/thief")
         return True
     with pytest.raises(LeaseLost, match="thief"):
-        run_sync(str(dell), str(hp), SyncOptions(), "r", on_plan=steal, check_lease=lease.check)
+        run_sync(str(dell), str(hp), options(), "r", on_plan=steal, take_lease=lambda: lease)
     assert snapshot(hp) == {}
     lease.release()
     assert kube.lease("ha-sync-media")["spec"]["holderIdentity"] == "pod/thief"
@@ -154,7 +154,8 @@ def big_source(dell, count=3, mib=128):
 
 def start_cli(dell, hp, tmp_path, env):
     return subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
-                             "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--lock-ttl", "60"],
+                             "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--lock-ttl", "60",
+                             "--no-dry-run"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
 
 
@@ -184,11 +185,11 @@ def test_sigkill_leaves_the_lease_to_expire_then_it_is_taken_over(kube, pair, tm
     proc.wait()
     dead_holder = kube.lease("ha-sync-media")["spec"]["holderIdentity"]
     blocked = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
-                      env=env)
+                      "--no-dry-run", env=env)
     assert blocked.returncode == 5 and dead_holder in blocked.stderr and "since" in blocked.stderr
     kube.age("ha-sync-media", 3600)  # the ttl has passed
     again = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
-                    env=env)
+                    "--no-dry-run", env=env)
     assert again.returncode == 0, again.stderr
     assert snapshot(hp) == snapshot(dell) and internal_leftovers(hp) == []
     assert kube.lease("ha-sync-media") is None
@@ -245,26 +246,28 @@ def test_local_lease_held_dead_and_stolen(tmp_path):
 
 
 def test_cli_with_a_held_local_lease_exits_5_and_changes_nothing(pair, tmp_path):
-    from hasync_pipeline.audit.dsn import state_dir
+    from hasync_pipeline.settings import deployment
     dell, hp = pair
     write(dell / "a", "a")
-    holder = acquire_local(state_dir(), "media", "someone-else/run-9", 60)
-    proc = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"))
+    holder = acquire_local(deployment().state_dir, "media", "someone-else/run-9", 60)
+    proc = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
+                   "--no-dry-run")
     assert proc.returncode == 5
     assert "lease ha-sync-media is held by someone-else/run-9 since" in proc.stderr
     assert snapshot(hp) == {}
     holder.release()
     assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media",
-                   "--log-dir", str(tmp_path / "logs")).returncode == 0
+                   "--log-dir", str(tmp_path / "logs"), "--no-dry-run").returncode == 0
 
 
 def test_cli_says_clearly_when_no_lease_can_be_taken(pair, tmp_path):
     dell, hp = pair
     write(dell / "a", "a")
-    base = ("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"))
+    base = ("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
+            "--no-dry-run")
     bad = run_cli(*base, env={"HA_SYNC_LEASE_BACKEND": "etcd"})
-    assert bad.returncode == 2 and "HA_SYNC_LEASE_BACKEND='etcd'" in bad.stderr
+    assert bad.returncode == 2 and "HA_SYNC_LEASE_BACKEND: 'etcd' is not one of kubernetes, local" in bad.stderr
     unreachable = run_cli(*base, env={"HA_SYNC_LEASE_BACKEND": "kubernetes",
                                       "KUBECONFIG": str(tmp_path / "missing-kubeconfig")})
-    assert unreachable.returncode == 1 and "cannot take the lease ha-sync-media, nothing changed" in unreachable.stderr
+    assert unreachable.returncode == 1 and "cannot take the lease ha-sync-media, nothing changed: " in unreachable.stderr
     assert "Traceback" not in unreachable.stderr and snapshot(hp) == {}

@@ -51,10 +51,10 @@ def iterations() -> list[dict]:
 
 
 def lease_is_free(pair: str) -> bool:
-    from hasync_pipeline.audit.dsn import state_dir
+    from hasync_pipeline.settings import deployment
     from hasync_pipeline.lease import LeaseHeld
     try:
-        acquire_local(state_dir(), pair, "probe/run", 60).release()
+        acquire_local(deployment().state_dir, pair, "probe/run", 60).release()
         return True
     except LeaseHeld:
         return False
@@ -88,15 +88,14 @@ def test_every_job_defaults_to_dry_run_and_takes_env_defaults(monkeypatch):
             assert settings["dry_run"] is True and settings["delete_missing"] is False
             assert settings["workers"] == 4 and settings["lock_ttl"] == 3600 and settings["max_delete"] == 50
     monkeypatch.setenv("HA_SYNC_DRY_RUN", "false")
-    monkeypatch.setenv("HA_SYNC_EXCLUDES", "*.part,*.tmp")
+    monkeypatch.setenv("HA_SYNC_EXCLUDE", "*.part,*.tmp")
     from hasync_pipeline.pairs import load_registry
-    from hasync_pipeline.pipeline.config import default_config
     registry = load_registry()
-    cfg = default_config(registry, registry.get("photos"))
-    assert cfg.dry_run is False and cfg.excludes == ["*.part", "*.tmp"]
+    cfg = registry.settings_for("photos")
+    assert cfg.dry_run is False and cfg.exclude == ["*.part", "*.tmp"]
     monkeypatch.setenv("HA_SYNC_DRY_RUN", "perhaps")
-    with pytest.raises(ValueError, match="HA_SYNC_DRY_RUN='perhaps' is not true/false"):
-        default_config(registry, registry.get("photos"))
+    with pytest.raises(ValueError, match="HA_SYNC_DRY_RUN: 'perhaps' is not true/false"):
+        registry.settings_for("photos")
 
 
 def test_schedules_ask_for_the_window_that_just_ended():
@@ -127,7 +126,6 @@ def test_default_run_is_a_dry_run_recorded_and_observed(roots):
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(checks) == 1 and checks[0].passed is False  # a file is missing on the HP
     assert lease_is_free("media")
-    assert os.listdir(roots[0].parent / "work") == []  # work folder removed
 
 
 def test_real_run_syncs_and_a_second_round_changes_nothing(roots):
@@ -144,10 +142,10 @@ def test_real_run_syncs_and_a_second_round_changes_nothing(roots):
 
 
 def test_held_lease_ends_the_run_skipped_and_successful(roots):
-    from hasync_pipeline.audit.dsn import state_dir
+    from hasync_pipeline.settings import deployment
     dell, hp = roots
     write(dell / "media" / "x", "x")
-    other = acquire_local(state_dir(), "media", "someone/else", 60)
+    other = acquire_local(deployment().state_dir, "media", "someone/else", 60)
     instance = dg.DagsterInstance.ephemeral()
     result = run_job("media_dell_to_hp", REAL, instance)
     other.release()

@@ -1,12 +1,12 @@
 """Audit trail: opslog JSONL files (the source of truth) flushed exactly once into sync_iterations /
 sync_operations on MySQL/MariaDB or SQLite."""
 
-from .dsn import DsnError, default_dsn, redact, to_url
+from .dsn import DsnError, redact, to_url
 from .flush import expire_old, expire_old_and_warn, flush_file, flush_pending
 from .opslog import decode_path, encode_path
 from .store import AuditStore, AuditUnavailable
 from .trail import ALREADY_CURRENT, AuditTrail, plan_signature
 
-__all__ = ["DsnError", "default_dsn", "redact", "to_url", "expire_old", "expire_old_and_warn", "flush_file", "flush_pending",
+__all__ = ["DsnError", "redact", "to_url", "expire_old", "expire_old_and_warn", "flush_file", "flush_pending",
            "decode_path", "encode_path", "AuditStore", "AuditUnavailable", "ALREADY_CURRENT", "AuditTrail",
            "plan_signature"]

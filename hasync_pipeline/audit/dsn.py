@@ -2,17 +2,18 @@
 
     user:pass@tcp(host:3306)/general_db?parseTime=true   ->  mysql+pymysql://user:pass@host:3306/general_db
     sqlite:///path/to/audit.sqlite3                       ->  as is
-    (nothing, no HA_SYNC_DB_DSN)                          ->  sqlite:///<state dir>/ha-sync-audit.sqlite3
+    (no db_dsn setting)                                  ->  sqlite:///<state dir>/ha-sync-audit.sqlite3
 
 Passwords never appear in logs or errors: use `redact()` for anything shown.
 """
 
 from __future__ import annotations
 
-import os
 import re
 
 from sqlalchemy.engine import URL, make_url
+
+from ..settings import default_dsn
 
 # what follows "user:pass@" in a Go DSN: [net(addr)]/db[?params]
 _GO_ADDRESS = re.compile(r"^(?:(?P<net>tcp|unix)\((?P<addr>[^)]*)\))?/(?P<db>[^?]*)(?:\?(?P<params>.*))?$")
@@ -28,21 +29,8 @@ class DsnError(ValueError):
     """The DSN could not be understood (the message never contains the password)."""
 
 
-def state_dir() -> str:
-    """Where embedded state lives (SQLite audit DB, local lease files): $HA_SYNC_STATE_DIR, else
-    $XDG_STATE_HOME/ha-sync, else ~/.local/state/ha-sync."""
-    if os.environ.get("HA_SYNC_STATE_DIR"):
-        return os.environ["HA_SYNC_STATE_DIR"]
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "ha-sync")
-
-
-def default_dsn() -> str:
-    return os.environ.get("HA_SYNC_DB_DSN") or f"sqlite:///{os.path.join(state_dir(), 'ha-sync-audit.sqlite3')}"
-
-
 def to_url(dsn: str | None) -> URL:
-    """Turn any accepted DSN form into a SQLAlchemy URL."""
+    """Turn any accepted DSN form into a SQLAlchemy URL (None or empty: the embedded default)."""
     dsn = (dsn or default_dsn()).strip()
     if "://" in dsn:
         try:

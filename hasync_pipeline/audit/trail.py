@@ -1,12 +1,15 @@
-"""One run's audit trail: the opslog as it happens, the database row when the database answers."""
+"""One run's audit trail: the opslog as it happens, the database row when the database answers.  The
+engine's `Trail` (engine/ports.py): the session calls it at each step."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timezone
 
-from ..engine import Plan, SyncReport
+from ..engine.plan import Plan
+from ..engine.report import SyncReport
 from ..engine.workers import OpResult
-from .flush import FlushOutcome, flush_file
+from .flush import FlushOutcome, expire_old_and_warn, flush_file, flush_pending
 from .opslog import OpslogWriter, _size, encode_path, iso, prepare_op
 from .store import AuditStore, AuditUnavailable
 
@@ -20,14 +23,31 @@ def plan_signature(plan: Plan) -> set[tuple[str, str, int | None]]:
 
 class AuditTrail:
     def __init__(self, store: AuditStore | None, log_dir: str, *, run_id: str, pair: str, direction: str,
-                 src: str, dest: str, dry_run: bool, dagster_run_id: str | None = None):
-        self.store, self.log_dir = store, log_dir
+                 src: str, dest: str, dry_run: bool, dagster_run_id: str | None = None,
+                 log_retain_days: float = 10.0):
+        self.store, self.log_dir, self.log_retain_days = store, log_dir, log_retain_days
         self.header = {"run_id": run_id, "pair": pair, "direction": direction, "src": src, "dest": dest,
                        "started_at": iso(datetime.now(timezone.utc)), "dry_run": int(dry_run),
                        "dagster_run_id": dagster_run_id}
         self.writer: OpslogWriter | None = None
         self.iteration_id: int | None = None
         self.warnings: list[str] = []
+
+    def flush_leftovers(self) -> None:
+        """Flush the opslogs earlier runs left (a dead database, a killed run); a dead database leaves them."""
+        if self.store is None or not os.path.isdir(self.log_dir):
+            return
+        outcomes, db_error = flush_pending(self.store, self.log_dir)
+        self.warnings += [outcome.error for outcome in outcomes if outcome.error]
+        if db_error:
+            self.warnings.append(f"{db_error}; earlier opslogs stay in {self.log_dir} for the next run")
+
+    def expire_old(self) -> None:
+        """Delete opslogs older than the retention; say so when that drops records never flushed."""
+        if os.path.isdir(self.log_dir):
+            message = expire_old_and_warn(self.log_dir, self.log_retain_days)
+            if message:
+                self.warnings.append(message)
 
     def already_current(self, plan: Plan) -> str | None:
         """For a dry-run: the seed's message when the last successful dry-run had the same plan, else None

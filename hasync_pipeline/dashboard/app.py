@@ -3,7 +3,6 @@ tables and one static page.  Errors are JSON with a message; never a stack trace
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,6 +14,7 @@ from starlette.routing import Route
 
 from ..audit import AuditStore, AuditUnavailable
 from ..pairs import load_registry
+from ..settings import deployment
 from . import queries
 
 MAX_LIMIT, MAX_PAGE = 200, 1000
@@ -40,9 +40,10 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
 
 
 def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starlette:
-    store = AuditStore(dsn if dsn is not None else os.environ.get("HA_SYNC_DB_DSN"))
+    settings = deployment()
+    store = AuditStore(dsn if dsn is not None else settings.db_dsn)
     registry_pairs = [p.name for p in load_registry().pairs]
-    dagster_url = dagster_url if dagster_url is not None else os.environ.get("HA_SYNC_DAGSTER_URL", "")
+    dagster_url = dagster_url if dagster_url is not None else settings.dagster_url
     page = resources.files(__package__).joinpath("static/index.html").read_text()
 
     def read(fn):

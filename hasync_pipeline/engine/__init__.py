@@ -1,14 +1,19 @@
-"""The sync engine: walk, compare, plan, transfer, safety.  Pure Python; no Dagster, database or Kubernetes.
+"""The sync engine: walk, compare, plan, transfer, safety, and the session that runs them in order.  Pure
+Python; no Dagster, database or Kubernetes.
 
 The names below are loaded on first use (PEP 562): `ha-sync` forks its walks after importing only
 `walk` and `forking`, and everything else is imported while they run."""
 
 from importlib import import_module
+from typing import Any
 
 _HOME = {
     "Op": "plan", "Plan": "plan",
-    "FAILED": "run", "PARTIAL_FAILURE": "run", "SUCCESS": "run", "SyncOptions": "options", "SyncReport": "run",
-    "plan_pair": "run", "run_sync": "run", "split_batches": "run", "walk_pair": "run",
+    "Outcome": "outcome", "RunEnded": "outcome", "Status": "outcome",
+    "Interrupted": "ports", "LeaseHeld": "ports", "LeaseLost": "ports",
+    "SyncOptions": "options", "SyncReport": "report",
+    "SyncSession": "session", "plan_pair": "session", "run_sync": "session", "split_batches": "session",
+    "walk_pair": "session",
     "SafetyRefusal": "safety",
     "ApplyContext": "workers", "OpResult": "workers", "apply_batch": "workers",
     "TreeListing": "walk", "WalkError": "walk", "walk_tree": "walk",
@@ -16,7 +21,7 @@ _HOME = {
 __all__ = sorted(_HOME)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(f".{_HOME[name]}", __name__), name)

@@ -1,4 +1,7 @@
-"""The knobs of a sync (a module of its own: `ha-sync` needs them before it imports the rest)."""
+"""The knobs of a sync (a module of its own: `ha-sync` needs them before it imports the rest).
+
+The user's settings have no defaults here: those live once, in hasync_pipeline/settings.py, which builds
+this object (`Settings.sync_options()`).  Only the engine's internal knobs have defaults."""
 
 from __future__ import annotations
 
@@ -7,15 +10,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class SyncOptions:
-    """Every knob of a sync, with the seed's defaults (dry_run is the CLI's default: off)."""
-
-    dry_run: bool = False
-    delete_missing: bool = False
-    workers: int = 4
-    mtime_threshold: float = 2
-    max_delete_percent: float = 50
-    trash_retain_days: float = 10
-    excludes: tuple[str, ...] = ()
+    dry_run: bool
+    delete_missing: bool
+    workers: int
+    mtime_threshold: float
+    max_delete_percent: float
+    trash_retain_days: float
+    excludes: tuple[str, ...]
     free_space_reserve_bytes: int = 64 << 20
     batch_max_ops: int = 20_000
     batch_max_bytes: int = 2 << 30

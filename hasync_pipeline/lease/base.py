@@ -12,18 +12,17 @@ import threading
 import time
 from datetime import datetime
 
+from ..engine.ports import LeaseHeld as _EngineLeaseHeld
+from ..engine.ports import LeaseLost
 
-class LeaseHeld(Exception):
+
+class LeaseHeld(_EngineLeaseHeld):
     """Another live holder has the lease: this run must not start (not a failure)."""
 
     def __init__(self, name: str, holder: str, since: datetime | None):
         self.name, self.holder, self.since = name, holder, since
         when = f" since {since.isoformat(timespec='seconds')}" if since else ""
         super().__init__(f"lease {name} is held by {holder}{when}")
-
-
-class LeaseLost(Exception):
-    """The lease was taken over or expired while the run was going on."""
 
 
 class TransientLeaseError(Exception):

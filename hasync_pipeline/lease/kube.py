@@ -8,7 +8,6 @@ delete in the namespace.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -25,7 +24,7 @@ REQUEST_TIMEOUT = 10  # seconds per API call
 
 def default_api() -> tuple[client.CoordinationV1Api, str]:
     """In a pod: the service account and its namespace; elsewhere: the kubeconfig and its context's
-    namespace ($HA_SYNC_LEASE_NAMESPACE overrides both)."""
+    namespace (the lease_namespace setting, passed to acquire_kube, overrides both)."""
     if in_cluster():
         config.load_incluster_config()
         with open(SERVICE_ACCOUNT_NAMESPACE) as f:
@@ -34,7 +33,7 @@ def default_api() -> tuple[client.CoordinationV1Api, str]:
         config.load_kube_config()
         _, active = config.list_kube_config_contexts()
         namespace = (active or {}).get("context", {}).get("namespace") or DEFAULT_NAMESPACE
-    return client.CoordinationV1Api(), os.environ.get("HA_SYNC_LEASE_NAMESPACE") or namespace
+    return client.CoordinationV1Api(), namespace
 
 
 def _now() -> datetime:

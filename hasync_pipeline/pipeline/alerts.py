@@ -1,7 +1,7 @@
 """Alerts by webhook and/or e-mail, at most one per key (a pair) per hour, like lsyncd's rate-limited mail.
 
-Configured from the environment: HA_SYNC_ALERT_WEBHOOK (POSTed JSON {"subject", "text", "key"}), and/or
-HA_SYNC_SMTP_HOST [HA_SYNC_SMTP_PORT=25, HA_SYNC_SMTP_FROM, HA_SYNC_ALERT_EMAIL_TO (comma list)].
+Configured by the settings alert_webhook (POSTed JSON {"subject", "text", "key"}) and/or smtp_host [smtp_port,
+smtp_from, alert_email_to].
 With neither set, alerts only go to the Dagster log.
 """
 
@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from ..audit.dsn import state_dir
+from ..settings import Settings
 
 MIN_INTERVAL = 3600
 
@@ -33,13 +33,10 @@ class Alerter:
     min_interval: float = MIN_INTERVAL
 
     @classmethod
-    def from_env(cls) -> "Alerter":
-        env = os.environ
-        return cls(webhook=env.get("HA_SYNC_ALERT_WEBHOOK") or None, smtp_host=env.get("HA_SYNC_SMTP_HOST") or None,
-                   smtp_port=int(env.get("HA_SYNC_SMTP_PORT") or 25),
-                   mail_from=env.get("HA_SYNC_SMTP_FROM") or "ha-sync@localhost",
-                   mail_to=[a.strip() for a in (env.get("HA_SYNC_ALERT_EMAIL_TO") or "").split(",") if a.strip()],
-                   state_path=os.path.join(state_dir(), "alerts.json"))
+    def from_settings(cls, settings: Settings) -> "Alerter":
+        return cls(webhook=settings.alert_webhook or None, smtp_host=settings.smtp_host or None,
+                   smtp_port=settings.smtp_port, mail_from=settings.smtp_from, mail_to=list(settings.alert_email_to),
+                   state_path=os.path.join(settings.state_dir, "alerts.json"))
 
     @property
     def configured(self) -> bool:

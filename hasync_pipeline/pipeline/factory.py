@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..engine import walk_pair
 from ..engine.fingerprint import fingerprint
+from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
-from .config import SyncConfig, default_config
 from .k8s import pod_config_tag
 from .ops import (DIRECTION_TAG, PAIR_TAG, acquire_lease, apply_batch_op, cleanup, collect, flush_opslog,
                   folder_key, plan, release_on_failure, walk)
@@ -25,9 +24,7 @@ PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
 @dg.graph(description="One sync of one folder pair in one direction.")
 def sync_graph():
-    state = acquire_lease()
-    source_tree, dest_tree = walk(state)
-    batches, planned = plan(state, source_tree, dest_tree)
+    batches, planned = plan(walk(acquire_lease()))
     results = batches.map(lambda batch: apply_batch_op(planned, batch)).collect()
     cleanup(flush_opslog(collect(planned, results)))
 
@@ -42,14 +39,14 @@ def job_name(pair: str, direction: str) -> str:
 
 
 def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefinition:
-    src, dest = pair.endpoints(direction)
-    config: SyncConfig = default_config(registry, pair)
+    settings = registry.settings_for(pair.name)
+    src, dest = pair.endpoints(direction, settings)
     return sync_graph.to_job(
         name=job_name(pair.name, direction),
         description=f"Sync {pair.name} ({pair.description}) {direction.replace('_', ' ')}: {src} -> {dest}. "
                     f"Dry-run until run config dry_run is turned off.",
         tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction, **pod_config_tag(pair)},
-        config=dg.RunConfig(ops={"acquire_lease": config}),
+        config={"ops": {"acquire_lease": {"config": settings.run_config()}}},
         executor_def=dg.in_process_executor,
         hooks={release_on_failure},
         partitions_def=partitions_for(direction),
@@ -61,20 +58,22 @@ def build_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
                                                   default_status=dg.DefaultScheduleStatus.RUNNING)
 
 
-def folder_specs(pair: Pair) -> list[dg.AssetSpec]:
+def folder_specs(registry: Registry, pair: Pair) -> list[dg.AssetSpec]:
     return [dg.AssetSpec(folder_key(side, pair.name), group_name="folders",
                          description=f"{pair.description}: the {side.upper()} copy ({SERVERS[side]}:/data/{pair.name})",
-                         metadata={"path": pair.folder(side), "server": SERVERS[side], "pair": pair.name},
+                         metadata={"path": pair.folder(side, registry.settings_for(pair.name)),
+                                   "server": SERVERS[side], "pair": pair.name},
                          kinds={"nfs"})
             for side in ("dell", "hp")]
 
 
-def build_sides_agree_check(pair: Pair) -> dg.AssetChecksDefinition:
+def build_sides_agree_check(registry: Registry, pair: Pair) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=folder_key("dell", pair.name), name="sides_agree",
                     description=f"Walks both copies of {pair.name} and passes when they hold the same files "
                                 "(paths, sizes, mtimes). Every sync run also reports it.")
     def sides_agree() -> dg.AssetCheckResult:
-        dell, hp = walk_pair(pair.folder("dell"), pair.folder("hp"), SyncConfig().sync_options())
+        settings = registry.settings_for(pair.name)  # the pair's excludes apply
+        dell, hp = walk_pair(pair.folder("dell", settings), pair.folder("hp", settings), settings.sync_options())
         fp_dell, fp_hp = fingerprint(dell), fingerprint(hp)
         return dg.AssetCheckResult(passed=fp_dell == fp_hp, severity=dg.AssetCheckSeverity.WARN,
                                    metadata={"dell_files": dell.files, "hp_files": hp.files,
@@ -85,8 +84,8 @@ def build_sides_agree_check(pair: Pair) -> dg.AssetChecksDefinition:
 def build_all(registry: Registry) -> tuple[list, list, list, list]:
     jobs = [build_sync_job(registry, pair, direction) for pair in registry.pairs for direction in DIRECTIONS]
     schedules = [build_schedule(job) for job in jobs]
-    assets = [spec for pair in registry.pairs for spec in folder_specs(pair)]
-    checks = [build_sides_agree_check(pair) for pair in registry.pairs]
+    assets = [spec for pair in registry.pairs for spec in folder_specs(registry, pair)]
+    checks = [build_sides_agree_check(registry, pair) for pair in registry.pairs]
     return jobs, schedules, assets, checks
 
 

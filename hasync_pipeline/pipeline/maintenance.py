@@ -1,22 +1,20 @@
 """Weekly housekeeping of the audit database (the seed's open question: sync_operations grows without end)."""
 
 
-import os
-
 import dagster as dg
 
 from ..audit import AuditStore
-from ..settings import DEFAULTS
+from ..settings import BY_NAME, deployment
 
 
 class PurgeConfig(dg.Config):
-    older_than_days: int = DEFAULTS.audit_retain_days
+    older_than_days: int = BY_NAME["audit_retain_days"].default
     batch_size: int = 10_000
 
 
 @dg.op(description="Delete sync_operations rows older than N days, in batches (short locks).")
 def purge_audit_rows(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
-    store = AuditStore(os.environ.get("HA_SYNC_DB_DSN"))
+    store = AuditStore(deployment().db_dsn)
     try:
         deleted = store.purge_operations(config.older_than_days, config.batch_size)
     finally:

@@ -2,13 +2,13 @@
 cron-driven sync: it fails silently for days)."""
 
 
-import os
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from ..audit import AuditStore, AuditUnavailable, DsnError
 from ..pairs import Registry
+from ..settings import deployment
 from .alerts import Alerter
 from .ops import DIRECTION_TAG, PAIR_TAG
 
@@ -26,7 +26,7 @@ def build_failure_sensor(jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:
         subject = f"HA Sync: {run.job_name} failed"
         text = (f"Run {run.run_id} of {run.job_name} ({pair}, {run.tags.get(DIRECTION_TAG, '?')}) failed:\n"
                 f"{context.failure_event.message or ''}")
-        sent = Alerter.from_env().send(pair, subject, text)
+        sent = Alerter.from_settings(deployment()).send(pair, subject, text)
         context.log.info(f"{subject}: alert {'sent' if sent else 'not sent (rate-limited or no transport)'}")
     return failure_alert
 
@@ -48,13 +48,14 @@ def stale_pairs(registry: Registry, store: AuditStore, now: datetime, intervals:
 def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
     @dg.sensor(name="ha_sync_freshness", minimum_interval_seconds=300,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Alerts when a pair has had no successful sync for HA_SYNC_FRESHNESS_INTERVALS "
+               description="Alerts when a pair has had no successful sync for freshness_intervals "
                            "(default 4) schedule intervals of 15 minutes.")
     def freshness(context: dg.SensorEvaluationContext):
-        intervals = int(os.environ.get("HA_SYNC_FRESHNESS_INTERVALS") or 4)
-        alerter = Alerter.from_env()
+        settings = deployment()
+        intervals = settings.freshness_intervals
+        alerter = Alerter.from_settings(settings)
         try:
-            store = AuditStore(os.environ.get("HA_SYNC_DB_DSN"))
+            store = AuditStore(settings.db_dsn)
             stale = stale_pairs(registry, store, datetime.now(timezone.utc), intervals)
             store.dispose()
         except (AuditUnavailable, DsnError) as exc:

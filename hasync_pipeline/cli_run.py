@@ -1,0 +1,111 @@
+"""What one `ha-sync` invocation does once its settings are known: the engine's SyncSession, run step by step
+(engine/session.py decides every outcome), with the audit trail and the lease plugged in, and what the user
+sees on the terminal.  A dead database never stops the sync: the opslog waits for the next run."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import uuid
+from types import FrameType
+from typing import TextIO
+
+from .audit import AuditStore, AuditTrail, DsnError
+from .engine.forking import Child
+from .engine.options import SyncOptions
+from .engine.outcome import EXIT_USAGE, Outcome, Status
+from .engine.paths import display
+from .engine.plan import Plan
+from .engine.ports import Interrupted
+from .engine.session import SyncSession
+from .engine.workers import OpResult
+from .lease import acquire_for_pair
+from .progress import Progress, summary
+from .settings import Settings
+
+_SIGNALLED: list[str] = []
+
+
+def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
+    """The first SIGTERM/SIGINT stops the run; a second one while it cleans up is only noted."""
+    _SIGNALLED.append(signal.Signals(signum).name)
+    if len(_SIGNALLED) == 1:
+        raise Interrupted(_SIGNALLED[-1])
+
+
+def _stop_if_signalled() -> None:
+    """Raise again a signal whose exception was swallowed (it can land in an at-fork hook or a finalizer,
+    where Python only prints it): the engine polls this between files."""
+    if _SIGNALLED:
+        raise Interrupted(_SIGNALLED[-1])
+
+
+class Terminal:
+    """What the user sees: the dry-run plan, failed operations, progress on a TTY, the summary."""
+
+    def __init__(self, settings: Settings, out: TextIO, err: TextIO):
+        self.settings, self.out, self.err = settings, out, err
+        self.progress: Progress | None = None
+
+    def warn(self, message: str) -> None:
+        print(f"ha-sync: {message}", file=self.err)
+
+    def on_plan(self, plan: Plan) -> None:
+        if self.settings.dry_run:
+            for op in plan.ops:
+                print(op.describe(), file=self.out)
+        elif self.out.isatty() and plan.ops:
+            self.progress = Progress(len(plan.ops), plan.copy_bytes).__enter__()
+
+    def on_result(self, result: OpResult) -> None:
+        if self.progress is not None:
+            self.progress.update(result)
+        if not result.ok:
+            print(f"FAIL {result.op.action:<8} {display(result.op.path)}: {result.error}", file=self.out)
+        elif self.settings.verbose:
+            print(f"ok   {result.op.describe()}", file=self.out)
+
+    def ended(self, outcome: Outcome) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
+            self.progress = None
+        if outcome.status == Status.ALREADY_CURRENT:
+            print(outcome.message, file=self.out)
+        elif outcome.status in (Status.SUCCESS, Status.PARTIAL_FAILURE):
+            print(summary(outcome, self.settings.dry_run), file=self.out)
+        else:
+            self.warn(outcome.message)
+        for message in outcome.warnings:
+            self.warn(message)
+
+
+def run_from_cli(args: argparse.Namespace, settings: Settings, opts: SyncOptions, out: TextIO, err: TextIO,
+                 walks: tuple[Child | None, Child | None] = (None, None)) -> int:
+    terminal = Terminal(settings, out, err)
+    run_id = uuid.uuid4().hex
+    try:
+        store = AuditStore(settings.db_dsn)
+    except DsnError as exc:
+        terminal.warn(f"bad --db-dsn / HA_SYNC_DB_DSN: {exc}")
+        for child in walks:
+            if child is not None:
+                child.cancel()
+        return EXIT_USAGE
+    _SIGNALLED.clear()
+    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        session = SyncSession(
+            args.src, args.dest, opts, run_id,
+            trail=AuditTrail(store, settings.log_dir, run_id=run_id, pair=args.pair, direction=args.direction,
+                             src=args.src, dest=args.dest, dry_run=opts.dry_run,
+                             log_retain_days=settings.log_retain_days),
+            lease_name=f"the lease ha-sync-{args.pair}", take_lease=lambda: acquire_for_pair(args.pair, settings.lock_ttl, run_id, settings),
+            on_plan=terminal.on_plan, on_result=terminal.on_result, stop_requested=_stop_if_signalled,
+            started_walks=walks)
+        outcome = session.run()
+        terminal.ended(outcome)
+        return outcome.exit_code
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        store.dispose()

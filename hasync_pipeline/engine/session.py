@@ -1,0 +1,269 @@
+"""One sync of one folder pair in one direction, as the steps both drivers call, in this order:
+
+    preflight  take the lease, flush the opslogs earlier runs left
+    walk       list source and destination at once (each root checked first)
+    plan       compare, check the plan is safe, record conflicts; cut it into batches (a dry-run records it)
+    apply      one batch: stage copies, one syncfs + lease check, renames and deletes
+    finish     purge old trash, decide the outcome, close and flush the opslog
+    close      expire old opslogs, give the lease back (always, whatever happened)
+
+`ha-sync` runs them in a loop (`SyncSession.run`); a Dagster job runs one per op.  Every way a run can end
+is decided here, once: a step that ends the run raises `RunEnded` with its `Outcome`, after recording it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+from . import safety, trash
+from .forking import Child, call_in_child, result_of
+from .options import SyncOptions
+from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
+from .paths import ExcludeMatcher, display
+from .plan import CompareOptions, Op, Plan, make_plan
+from .ports import Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
+from .report import SyncReport
+from .transfer import cleanup_leftovers, describe_error
+from .walk import TreeListing, walk_tree
+from .workers import ApplyContext, OpResult, apply_batch
+
+
+def _noop() -> None:
+    return None
+
+
+class SyncSession:
+    """The state of one run between its steps (held by the CLI's loop, or by the Dagster run)."""
+
+    def __init__(self, src: str, dest: str, opts: SyncOptions, run_id: str, *,
+                 trail: Trail | None = None, take_lease: Callable[[], Lease] = NoLease, lease_name: str = "",
+                 on_plan: Callable[[Plan], object] = lambda plan: None,
+                 on_result: Callable[[OpResult], None] = lambda result: None,
+                 stop_requested: Callable[[], None] = _noop,
+                 started_walks: tuple[Child | None, Child | None] = (None, None)):
+        self.src, self.dest = os.path.abspath(src), os.path.abspath(dest)
+        self.opts, self.run_id = opts, run_id
+        self.trail: Trail = trail if trail is not None else NoTrail()
+        self.take_lease, self.lease_name = take_lease, lease_name or "the lease"
+        self.on_plan, self.on_result = on_plan, on_result
+        self.stop_requested, self.started_walks = stop_requested, started_walks
+        self.report = SyncReport()
+        self.lease: Lease | None = None
+        self.src_tree: TreeListing | None = None
+        self.dest_tree: TreeListing | None = None
+        self.the_plan: Plan | None = None
+        self.batches: list[list[Op]] = []
+        self.trash_stamp: bytes | None = None
+        self.outcome: Outcome | None = None
+        self.error: BaseException | None = None  # what ended the run early, if anything did
+        self._recording = False  # the opslog is open: an ending is written to it
+
+    # ---- the steps -------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Take the pair's lease, then flush the opslogs that earlier runs left (a dead database leaves them)."""
+        with self._ending("before any change"):
+            try:
+                self.lease = self.take_lease()
+            except LeaseHeld as exc:
+                raise self._end(Status.LEASE_HELD, f"{exc}; nothing changed", exc) from None
+            except (Interrupted, RunEnded):
+                raise
+            except Exception as exc:  # noqa: BLE001 - no kubeconfig, API server unreachable...: say so
+                raise self._end(Status.FAILED, f"cannot take {self.lease_name}, nothing changed: "
+                                               f"{describe_error(exc)}", exc) from None
+            self._recording = True
+            self.trail.flush_leftovers()
+
+    def walk(self) -> None:
+        """List both trees, each root checked first (missing, not a folder, the same or nested: refused)."""
+        with self._ending():
+            self.src_tree, self.dest_tree = walk_pair(self.src, self.dest, self.opts, self.started_walks)
+
+    def plan(self) -> int:
+        """Compare and check the plan; record conflicts (and, in a dry-run, the whole plan).  Returns the number
+        of batches to apply.  Ends the run when the plan is refused or a dry-run is already current."""
+        assert self.src_tree is not None and self.dest_tree is not None, "walk() first"
+        with self._ending():
+            plan = self.the_plan = plan_pair(self.src_tree, self.dest_tree, self.opts)
+            report = self.report
+            report.skipped = plan.skipped
+            report.errors += [msg for _, msg in plan.errors]
+            report.errors += [f"{display(p)}: special file (FIFO, socket or device) skipped"
+                              for p in self.src_tree.special]
+            if self.opts.dry_run:
+                current = self.trail.already_current(plan)
+                if current:
+                    self._recording = False  # the seed: an already-current dry-run writes nothing
+                    raise self._end(Status.ALREADY_CURRENT, current)
+            self.on_plan(plan)
+            self.trail.begin()
+            for result in conflict_results(plan):
+                self._record(result)
+            if self.opts.dry_run:
+                for op in plan.ops:
+                    self._record(OpResult(op, True))
+                return 0
+            report.errors += cleanup_leftovers(self.dest, self.dest_tree.leftovers)
+            self.trash_stamp = trash.new_stamp(self.run_id, self.opts.trash_retain_days)
+            self.batches = split_batches(plan.ops, self.opts.batch_max_ops, self.opts.batch_max_bytes)
+            return len(self.batches)
+
+    def apply(self, index: int) -> list[OpResult]:
+        """Apply batch `index`.  Per-file failures are results; a lost lease or an interruption ends the run."""
+        assert self.lease is not None, "preflight() first"
+        ctx = ApplyContext(self.src, self.dest, self.trash_stamp, workers=self.opts.workers,
+                           durable=self.opts.durable, check_lease=self.lease.check, on_result=self._record,
+                           prepare=self.trail.prepare, stop_requested=self.stop_requested)
+        with self._ending():
+            try:
+                return apply_batch(self.batches[index], ctx)
+            finally:
+                self.trail.write_out()  # a batch's records are on disk when it ends, whatever comes next
+
+    def finish(self) -> Outcome:
+        """Purge old trash, decide the outcome, close the opslog with its summary and flush it."""
+        with self._ending():
+            if not self.opts.dry_run:
+                trash.purge(self.dest, self.opts.trash_retain_days)
+            status = Status.SUCCESS if self.report.clean else Status.PARTIAL_FAILURE
+            message = "" if self.report.clean else (
+                f"{self.report.failed} operations failed, {len(self.report.errors)} entries not synced")
+            self.report.stop_clock()
+            self.trail.finish(self.report, AUDIT_STATUS[status])
+            self._recording = False
+            self.outcome = Outcome(status, message, self.report, self.trail.warnings)
+            return self.outcome
+
+    def close(self, reason: str = "the run stopped before it finished") -> Outcome:
+        """Expire old opslogs and give the lease back.  Always called, however the run ended; idempotent.
+        A run that ended no other way (a driver's own stop, a bug) is recorded as failed, for `reason`."""
+        if self.outcome is None:
+            self._end(Status.FAILED, reason, self.error)
+        if self.lease is not None:
+            try:
+                self.trail.expire_old()
+            except OSError as exc:
+                self.trail.warnings.append(f"could not expire old opslogs: {describe_error(exc)}")
+            self.lease.release()
+            self.lease = None
+        for child in self.started_walks:  # not used (lease held, interrupted...): never leave them behind
+            if child is not None:
+                child.cancel()
+        assert self.outcome is not None
+        return self.outcome
+
+    def run(self) -> Outcome:
+        """Every step in order: what `ha-sync` does."""
+        try:
+            self.preflight()
+            self.walk()
+            for index in range(self.plan()):
+                self.apply(index)
+            self.finish()
+        except RunEnded:
+            pass
+        except Interrupted as exc:  # arrived between two steps
+            self._end(Status.INTERRUPTED, f"interrupted by {exc}; changes stopped, temp files removed", exc)
+        finally:
+            self.close()
+        assert self.outcome is not None
+        return self.outcome
+
+    # ---- how a run ends --------------------------------------------------------------------------------
+    def _record(self, result: OpResult) -> None:
+        self.report.add(result)
+        self.trail.record(result)
+        self.on_result(result)
+
+    def _end(self, status: Status, message: str, error: BaseException | None = None) -> RunEnded:
+        """Record how the run ended (in the opslog, when one is being kept) and make the RunEnded to raise."""
+        self.error = error
+        self.report.stop_clock()
+        if self._recording:
+            self._recording = False
+            self.trail.finish(self.report, AUDIT_STATUS[status], message)
+        self.outcome = Outcome(status, message, self.report, self.trail.warnings)
+        return RunEnded(self.outcome)
+
+    @contextlib.contextmanager
+    def _ending(self, when: str = "") -> Iterator[None]:
+        """Turn what can stop a step into the run's outcome, the same for both drivers."""
+        try:
+            yield
+        except RunEnded:
+            raise
+        except safety.SafetyRefusal as exc:
+            raise self._end(Status.REFUSED, f"refused, nothing changed: {exc}", exc) from None
+        except LeaseLost as exc:
+            raise self._end(Status.FAILED, f"lease lost, changes stopped: {exc}", exc) from None
+        except Interrupted as exc:
+            detail = f" {when}" if when else "; changes stopped, temp files removed"
+            raise self._end(Status.INTERRUPTED, f"interrupted by {exc}{detail}", exc) from None
+        except Exception as exc:  # noqa: BLE001 - WalkError, OSError, anything else: the run failed, say why
+            raise self._end(Status.FAILED, f"failed: {describe_error(exc)}", exc) from None
+
+
+# ---- the pieces the steps are made of ----------------------------------------------------------------------
+
+def walk_pair(src: str, dest: str, opts: SyncOptions,
+              started: tuple[Child | None, Child | None] = (None, None)) -> tuple[TreeListing, TreeListing]:
+    """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
+    between them), after checking both roots are usable.  `started`: walks already running (start_walks)."""
+    try:
+        safety.check_roots(src, dest)
+    except BaseException:
+        for child in started:
+            if child is not None:
+                child.cancel()
+        raise
+    excludes = ExcludeMatcher(opts.excludes)
+    src_child, dest_child = started
+    src_child = src_child or call_in_child(walk_tree, src, excludes, opts.walk_threads)
+    try:
+        dest_tree = result_of(dest_child) if dest_child else walk_tree(dest, excludes, opts.walk_threads)
+    finally:
+        src_tree = result_of(src_child)
+    return src_tree, dest_tree
+
+
+def plan_pair(src_tree: TreeListing, dest_tree: TreeListing, opts: SyncOptions) -> Plan:
+    """Compare and check the plan is safe to apply; raises safety.SafetyRefusal otherwise."""
+    plan = make_plan(src_tree, dest_tree, CompareOptions(opts.mtime_threshold, opts.delete_missing,
+                                                         max(1, opts.workers)))
+    safety.check_plan(plan, src_tree, dest_tree,
+                      safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes))
+    return plan
+
+
+def split_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[Op]]:
+    """Cut the plan, in order, into batches bounded by count and bytes: the unit of fan-out."""
+    batches: list[list[Op]] = []
+    current: list[Op] = []
+    size = 0
+    for op in ops:
+        if current and (len(current) >= max_ops or size + op.copy_bytes > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(op)
+        size += op.copy_bytes
+    if current:
+        batches.append(current)
+    return batches
+
+
+def conflict_results(plan: Plan) -> list[OpResult]:
+    """Conflicts are never applied; they are reported as failed operations so nobody misses them."""
+    return [OpResult(op, False, f"conflict: {op.detail}; left alone, resolve by hand") for op in plan.conflicts]
+
+
+def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str = "test", **hooks: object) -> tuple[SyncReport, Plan]:
+    """The whole sequence without audit or lease (engine tests, tools): (report, plan).  A refusal or failure
+    re-raises what caused it.  `hooks`: on_plan, on_result, stop_requested (see SyncSession)."""
+    session = SyncSession(src, dest, opts, run_id, **hooks)  # type: ignore[arg-type]
+    outcome = session.run()
+    if session.error is not None and not outcome.ok:
+        raise session.error
+    assert session.the_plan is not None
+    return outcome.report, session.the_plan
