@@ -28,7 +28,7 @@ FLAG = _mysql(Integer(), mysql.TINYINT(display_width=1))
 ITERATION_STATUS = ("running", "success", "partial_failure", "failed")
 OPERATIONS = ("create", "update", "delete")
 OPERATION_STATUS = ("success", "fail")
-_TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
+TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
                   "mariadb_charset": "utf8mb4"}
 
 metadata = MetaData()
@@ -59,7 +59,7 @@ sync_iterations = Table(
     Index("idx_dry_run", "dry_run"),
     Index("uq_run_id", "run_id", unique=True),
     Index("idx_pair_dry_started", "sync_pair", "dry_run", "started_at"),
-    **_TABLE_OPTIONS,
+    **TABLE_OPTIONS,
 )
 
 sync_operations = Table(
@@ -79,5 +79,5 @@ sync_operations = Table(
     Column("error_message", String(4096)),
     Index("idx_iteration", "iteration_id"),
     ForeignKeyConstraint(["iteration_id"], ["sync_iterations.id"], name="fk_iteration"),
-    **_TABLE_OPTIONS,
+    **TABLE_OPTIONS,
 )

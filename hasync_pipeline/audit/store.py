@@ -16,7 +16,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from .dsn import DsnError, redact, scrub, to_url
 from .opslog import parse_iso, utc_ms
 from .rows import insert_sql
-from .schema import metadata, sync_iterations, sync_operations
+from .migrate import MigrationError, upgrade
+from .schema import sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
 
@@ -69,12 +70,17 @@ class AuditStore:
         return AuditUnavailable(f"audit database {self.name} unavailable: {scrub(str(detail), self.url)}")
 
     def ensure_schema(self) -> None:
+        """Create or upgrade the tables (Alembic migrations, migrate.py) before their first use."""
         if self._schema_ready:
             return
         try:
-            metadata.create_all(self.engine, checkfirst=True)
+            upgrade(self.engine)
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
+        except MigrationError as exc:
+            raise AuditUnavailable(f"audit database {self.name}: its schema could not be upgraded "
+                                   f"({scrub(str(exc), self.url)}); fix that (e.g. grant ALTER) and the waiting "
+                                   "opslogs are flushed by the next run") from None
         self._schema_ready = True
 
     # ---- writing -------------------------------------------------------------------------------
