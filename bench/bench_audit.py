@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hasync_pipeline.audit import AuditStore, flush_file  # noqa: E402
 from hasync_pipeline.audit.opslog import OpslogWriter  # noqa: E402
-from hasync_pipeline_tests.mariadb import MariaDB  # noqa: E402
+from hasync_pipeline.devtools.mariadb import MariaDB  # noqa: E402
 
 
 def make_opslog(folder: str, ops: int) -> str:

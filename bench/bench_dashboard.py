@@ -21,7 +21,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from hasync_pipeline.audit import AuditStore  # noqa: E402
 from hasync_pipeline.dashboard.app import create_app  # noqa: E402
-from hasync_pipeline_tests.mariadb import MariaDB  # noqa: E402
+from hasync_pipeline.devtools.mariadb import MariaDB  # noqa: E402
 
 PAIRS = ["media", "photos", "owncloud", "games", "infra", "ai"]
 

@@ -21,7 +21,7 @@ from .engine.session import SyncSession
 from .engine.workers import OpResult
 from .lease import acquire_for_pair
 from .progress import Progress, summary
-from .settings import Settings
+from .settings import BY_NAME, Settings
 
 _SIGNALLED: list[str] = []
 
@@ -86,7 +86,7 @@ def run_from_cli(args: argparse.Namespace, settings: Settings, opts: SyncOptions
     try:
         store = AuditStore(settings.db_dsn)
     except DsnError as exc:
-        terminal.warn(f"bad --db-dsn / HA_SYNC_DB_DSN: {exc}")
+        terminal.warn(f"bad --db-dsn / {BY_NAME['db_dsn'].env}: {exc}")
         for child in walks:
             if child is not None:
                 child.cancel()

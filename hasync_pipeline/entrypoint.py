@@ -11,7 +11,7 @@ import os
 import sys
 
 from .audit.dsn import DsnError, to_url
-from .settings import SettingError, deployment
+from .settings import BY_NAME, SettingError, deployment
 
 
 def dagster_mysql_url(dsn: str) -> str | None:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = dagster_mysql_url(dsn)
         except DsnError as exc:
-            print(f"ha-sync-entrypoint: HA_SYNC_DB_DSN: {exc}", file=sys.stderr)
+            print(f"ha-sync-entrypoint: {BY_NAME['db_dsn'].env}: {exc}", file=sys.stderr)
             return 2
         if url:
             os.environ["DAGSTER_MYSQL_URL"] = url

@@ -40,7 +40,7 @@ def isolated_state(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def mariadb():
-    from hasync_pipeline_tests.mariadb import MariaDB
+    from hasync_pipeline.devtools.mariadb import MariaDB
     server = MariaDB()
     yield server
     server.stop()

@@ -9,7 +9,7 @@ import os
 import re
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _PATH = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/?]+))?")
@@ -131,7 +131,7 @@ class FakeKube:
 
     def age(self, name: str, seconds: float, ns: str = "infrastructure") -> None:
         """Move the lease's renewTime into the past: as if `seconds` had gone by without a renewal."""
-        past = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat()
+        past = (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat()
         self.edit(name, ns, renewTime=past, acquireTime=past)
 
     def count(self, method: str, name: str) -> int:
@@ -154,4 +154,4 @@ class FakeKube:
 
 
 def _now_text() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

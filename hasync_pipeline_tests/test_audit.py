@@ -10,17 +10,26 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
 
-from hasync_pipeline.audit import (AuditStore, AuditUnavailable, decode_path, encode_path, expire_old,
-                                   expire_old_and_warn, flush_file, flush_pending)
+from hasync_pipeline.audit import (
+    AuditStore,
+    AuditUnavailable,
+    decode_path,
+    encode_path,
+    expire_old,
+    expire_old_and_warn,
+    flush_file,
+    flush_pending,
+)
 from hasync_pipeline.audit.opslog import OpslogWriter, read_opslog
 from hasync_pipeline.audit.schema import sync_iterations, sync_operations
+from hasync_pipeline.devtools.mariadb import PASSWORD
 from hasync_pipeline_tests.conftest import options, run_cli, write, write_deep
-from hasync_pipeline_tests.mariadb import PASSWORD
 
 SEED_DDL = Path(__file__).parent / "data" / "seed_schema.sql"
 T0 = time.time() - 10_000
@@ -161,7 +170,7 @@ def test_path_encoding_is_reversible_and_unambiguous():
 # ---- the database going away ---------------------------------------------------------------------
 
 def dead_dsn() -> str:
-    from hasync_pipeline_tests.mariadb import free_port
+    from hasync_pipeline.devtools.mariadb import free_port
     return f"u:{PASSWORD}@tcp(127.0.0.1:{free_port()})/nothing"
 
 
@@ -371,13 +380,13 @@ def test_old_opslogs_are_deleted_and_dropped_operations_counted(tmp_path):
 
 
 def test_purge_operations_older_than_n_days(tmp_path, db_dsn):
-    from datetime import datetime, timezone
+    from datetime import datetime
     store = AuditStore(db_dsn)
     store.write_run({"run_id": "p", "pair": "media", "direction": "x", "src": "/a", "dest": "/b",
                      "started_at": "2026-01-01T00:00:00.000Z", "dry_run": 0},
                     read_opslog(make_opslog(tmp_path, "tmp", 25)).rows,
                     {"status": "success"})
-    now = datetime(2026, 12, 15, tzinfo=timezone.utc)  # the ops are from 2026-11-01
+    now = datetime(2026, 12, 15, tzinfo=UTC)  # the ops are from 2026-11-01
     assert store.purge_operations(older_than_days=60, now=now) == 0
     assert store.purge_operations(older_than_days=30, batch=10, now=now) == 25
     assert store.count_operations() == 0

@@ -13,8 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from hasync_pipeline.devtools.mariadb import free_port
 from hasync_pipeline_tests.conftest import snapshot, write
-from hasync_pipeline_tests.mariadb import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

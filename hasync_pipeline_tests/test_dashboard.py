@@ -15,8 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from hasync_pipeline.dashboard.app import create_app
+from hasync_pipeline.devtools.mariadb import PASSWORD, free_port
 from hasync_pipeline_tests.conftest import run_cli, write
-from hasync_pipeline_tests.mariadb import PASSWORD, free_port
 
 T0 = 1_700_000_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
@@ -51,8 +51,8 @@ def iterations() -> list[dict]:
 
 
 def lease_is_free(pair: str) -> bool:
-    from hasync_pipeline.settings import deployment
     from hasync_pipeline.lease import LeaseHeld
+    from hasync_pipeline.settings import deployment
     try:
         acquire_local(deployment().state_dir, pair, "probe/run", 60).release()
         return True
@@ -99,9 +99,9 @@ def test_every_job_defaults_to_dry_run_and_takes_env_defaults(monkeypatch):
 
 
 def test_schedules_ask_for_the_window_that_just_ended():
-    for job, tick, partition in (("media_dell_to_hp", datetime(2026, 11, 22, 10, 15, tzinfo=timezone.utc),
+    for job, tick, partition in (("media_dell_to_hp", datetime(2026, 11, 22, 10, 15, tzinfo=UTC),
                                   "2026-11-22-10:00"),
-                                 ("media_hp_to_dell", datetime(2026, 11, 22, 10, 22, tzinfo=timezone.utc),
+                                 ("media_hp_to_dell", datetime(2026, 11, 22, 10, 22, tzinfo=UTC),
                                   "2026-11-22-10:07")):
         schedule = defs.get_schedule_def(f"{job}_schedule")
         with dg.instance_for_test() as instance:
@@ -220,12 +220,12 @@ def test_partial_failure_fails_the_run_after_recording_everything(roots):
 
 
 def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkeypatch):
-    from hasync_pipeline.pipeline.sensors import stale_pairs
     from hasync_pipeline.pairs import load_registry
+    from hasync_pipeline.pipeline.sensors import stale_pairs
     assert run_job("games_dell_to_hp", REAL).success
-    stale = stale_pairs(load_registry(), AuditStore(), datetime.now(timezone.utc), intervals=4)
+    stale = stale_pairs(load_registry(), AuditStore(), datetime.now(UTC), intervals=4)
     assert [s.split()[0] for s in stale] == ["media", "photos", "owncloud", "infra", "ai"]
-    later = datetime.now(timezone.utc).replace(year=datetime.now().year + 1)
+    later = datetime.now(UTC).replace(year=datetime.now().year + 1)
     assert "games" in " ".join(stale_pairs(load_registry(), AuditStore(), later, intervals=4))
     result = defs.get_sensor_def("ha_sync_freshness")(dg.build_sensor_context())
     assert "stale: media" in result.skip_message

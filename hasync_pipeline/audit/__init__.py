@@ -3,7 +3,7 @@ sync_operations on MySQL/MariaDB or SQLite."""
 
 from .dsn import DsnError, redact, to_url
 from .flush import expire_old, expire_old_and_warn, flush_file, flush_pending
-from .opslog import decode_path, encode_path
+from .records import decode_path, encode_path
 from .store import AuditStore, AuditUnavailable
 from .trail import ALREADY_CURRENT, AuditTrail, plan_signature
 

@@ -13,8 +13,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from .opslog import OPSLOG_GLOB_PREFIX, OpslogCorrupt, ParsedOpslog, parse_iso, read_opslog, try_lock
-from .store import AuditStore, AuditUnavailable, _naive_utc
+from .opslog import OPSLOG_GLOB_PREFIX, OpslogCorrupt, ParsedOpslog, read_opslog, try_lock
+from .records import naive_utc, parse_iso, summary_values
+from .store import AuditStore, AuditUnavailable
 
 QUARANTINE = "quarantine"
 
@@ -33,14 +34,9 @@ class FlushOutcome:
 def final_fields(parsed: ParsedOpslog) -> dict:
     """The iteration's closing columns: from the summary, or reconstructed for a crashed run."""
     if parsed.summary is not None:
-        s = parsed.summary
-        return {"ended_at": _naive_utc(parse_iso(s["ended_at"])), "status": s["status"],
-                "files_created": s["files_created"], "files_updated": s["files_updated"],
-                "files_deleted": s["files_deleted"], "files_skipped": s["files_skipped"],
-                "files_failed": s["files_failed"], "total_bytes_transferred": s["total_bytes_transferred"],
-                "error_message": s.get("error_message")}
+        return summary_values(parsed.summary)
     note = " (its last line was cut off)" if parsed.torn_tail else ""
-    return {"ended_at": _naive_utc(parse_iso(parsed.last_ended or parsed.header["started_at"])),
+    return {"ended_at": naive_utc(parse_iso(parsed.last_ended or parsed.header["started_at"])),
             "status": "failed", "files_created": parsed.done["create"], "files_updated": parsed.done["update"],
             "files_deleted": parsed.done["delete"], "files_skipped": 0, "files_failed": parsed.failed,
             "total_bytes_transferred": parsed.bytes,

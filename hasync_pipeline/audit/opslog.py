@@ -14,117 +14,28 @@ being written.  Paths are stored with `encode_path`, a reversible text form of a
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
-import re
 import time
-import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
+from typing import Any
 
-from ..engine.walk import DIR
 from ..engine.workers import OpResult
+from .records import RecordInvalid, header_values, iso, operation_row, parse_iso, prepare_op, summary_values
 
 OPSLOG_GLOB_PREFIX = "opslog-"
-PATH_PREFIX = "hasync-pct:"
-_SAFE = "/ !$&'()*+,;=:@~-._"
-
-
-def encode_path(rel: bytes) -> str:
-    """Text for a path: itself when it is valid UTF-8, else `hasync-pct:` + percent-encoded bytes.
-
-    Reversible (`decode_path`) and unambiguous: a valid UTF-8 name that happens to start with the prefix
-    is percent-encoded too."""
-    try:
-        text = rel.decode("utf-8")
-        if not text.startswith(PATH_PREFIX):
-            return text
-    except UnicodeDecodeError:
-        pass
-    return PATH_PREFIX + urllib.parse.quote_from_bytes(rel, safe=_SAFE)
-
-
-def decode_path(text: str) -> bytes:
-    if text.startswith(PATH_PREFIX):
-        return urllib.parse.unquote_to_bytes(text[len(PATH_PREFIX):])
-    return text.encode("utf-8")
-
-
-def utc_ms(dt: datetime | None) -> datetime | None:
-    """UTC, truncated to milliseconds: what DATETIME(3) keeps (MariaDB truncates, MySQL rounds)."""
-    if dt is None:
-        return None
-    dt = dt.astimezone(timezone.utc) if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
-
-
-def iso(dt: datetime | None) -> str | None:
-    return utc_ms(dt).isoformat(timespec="milliseconds").replace("+00:00", "Z") if dt else None
-
-
-def parse_iso(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def opslog_name(pair: str, direction: str, started_at: datetime) -> str:
     return f"{OPSLOG_GLOB_PREFIX}{pair}-{direction}-{iso(started_at)}.jsonl"
 
 
-def _size(entry) -> int | None:
-    return entry.size if entry is not None and entry.kind != DIR else None
-
-
-FILEPATH_MAX = 4096  # sync_operations.filepath is a VARCHAR(4096)
-
-
-@functools.lru_cache(maxsize=16)
-def _day_time(second: int) -> str:
-    """Most operations of a run share their second (and start and end in one of a few)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
-def _stamp(t: float) -> tuple[str, str]:
-    """Epoch seconds -> (opslog ISO text, database DATETIME text), both UTC to the millisecond."""
-    second = int(t)
-    ms = f"{int((t - second) * 1000):03d}"
-    day_time = _day_time(second)
-    return f"{day_time}.{ms}Z", f"{day_time[:10]} {day_time[11:]}.{ms}000"
-
-
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]').search
-
-
-def _text(value) -> str:
-    """A JSON string (json.dumps with ensure_ascii=False), without its cost for the plain names most are."""
-    if value is None:
-        return "null"
-    return f'"{value}"' if _NEEDS_ESCAPE(value) is None else json.dumps(value, ensure_ascii=False)
-
-
-def _hex(value: str | None) -> str:
-    """An MD5 digest (hex: nothing to escape) as JSON."""
-    return "null" if value is None else f'"{value}"'
-
-
-def _num(value) -> str:
-    return "null" if value is None else str(int(value))
-
-
-def cut_path(path: str) -> str:
-    """VARCHAR(4096): keep the head and say it was cut."""
-    return path if len(path) <= FILEPATH_MAX else path[:FILEPATH_MAX - 3] + "..."
-
-
-def cut_error(error: str | None) -> str | None:
-    return error[:4096] if error else None
-
-
 @dataclass
 class ParsedOpslog:
     path: str
     header: dict
-    rows: list[tuple] = field(default_factory=list)   # database rows of the operations (see rows.py)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)   # database rows of the operations (records.py)
     summary: dict | None = None
     torn_tail: bool = False
     done: dict[str, int] = field(default_factory=lambda: {"create": 0, "update": 0, "delete": 0})
@@ -140,33 +51,14 @@ class ParsedOpslog:
             self.failed += 1
         self.last_ended = ended
 
-    def add(self, op: dict) -> None:
-        """One parsed op line (reading a file)."""
-        from .rows import operation_row
-        self.rows.append(operation_row(op))
-        self.count(op["operation"], op["status"] == "success", op.get("bytes") or 0, op["ended_at"])
-
-
-def prepare_op(result: OpResult, dry_run: int) -> tuple:
-    """An operation's opslog line and database row (and what the counts need), formatted by hand: json.dumps
-    of a dict per operation was most of the audit trail's cost on a 100k-file run.  Pure, so it can run in
-    the worker process that did the operation (ApplyContext.prepare).  ~3 us an operation."""
-    op = result.op
-    started_iso, started_db = _stamp(result.started)
-    ended = result.ended
-    ended_iso, ended_db = (started_iso, started_db) if ended is None or ended == result.started else _stamp(ended)
-    path, operation = encode_path(op.path), op.operation
-    size_before, size_after = _size(op.dest), _size(op.src)
-    status = "success" if result.ok else "fail"
-    md5_before, md5_after, error = op.md5_dest, op.md5_src, result.error
-    line = (f'{{"type":"op","dry_run":{dry_run},"operation":"{operation}","filepath":{_text(path)},'
-            f'"size_before":{_num(size_before)},"size_after":{_num(size_after)},'
-            f'"md5_before":{_hex(md5_before)},"md5_after":{_hex(md5_after)},'
-            f'"started_at":"{started_iso}","ended_at":"{ended_iso}",'
-            f'"status":"{status}","error_message":{_text(error)},"bytes":{result.bytes}}}\n')
-    row = (dry_run, operation, cut_path(path), size_before, size_after, md5_before, md5_after, started_db,
-           ended_db, status, cut_error(error))
-    return line, row, operation, result.ok, result.bytes, ended_iso
+    def add(self, op: dict[str, Any]) -> None:
+        """One parsed op line (reading a file); raises RecordInvalid when it does not fit the table."""
+        row = operation_row(op)
+        nbytes = op.get("bytes") or 0
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int):
+            raise RecordInvalid(f"bytes {nbytes!r} is not a whole number")
+        self.rows.append(row)
+        self.count(op["operation"], op["status"] == "success", nbytes, op["ended_at"])
 
 
 _BURST_LINES, _BURST_SECONDS = 256, 1.0
@@ -243,13 +135,21 @@ def read_opslog(path: str, f=None) -> ParsedOpslog:
         if parsed is None:
             if kind != "header":
                 raise OpslogCorrupt(f"{os.path.basename(path)}: first line is not a header")
+            try:
+                header_values(obj)
+            except RecordInvalid as exc:
+                raise OpslogCorrupt(f"{os.path.basename(path)}: bad header ({exc})") from None
             parsed = ParsedOpslog(path, obj)
         elif kind == "op":
             try:
                 parsed.add(obj)
-            except (KeyError, TypeError) as exc:
+            except (RecordInvalid, AttributeError) as exc:
                 raise OpslogCorrupt(f"{os.path.basename(path)} line {n}: bad operation record ({exc})") from None
         elif kind == "summary":
+            try:
+                summary_values(obj)
+            except RecordInvalid as exc:
+                raise OpslogCorrupt(f"{os.path.basename(path)} line {n}: bad summary ({exc})") from None
             parsed.summary = obj
         else:
             raise OpslogCorrupt(f"{os.path.basename(path)} line {n}: unknown record type {kind!r}")

@@ -10,11 +10,21 @@ iteration of each pair" (dashboard, dry-run idempotency) is then one index looku
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, DateTime, Enum, ForeignKeyConstraint, Index, Integer, MetaData,
-                        String, Table, Text, text)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Enum,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.dialects import mysql
-
-from .opslog import FILEPATH_MAX
 
 
 def _mysql(generic, mysql_type):
@@ -68,7 +78,7 @@ sync_operations = Table(
     Column("iteration_id", _mysql(Integer(), mysql.BIGINT()), nullable=False),
     Column("dry_run", FLAG, nullable=False, server_default=text("0")),
     Column("operation", Enum(*OPERATIONS, name="operation", native_enum=True), nullable=False),
-    Column("filepath", String(FILEPATH_MAX), nullable=False),
+    Column("filepath", String(4096), nullable=False),
     Column("size_before", BigInteger),
     Column("size_after", BigInteger),
     Column("md5_before", String(32)),

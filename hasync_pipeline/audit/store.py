@@ -7,16 +7,15 @@ without its password.  Callers treat it as "try again next run": the opslog keep
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from .dsn import DsnError, redact, scrub, to_url
-from .opslog import parse_iso, utc_ms
-from .rows import insert_sql
 from .migrate import MigrationError, upgrade
+from .records import header_values, insert_sql, naive_utc
 from .schema import sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
@@ -24,11 +23,6 @@ INSERT_CHUNK = 5000
 
 class AuditUnavailable(Exception):
     """The audit database could not be reached or used; the message is safe to show."""
-
-
-def _naive_utc(dt: datetime | None) -> datetime | None:
-    """DATETIME columns hold naive UTC, to the millisecond."""
-    return utc_ms(dt).replace(tzinfo=None) if dt else None
 
 
 def _sqlite_immediate(engine: Engine) -> None:
@@ -90,7 +84,7 @@ class AuditStore:
         try:
             with self.engine.begin() as conn:
                 return conn.execute(insert(sync_iterations).values(
-                    **_iteration_identity(header), status="running")).inserted_primary_key[0]
+                    **header_values(header), status="running")).inserted_primary_key[0]
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
@@ -108,7 +102,7 @@ class AuditStore:
                     return row.id, False
                 if row is None:
                     iteration_id = conn.execute(insert(sync_iterations).values(
-                        **_iteration_identity(header), **final)).inserted_primary_key[0]
+                        **header_values(header), **final)).inserted_primary_key[0]
                 else:
                     iteration_id = row.id
                     conn.execute(update(sync_iterations).where(sync_iterations.c.id == iteration_id)
@@ -179,7 +173,7 @@ class AuditStore:
         """Delete sync_operations rows started more than N days ago, a batch per transaction (short locks
         on a busy table).  Returns how many were deleted."""
         self.ensure_schema()
-        cutoff = _naive_utc((now or datetime.now(timezone.utc)) - timedelta(days=older_than_days))
+        cutoff = naive_utc((now or datetime.now(UTC)) - timedelta(days=older_than_days))
         op = sync_operations.c
         total = 0
         try:
@@ -196,10 +190,3 @@ class AuditStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def _iteration_identity(header: dict) -> dict:
-    return {"run_id": header["run_id"], "sync_pair": header["pair"], "direction": header["direction"],
-            "src": header["src"][:512], "dest": header["dest"][:512],
-            "started_at": _naive_utc(parse_iso(header["started_at"])), "dry_run": int(bool(header["dry_run"])),
-            "dagster_run_id": header.get("dagster_run_id")}

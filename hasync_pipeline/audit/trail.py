@@ -4,13 +4,14 @@ engine's `Trail` (engine/ports.py): the session calls it at each step."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ..engine.plan import Plan
 from ..engine.report import SyncReport
 from ..engine.workers import OpResult
 from .flush import FlushOutcome, expire_old_and_warn, flush_file, flush_pending
-from .opslog import OpslogWriter, _size, encode_path, iso, prepare_op
+from .opslog import OpslogWriter
+from .records import encode_path, iso, prepare_op, size_of
 from .store import AuditStore, AuditUnavailable
 
 ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has changed."
@@ -18,7 +19,7 @@ ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has chang
 
 def plan_signature(plan: Plan) -> set[tuple[str, str, int | None]]:
     """What a dry-run writes, as the seed compares it: (filepath, operation, size_before) of every row."""
-    return {(encode_path(op.path), op.operation, _size(op.dest)) for op in plan.ops + plan.conflicts}
+    return {(encode_path(op.path), op.operation, size_of(op.dest)) for op in plan.ops + plan.conflicts}
 
 
 class AuditTrail:
@@ -27,7 +28,7 @@ class AuditTrail:
                  log_retain_days: float = 10.0):
         self.store, self.log_dir, self.log_retain_days = store, log_dir, log_retain_days
         self.header = {"run_id": run_id, "pair": pair, "direction": direction, "src": src, "dest": dest,
-                       "started_at": iso(datetime.now(timezone.utc)), "dry_run": int(dry_run),
+                       "started_at": iso(datetime.now(UTC)), "dry_run": int(dry_run),
                        "dagster_run_id": dagster_run_id}
         self.writer: OpslogWriter | None = None
         self.iteration_id: int | None = None
@@ -89,7 +90,7 @@ class AuditTrail:
             self.begin()
         report = report or SyncReport()
         errors = ([error] if error else []) + report.errors
-        summary = {"ended_at": iso(datetime.now(timezone.utc)), "status": status,
+        summary = {"ended_at": iso(datetime.now(UTC)), "status": status,
                    "files_created": report.created, "files_updated": report.updated,
                    "files_deleted": report.deleted, "files_skipped": report.skipped,
                    "files_failed": report.failed, "total_bytes_transferred": report.bytes,

@@ -9,12 +9,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
 
-from ..audit.schema import sync_iterations as it_table, sync_operations as op_table
+from ..audit.schema import sync_iterations as it_table
+from ..audit.schema import sync_operations as op_table
 
 it, op = it_table.c, op_table.c
-ITERATION_COLUMNS = (it.id, it.sync_pair, it.direction, it.src, it.dest, it.started_at, it.ended_at, it.status,
-                     it.dry_run, it.files_created, it.files_updated, it.files_deleted, it.files_skipped,
-                     it.files_failed, it.total_bytes_transferred, it.error_message, it.dagster_run_id)
+ITERATION_COLUMNS = tuple(c for c in it_table.columns if c.name != "run_id")  # every column the page may show
+OPERATION_COLUMNS = tuple(c for c in op_table.columns if c.name != "iteration_id")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -57,9 +57,7 @@ def recent_iterations(conn: Connection, pair: str | None, limit: int) -> list[di
 
 
 def operations_page(conn: Connection, iteration_id: int, after: int, size: int) -> dict:
-    rows = conn.execute(select(op.id, op.operation, op.filepath, op.size_before, op.size_after, op.md5_before,
-                               op.md5_after, op.started_at, op.ended_at, op.status, op.error_message, op.dry_run)
-                        .where(op.iteration_id == iteration_id, op.id > after).order_by(op.id).limit(size + 1)).all()
+    rows = conn.execute(select(*OPERATION_COLUMNS).where(op.iteration_id == iteration_id, op.id > after).order_by(op.id).limit(size + 1)).all()
     items = []
     for r in rows[:size]:
         d = r._asdict()

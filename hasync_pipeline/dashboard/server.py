@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..settings import BY_NAME, SettingError
+
 
 def main(argv: list[str] | None = None) -> int:
+    dsn, link = BY_NAME["db_dsn"].env, BY_NAME["dagster_url"].env
     p = argparse.ArgumentParser(prog="ha-sync-ui", description="Read-only HA Sync status page over the audit "
-                                "tables ($HA_SYNC_DB_DSN; HA_SYNC_DAGSTER_URL links runs to the Dagster UI).")
+                                f"tables (${dsn}; ${link} links runs to the Dagster UI).")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     p.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     args = p.parse_args(argv)
@@ -18,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
     try:
         app = create_app()
-    except DsnError as exc:
-        print(f"ha-sync-ui: HA_SYNC_DB_DSN: {exc}", file=sys.stderr)
+    except (DsnError, SettingError) as exc:
+        print(f"ha-sync-ui: {dsn}: {exc}" if isinstance(exc, DsnError) else f"ha-sync-ui: {exc}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0

@@ -13,7 +13,8 @@ import os
 import pickle
 import signal
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _LEN = struct.Struct("!I")
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}

@@ -7,8 +7,8 @@ cyclic collector only costs time, re-scanning every live container each time eno
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 @contextmanager

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import ne
-from typing import Iterable
 
 from . import fsutil
 from .gcpause import cyclic_gc_paused

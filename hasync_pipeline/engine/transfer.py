@@ -19,7 +19,7 @@ import os
 import secrets
 import stat
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from . import fsutil
 from .paths import TMP_PREFIX, display, split

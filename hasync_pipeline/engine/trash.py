@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from . import fsutil
 from .paths import TRASH_DIR, split
@@ -18,7 +18,7 @@ def new_stamp(run_id: str, retain_days: float, now: datetime | None = None) -> b
     """The run's trash folder name; None when nothing is to be kept (retain_days 0)."""
     if retain_days <= 0:
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"{now.strftime(STAMP_FORMAT)}-{run_id[:12]}".encode()
 
 
@@ -78,7 +78,7 @@ class Trash:
 
 def purge(root: str, retain_days: float, now: datetime | None = None) -> list[str]:
     """Delete trash folders older than `retain_days` (0: all of them).  Returns the folders removed."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     trash_root = os.path.join(os.fsencode(root), TRASH_DIR)
     removed = []
     try:
@@ -87,7 +87,7 @@ def purge(root: str, retain_days: float, now: datetime | None = None) -> list[st
         return removed
     for stamp in stamps:
         try:
-            made = datetime.strptime(stamp[:16].decode(), STAMP_FORMAT).replace(tzinfo=timezone.utc)
+            made = datetime.strptime(stamp[:16].decode(), STAMP_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             continue  # not ours: leave it
         if retain_days <= 0 or now - made > timedelta(days=retain_days):

@@ -11,8 +11,9 @@ import os
 import queue
 import stat
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import fsutil
 from .forking import Child, call_in_child

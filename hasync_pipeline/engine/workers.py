@@ -13,8 +13,8 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import fsutil
 from .forking import Child, write_frame

@@ -45,7 +45,7 @@ class HeldLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start_heartbeat(self) -> "HeldLease":
+    def start_heartbeat(self) -> HeldLease:
         self._thread = threading.Thread(target=self._heartbeat, name=f"lease-{self.name}", daemon=True)
         self._thread.start()
         return self

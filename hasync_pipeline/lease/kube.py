@@ -9,7 +9,7 @@ delete in the namespace.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -37,7 +37,7 @@ def default_api() -> tuple[client.CoordinationV1Api, str]:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _transient(exc: Exception) -> bool:

@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .base import HeldLease, LeaseHeld, LeaseLost
 
@@ -93,7 +93,7 @@ def acquire_local(state_dir: str, pair: str, holder: str, ttl: float) -> LocalLe
         data = _read(fd)
         now = time.time()
         if data is not None and data.get("holder") != holder and not _expired(data, now):
-            since = datetime.fromtimestamp(data["acquired"], timezone.utc) if "acquired" in data else None
+            since = datetime.fromtimestamp(data["acquired"], UTC) if "acquired" in data else None
             raise LeaseHeld(name, data["holder"], since)
         _write(fd, {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "acquired": now,
                     "renewed": now, "ttl": ttl})

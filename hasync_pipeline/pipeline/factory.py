@@ -14,8 +14,19 @@ from ..engine.fingerprint import fingerprint
 from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
 from .k8s import pod_config_tag
-from .ops import (DIRECTION_TAG, PAIR_TAG, acquire_lease, apply_batch_op, cleanup, collect, flush_opslog,
-                  folder_key, plan, release_on_failure, walk)
+from .ops import (
+    DIRECTION_TAG,
+    PAIR_TAG,
+    acquire_lease,
+    apply_batch_op,
+    cleanup,
+    collect,
+    flush_opslog,
+    folder_key,
+    plan,
+    release_on_failure,
+    walk,
+)
 
 CRONS = {"dell_to_hp": "*/15 * * * *", "hp_to_dell": "7,22,37,52 * * * *"}
 PARTITION_START = "2026-11-01-00:00"

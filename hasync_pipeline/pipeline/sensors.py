@@ -2,7 +2,7 @@
 cron-driven sync: it fails silently for days)."""
 
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -56,7 +56,7 @@ def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
         alerter = Alerter.from_settings(settings)
         try:
             store = AuditStore(settings.db_dsn)
-            stale = stale_pairs(registry, store, datetime.now(timezone.utc), intervals)
+            stale = stale_pairs(registry, store, datetime.now(UTC), intervals)
             store.dispose()
         except (AuditUnavailable, DsnError) as exc:
             alerter.send("audit-db", "HA Sync: audit database unavailable", str(exc))
