@@ -21,17 +21,49 @@ from hasync_pipeline.devtools.mariadb import MariaDB  # noqa: E402
 
 
 def make_opslog(folder: str, ops: int) -> str:
-    writer = OpslogWriter(folder, {"run_id": f"bench-{time.time_ns()}", "pair": "media", "direction": "dell_to_hp",
-                                   "src": "/mnt/dell/media", "dest": "/mnt/hp/media",
-                                   "started_at": "2026-11-22T10:00:00.000Z", "dry_run": 0})
+    writer = OpslogWriter(
+        folder,
+        {
+            "run_id": f"bench-{time.time_ns()}",
+            "pair": "media",
+            "direction": "dell_to_hp",
+            "src": "/mnt/dell/media",
+            "dest": "/mnt/hp/media",
+            "started_at": "2026-11-22T10:00:00.000Z",
+            "dry_run": 0,
+        },
+    )
     for i in range(ops):
-        writer._line({"type": "op", "dry_run": 0, "operation": "create", "filepath": f"photos/2026/{i:07d}.jpg",
-                      "size_before": None, "size_after": 3_000_000, "md5_before": None, "md5_after": None,
-                      "started_at": "2026-11-22T10:00:01.000Z", "ended_at": "2026-11-22T10:00:01.250Z",
-                      "status": "success", "error_message": None, "bytes": 3_000_000})
-    writer.close({"ended_at": "2026-11-22T10:05:00.000Z", "status": "success", "files_created": ops,
-                  "files_updated": 0, "files_deleted": 0, "files_skipped": 0, "files_failed": 0,
-                  "total_bytes_transferred": 3_000_000 * ops, "error_message": None})
+        writer._line(
+            {
+                "type": "op",
+                "dry_run": 0,
+                "operation": "create",
+                "filepath": f"photos/2026/{i:07d}.jpg",
+                "size_before": None,
+                "size_after": 3_000_000,
+                "md5_before": None,
+                "md5_after": None,
+                "started_at": "2026-11-22T10:00:01.000Z",
+                "ended_at": "2026-11-22T10:00:01.250Z",
+                "status": "success",
+                "error_message": None,
+                "bytes": 3_000_000,
+            }
+        )
+    writer.close(
+        {
+            "ended_at": "2026-11-22T10:05:00.000Z",
+            "status": "success",
+            "files_created": ops,
+            "files_updated": 0,
+            "files_deleted": 0,
+            "files_skipped": 0,
+            "files_failed": 0,
+            "total_bytes_transferred": 3_000_000 * ops,
+            "error_message": None,
+        }
+    )
     return writer.path
 
 
@@ -52,18 +84,38 @@ def main() -> None:
         assert outcome.written and store.count_operations() == args.ops
         with server.root() as conn, conn.cursor() as cur:  # the floor: executemany of the same rows
             cur.execute(f"USE {store.url.database}")
-            rows = [(1, 0, "create", f"photos/2026/{i:07d}.jpg", None, 3_000_000, None, None,
-                     "2026-11-22 10:00:01.000", "2026-11-22 10:00:01.250", "success", None) for i in range(args.ops)]
+            rows = [
+                (
+                    1,
+                    0,
+                    "create",
+                    f"photos/2026/{i:07d}.jpg",
+                    None,
+                    3_000_000,
+                    None,
+                    None,
+                    "2026-11-22 10:00:01.000",
+                    "2026-11-22 10:00:01.250",
+                    "success",
+                    None,
+                )
+                for i in range(args.ops)
+            ]
             conn.autocommit(False)
             t0 = time.perf_counter()
             for i in range(0, len(rows), 5000):
-                cur.executemany("INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
-                                " size_after, md5_before, md5_after, started_at, ended_at, status, error_message)"
-                                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", rows[i:i + 5000])
+                cur.executemany(
+                    "INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
+                    " size_after, md5_before, md5_after, started_at, ended_at, status, error_message)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    rows[i : i + 5000],
+                )
             conn.commit()
             floor = time.perf_counter() - t0
-        print(f"flush of {args.ops} operations into MariaDB {args.ops / ours:,.0f} rows/s ({ours:.2f}s, parse + one "
-              f"transaction); PyMySQL executemany alone {args.ops / floor:,.0f} rows/s; ratio {ours / floor:.2f}x")
+        print(
+            f"flush of {args.ops} operations into MariaDB {args.ops / ours:,.0f} rows/s ({ours:.2f}s, parse + one "
+            f"transaction); PyMySQL executemany alone {args.ops / floor:,.0f} rows/s; ratio {ours / floor:.2f}x"
+        )
     finally:
         server.stop()
 

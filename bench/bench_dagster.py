@@ -42,10 +42,17 @@ def main() -> None:
     home = os.path.join(base, "home")
     os.makedirs(home)
     os.symlink(os.path.join(REPO, "dagster.yaml"), os.path.join(home, "dagster.yaml"))
-    env = {**os.environ, "DAGSTER_HOME": home, "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
-           "HA_SYNC_DELL_ROOT": os.path.join(base, "dell"), "HA_SYNC_HP_ROOT": os.path.join(base, "hp"),
-           "HA_SYNC_LOG_DIR": os.path.join(base, "logs"), "HA_SYNC_STATE_DIR": os.path.join(base, "state"),
-           "HA_SYNC_LEASE_BACKEND": "local", "HA_SYNC_DRY_RUN": "false"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": home,
+        "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
+        "HA_SYNC_DELL_ROOT": os.path.join(base, "dell"),
+        "HA_SYNC_HP_ROOT": os.path.join(base, "hp"),
+        "HA_SYNC_LOG_DIR": os.path.join(base, "logs"),
+        "HA_SYNC_STATE_DIR": os.path.join(base, "state"),
+        "HA_SYNC_LEASE_BACKEND": "local",
+        "HA_SYNC_DRY_RUN": "false",
+    }
     try:
         print(f"building {args.files} files ...", flush=True)
         make_small_tree(os.path.join(base, "dell", "media"), args.files)
@@ -54,9 +61,18 @@ def main() -> None:
         for pair in ("games",):
             for side in ("dell", "hp"):
                 os.makedirs(os.path.join(base, side, pair))
-        cli = [os.path.join(BIN, "ha-sync"), "--src", os.path.join(base, "dell", "media"), "--dest",
-               os.path.join(base, "hp", "media"), "--pair", "media", "--log-dir", os.path.join(base, "logs"),
-               "--no-dry-run"]
+        cli = [
+            os.path.join(BIN, "ha-sync"),
+            "--src",
+            os.path.join(base, "dell", "media"),
+            "--dest",
+            os.path.join(base, "hp", "media"),
+            "--pair",
+            "media",
+            "--log-dir",
+            os.path.join(base, "logs"),
+            "--no-dry-run",
+        ]
         job = [os.path.join(BIN, "dagster"), "job", "execute", "-j"]
         d, c, e, imp = [], [], [], []
         for _ in range(args.rounds):
@@ -65,10 +81,14 @@ def main() -> None:
             e.append(timed(job + ["games_dell_to_hp"], env))
             imp.append(timed([sys.executable, "-c", "import dagster"], env))
         med = statistics.median
-        print(f"no-change pair of {args.files} files: dagster job execute {med(d):.2f}s | ha-sync CLI {med(c):.2f}s"
-              f" | ratio {med(d) / med(c):.2f}x")
-        print(f"empty pair: dagster job execute {med(e):.2f}s | python -c 'import dagster' {med(imp):.2f}s | "
-              f"fixed cost of a run beyond the import {med(e) - med(imp):.2f}s")
+        print(
+            f"no-change pair of {args.files} files: dagster job execute {med(d):.2f}s | ha-sync CLI {med(c):.2f}s"
+            f" | ratio {med(d) / med(c):.2f}x"
+        )
+        print(
+            f"empty pair: dagster job execute {med(e):.2f}s | python -c 'import dagster' {med(imp):.2f}s | "
+            f"fixed cost of a run beyond the import {med(e) - med(imp):.2f}s"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

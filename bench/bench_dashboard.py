@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Dashboard speed: /api/pairs and /api/iterations against a real MariaDB holding N operation rows
-(default 1,000,000) spread over 50,000 iterations of the six pairs (every 15 minutes, both directions).  Target: under 200 ms each.
+(default 1,000,000) spread over 50,000 iterations of the six pairs (every 15 minutes, both directions).
+Target: under 200 ms each.
 
     python3 bench/bench_dashboard.py [--ops 1000000] [--iterations 50000]   (needs Debian's mariadb-server)
 """
@@ -35,26 +36,63 @@ def fill(server: MariaDB, database: str, iterations: int, ops: int) -> None:
         rows = []
         for i in range(iterations):
             t = start + timedelta(minutes=15 * (i // 12), seconds=i % 12)  # 12 runs per 15-minute slot
-            rows.append((PAIRS[i % 6], ("dell_to_hp", "hp_to_dell")[i // 6 % 2], "/mnt/a", "/mnt/b", t,
-                         t + timedelta(seconds=30), rnd.choice(["success"] * 8 + ["partial_failure", "failed"]),
-                         i % 3 == 0, rnd.randint(0, 50), 0, 0, 100, 0, 1000, None, f"run-{i}"))
-        cur.executemany("INSERT INTO sync_iterations (sync_pair, direction, src, dest, started_at, ended_at, status,"
-                        " dry_run, files_created, files_updated, files_deleted, files_skipped, files_failed,"
-                        " total_bytes_transferred, error_message, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-                        "%s,%s,%s,%s,%s)", rows)
+            rows.append(
+                (
+                    PAIRS[i % 6],
+                    ("dell_to_hp", "hp_to_dell")[i // 6 % 2],
+                    "/mnt/a",
+                    "/mnt/b",
+                    t,
+                    t + timedelta(seconds=30),
+                    rnd.choice(["success"] * 8 + ["partial_failure", "failed"]),
+                    i % 3 == 0,
+                    rnd.randint(0, 50),
+                    0,
+                    0,
+                    100,
+                    0,
+                    1000,
+                    None,
+                    f"run-{i}",
+                )
+            )
+        cur.executemany(
+            "INSERT INTO sync_iterations (sync_pair, direction, src, dest, started_at, ended_at, status,"
+            " dry_run, files_created, files_updated, files_deleted, files_skipped, files_failed,"
+            " total_bytes_transferred, error_message, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
+            "%s,%s,%s,%s,%s)",
+            rows,
+        )
         per = max(1, ops // iterations)
         batch = []
         for n in range(ops):
             it = n // per % iterations + 1
-            batch.append((it, 0, "create", f"dir/{n:08d}.jpg", None, 1000, "2026-01-01 00:00:00.000",
-                          "2026-01-01 00:00:00.100", "success"))
+            batch.append(
+                (
+                    it,
+                    0,
+                    "create",
+                    f"dir/{n:08d}.jpg",
+                    None,
+                    1000,
+                    "2026-01-01 00:00:00.000",
+                    "2026-01-01 00:00:00.100",
+                    "success",
+                )
+            )
             if len(batch) == 20000:
-                cur.executemany("INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
-                                " size_after, started_at, ended_at, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", batch)
+                cur.executemany(
+                    "INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
+                    " size_after, started_at, ended_at, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    batch,
+                )
                 batch = []
         if batch:
-            cur.executemany("INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
-                            " size_after, started_at, ended_at, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)", batch)
+            cur.executemany(
+                "INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
+                " size_after, started_at, ended_at, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                batch,
+            )
         conn.commit()
         cur.execute("ANALYZE TABLE sync_iterations, sync_operations")
 
@@ -82,8 +120,12 @@ def main() -> None:
         print(f"filling {args.iterations} iterations and {args.ops} operations ...", flush=True)
         fill(server, database, args.iterations, args.ops)
         client = TestClient(create_app(dsn))
-        for url in ("/api/pairs", "/api/iterations?limit=20", "/api/iterations?pair=photos&limit=20",
-                    f"/api/operations?iteration_id={args.iterations // 2}&page_size=100"):
+        for url in (
+            "/api/pairs",
+            "/api/iterations?limit=20",
+            "/api/iterations?pair=photos&limit=20",
+            f"/api/operations?iteration_id={args.iterations // 2}&page_size=100",
+        ):
             print(f"{url:<45} median {timed(client, url):7.1f} ms  (target < 200 ms)")
     finally:
         server.stop()

@@ -37,8 +37,20 @@ def run(cmd: list[str]) -> tuple[float, int]:
 
 
 def ha_sync(src: str, dest: str, logs: str, *extra: str) -> list[str]:
-    return HA_SYNC + ["--src", src, "--dest", dest, "--pair", "bench", "--log-dir", logs,
-                      "--trash-retain-days", "0", "--no-dry-run", *extra]
+    return HA_SYNC + [
+        "--src",
+        src,
+        "--dest",
+        dest,
+        "--pair",
+        "bench",
+        "--log-dir",
+        logs,
+        "--trash-retain-days",
+        "0",
+        "--no-dry-run",
+        *extra,
+    ]
 
 
 def make_small_tree(root: str, files: int, per_dir: int = 1000) -> None:
@@ -67,7 +79,7 @@ def change_one_percent(root: str, files: int, per_dir: int = 1000, offset: int =
 def in_turn(round_no: int, first, second) -> None:
     """Run two contenders that write new files, the first going first in even rounds: whoever allocates
     right after a round's clean-up pays the host's price for freed pages (on tmpfs here, up to 6x)."""
-    for contender in ((first, second) if round_no % 2 == 0 else (second, first)):
+    for contender in (first, second) if round_no % 2 == 0 else (second, first):
         subprocess.run(["sync"])
         contender()
 
@@ -79,8 +91,10 @@ def row(label: str, ours: list[tuple[float, int]], theirs: list[tuple[float, int
     o, t = statistics.median(x[0] for x in ours), statistics.median(x[0] for x in theirs)
     o_best, t_best = min(x[0] for x in ours), min(x[0] for x in theirs)
     o_rss, t_rss = max(x[1] for x in ours), max(x[1] for x in theirs)
-    return (f"{label:<34} ha-sync {o:7.2f}s {o_rss / 2**20:6.1f} MiB | {name:<10} {t:7.2f}s "
-            f"{t_rss / 2**20:6.1f} MiB | ratio {o / t:5.2f}x (best runs {o_best / t_best:4.2f}x)")
+    return (
+        f"{label:<34} ha-sync {o:7.2f}s {o_rss / 2**20:6.1f} MiB | {name:<10} {t:7.2f}s "
+        f"{t_rss / 2**20:6.1f} MiB | ratio {o / t:5.2f}x (best runs {o_best / t_best:4.2f}x)"
+    )
 
 
 def bench_small(base: str, files: int, rounds: int) -> list[str]:
@@ -91,8 +105,11 @@ def bench_small(base: str, files: int, rounds: int) -> list[str]:
     for r in range(rounds):  # alternate the contenders, each into a fresh destination
         d_ours, d_rsync = os.path.join(base, f"ours{r}"), os.path.join(base, f"rsync{r}")
         os.makedirs(d_ours)
-        in_turn(r, lambda: theirs_a.append(run(["rsync", "-a", src + "/", d_rsync + "/"])),
-                lambda: ours_a.append(run(ha_sync(src, d_ours, logs))))
+        in_turn(
+            r,
+            lambda d_rsync=d_rsync: theirs_a.append(run(["rsync", "-a", src + "/", d_rsync + "/"])),
+            lambda d_ours=d_ours: ours_a.append(run(ha_sync(src, d_ours, logs))),
+        )
     for r in range(1, rounds):  # only round 0's copies are used below; the rest would fill a tmpfs
         for d in (f"ours{r}", f"rsync{r}"):
             shutil.rmtree(os.path.join(base, d))
@@ -129,8 +146,11 @@ def bench_big(base: str, count: int, rounds: int) -> list[str]:
     for r in range(rounds):
         d_ours, d_cp = os.path.join(base, f"bigours{r}"), os.path.join(base, f"bigcp{r}")
         os.makedirs(d_ours)
-        in_turn(r, lambda: theirs.append(run(["cp", "-a", src, d_cp])),
-                lambda: ours.append(run(ha_sync(src, d_ours, logs))))
+        in_turn(
+            r,
+            lambda d_cp=d_cp: theirs.append(run(["cp", "-a", src, d_cp])),
+            lambda d_ours=d_ours: ours.append(run(ha_sync(src, d_ours, logs))),
+        )
         shutil.rmtree(d_cp)
         subprocess.run(["sync"])
         t0 = time.perf_counter()
@@ -139,8 +159,10 @@ def bench_big(base: str, count: int, rounds: int) -> list[str]:
         theirs_synced.append((time.perf_counter() - t0, 0))
         for d in (d_ours, d_cp):
             shutil.rmtree(d)
-    return [row(f"(d) {count} x 64 MiB", ours, theirs, "cp -a"),
-            row("    (d') vs cp made durable", ours, theirs_synced, "cp -a;sync")]
+    return [
+        row(f"(d) {count} x 64 MiB", ours, theirs, "cp -a"),
+        row("    (d') vs cp made durable", ours, theirs_synced, "cp -a;sync"),
+    ]
 
 
 def bench_memory(base: str, files: int = 1_000_000) -> list[str]:
@@ -153,14 +175,18 @@ def bench_memory(base: str, files: int = 1_000_000) -> list[str]:
         for j in range(1000):
             os.close(os.open(f"IMG_{i + j:08d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
         os.close(fd)
-    probe = ("import resource,sys;from hasync_pipeline.engine import walk_tree;"
-             "b=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;t=walk_tree(sys.argv[1]);"
-             "p=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-             "print(t.entries,(p-b)*1024,sum(d.nbytes() for d in t.dirs.values()))")
+    probe = (
+        "import resource,sys;from hasync_pipeline.engine import walk_tree;"
+        "b=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;t=walk_tree(sys.argv[1]);"
+        "p=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "print(t.entries,(p-b)*1024,sum(d.nbytes() for d in t.dirs.values()))"
+    )
     out = subprocess.run([sys.executable, "-c", probe, root], capture_output=True, text=True, check=True).stdout
     entries, rss_delta, payload = map(int, out.split())
-    return [f"(m) walk of {entries} entries: peak RSS growth {rss_delta / entries:.0f} B/entry "
-            f"(listing payload {payload / entries:.0f} B/entry)"]
+    return [
+        f"(m) walk of {entries} entries: peak RSS growth {rss_delta / entries:.0f} B/entry "
+        f"(listing payload {payload / entries:.0f} B/entry)"
+    ]
 
 
 def main() -> None:
@@ -183,8 +209,10 @@ def main() -> None:
             lines += bench_memory(args.dir)
     finally:
         shutil.rmtree(args.dir, ignore_errors=True)
-    print(f"\nha-sync vs rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}"
-          f" on {os.cpu_count()} cores")
+    print(
+        f"\nha-sync vs rsync {subprocess.run(['rsync', '--version'], capture_output=True, text=True).stdout.split()[2]}"
+        f" on {os.cpu_count()} cores"
+    )
     print("\n".join(lines))
 
 

@@ -24,14 +24,21 @@ from .settings import SettingError, Settings, add_flags, flag_values
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ha-sync", description="One-way sync of one folder pair (run both directions to keep two servers "
+        prog="ha-sync",
+        description="One-way sync of one folder pair (run both directions to keep two servers "
         "in step). A dry-run until you say --no-dry-run. Nothing is ever lost: replaced and deleted files go to "
-        "<dest>/.hasync-trash/.", epilog=(__doc__ or "").split("\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "<dest>/.hasync-trash/.",
+        epilog=(__doc__ or "").split("\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--src", required=True, help="source directory (absolute path)")
     p.add_argument("--dest", required=True, help="destination directory (absolute path)")
-    p.add_argument("--pair", required=True, type=_pair_name, help='pair name, e.g. "media"; lease ha-sync-<pair>; '
-                   "its pairs.toml settings apply")
+    p.add_argument(
+        "--pair",
+        required=True,
+        type=_pair_name,
+        help='pair name, e.g. "media"; lease ha-sync-<pair>; its pairs.toml settings apply',
+    )
     p.add_argument("--direction", default="fwd", help='label for logs, e.g. "dell-to-hp" (default: fwd)')
     add_flags(p)
     return p
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # imports, lease and database set-up below then overlap them (a third of a no-change run otherwise)
     walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts)
     from .cli_run import run_from_cli  # imported late: --help stays instant
+
     return run_from_cli(args, settings, opts, sys.stdout, sys.stderr, walks)
 
 

@@ -79,8 +79,14 @@ class Terminal:
             self.warn(message)
 
 
-def run_from_cli(args: argparse.Namespace, settings: Settings, opts: SyncOptions, out: TextIO, err: TextIO,
-                 walks: tuple[Child | None, Child | None] = (None, None)) -> int:
+def run_from_cli(
+    args: argparse.Namespace,
+    settings: Settings,
+    opts: SyncOptions,
+    out: TextIO,
+    err: TextIO,
+    walks: tuple[Child | None, Child | None] = (None, None),
+) -> int:
     terminal = Terminal(settings, out, err)
     run_id = uuid.uuid4().hex
     try:
@@ -95,13 +101,28 @@ def run_from_cli(args: argparse.Namespace, settings: Settings, opts: SyncOptions
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         session = SyncSession(
-            args.src, args.dest, opts, run_id,
-            trail=AuditTrail(store, settings.log_dir, run_id=run_id, pair=args.pair, direction=args.direction,
-                             src=args.src, dest=args.dest, dry_run=opts.dry_run,
-                             log_retain_days=settings.log_retain_days),
-            lease_name=f"the lease ha-sync-{args.pair}", take_lease=lambda: acquire_for_pair(args.pair, settings.lock_ttl, run_id, settings),
-            on_plan=terminal.on_plan, on_result=terminal.on_result, stop_requested=_stop_if_signalled,
-            started_walks=walks)
+            args.src,
+            args.dest,
+            opts,
+            run_id,
+            trail=AuditTrail(
+                store,
+                settings.log_dir,
+                run_id=run_id,
+                pair=args.pair,
+                direction=args.direction,
+                src=args.src,
+                dest=args.dest,
+                dry_run=opts.dry_run,
+                log_retain_days=settings.log_retain_days,
+            ),
+            lease_name=f"the lease ha-sync-{args.pair}",
+            take_lease=lambda: acquire_for_pair(args.pair, settings.lock_ttl, run_id, settings),
+            on_plan=terminal.on_plan,
+            on_result=terminal.on_result,
+            stop_requested=_stop_if_signalled,
+            started_walks=walks,
+        )
         outcome = session.run()
         terminal.ended(outcome)
         return outcome.exit_code

@@ -44,10 +44,18 @@ def demo_environment(base: str) -> dict[str, str]:
     link = os.path.join(home, "dagster.yaml")
     if not os.path.lexists(link) and os.path.exists(REPO_DAGSTER_YAML):
         os.symlink(REPO_DAGSTER_YAML, link)
-    settings = {"dell_root": os.path.join(base, "dell"), "hp_root": os.path.join(base, "hp"),
-                "log_dir": os.path.join(base, "logs"), "state_dir": os.path.join(base, "state"), "lease_backend": "local"}
-    return {"DAGSTER_HOME": home, "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
-            **{BY_NAME[name].env: value for name, value in settings.items()}}
+    settings = {
+        "dell_root": os.path.join(base, "dell"),
+        "hp_root": os.path.join(base, "hp"),
+        "log_dir": os.path.join(base, "logs"),
+        "state_dir": os.path.join(base, "state"),
+        "lease_backend": "local",
+    }
+    return {
+        "DAGSTER_HOME": home,
+        "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
+        **{BY_NAME[name].env: value for name, value in settings.items()},
+    }
 
 
 def write_env_file(base: str, env: dict[str, str]) -> str:
@@ -71,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     for job in ("media_dell_to_hp", "media_hp_to_dell"):
         print(f"== dagster job execute -j {job} -c {config}", flush=True)
-        proc = subprocess.run([dagster if os.path.exists(dagster) else "dagster", "job", "execute", "-j", job,
-                               "-c", config], env={**os.environ, **env})
+        proc = subprocess.run(
+            [dagster if os.path.exists(dagster) else "dagster", "job", "execute", "-j", job, "-c", config],
+            env={**os.environ, **env},
+        )
         if proc.returncode != 0:
             return proc.returncode
-    print(f"\nDone: {base}/dell/media and {base}/hp/media now hold the same files; the audit trail is in "
-          f"{base}/state/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
-          f"-j media_dell_to_hp   (a dry-run by default), or `dagster dev` for the UI.")
+    print(
+        f"\nDone: {base}/dell/media and {base}/hp/media now hold the same files; the audit trail is in "
+        f"{base}/state/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
+        f"-j media_dell_to_hp   (a dry-run by default), or `dagster dev` for the UI."
+    )
     return 0
 
 

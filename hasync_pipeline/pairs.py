@@ -33,7 +33,7 @@ class Pair:
     name: str
     description: str = ""
     capacity: str = "500Gi"
-    path: str = ""                       # folder name under each root (default: the pair name)
+    path: str = ""  # folder name under each root (default: the pair name)
     settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def folder(self, side: str, where: Settings | None = None) -> str:
@@ -69,8 +69,9 @@ class Registry:
     def find(self, name: str) -> Pair | None:
         return next((pair for pair in self.pairs if pair.name == name), None)
 
-    def settings_for(self, pair_name: str, overrides: Mapping[str, Any] | None = None,
-                     environ: Mapping[str, str] | None = None) -> Settings:
+    def settings_for(
+        self, pair_name: str, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
         """A pair's settings, every layer in the one order: table default < pairs.toml [defaults] <
         [pairs.<pair>.settings] < environment < `overrides` (CLI flags, run config).  A pair the registry
         does not know gets [defaults] only."""
@@ -101,8 +102,9 @@ def load_registry(path: str | None = None) -> Registry:
             if unknown:
                 raise RegistryError(f"{path}: pair {name!r} has unknown keys {sorted(unknown)}")
             settings = check_layer(body.get("settings") or {}, f"{path} [pairs.{name}.settings]")
-            pairs.append(Pair(name, body.get("description", ""), body.get("capacity", "500Gi"), body.get("path", ""),
-                              settings))
+            pairs.append(
+                Pair(name, body.get("description", ""), body.get("capacity", "500Gi"), body.get("path", ""), settings)
+            )
     except RegistryError:
         raise
     except SettingError as exc:

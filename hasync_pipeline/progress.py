@@ -48,8 +48,10 @@ class Progress:
         rate = self.done_bytes / elapsed
         left = self.total_bytes - self.done_bytes
         eta = f"{left / rate:.0f}s" if rate > 0 and left > 0 else "--"
-        return (f"{self.done_ops}/{self.total_ops} ops  {human_bytes(self.done_bytes)}/"
-                f"{human_bytes(self.total_bytes)}  {human_bytes(rate)}/s  ETA {eta}")
+        return (
+            f"{self.done_ops}/{self.total_ops} ops  {human_bytes(self.done_bytes)}/"
+            f"{human_bytes(self.total_bytes)}  {human_bytes(rate)}/s  ETA {eta}"
+        )
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
@@ -60,10 +62,12 @@ class Progress:
 def summary(outcome: Outcome, dry_run: bool) -> str:
     report = outcome.report
     verb = "would be " if dry_run else ""
-    lines = [f"{'Dry-run' if dry_run else 'Sync'} {outcome.status.value}: "
-             f"{report.created} {verb}created, {report.updated} {verb}updated, {report.deleted} {verb}deleted, "
-             f"{report.skipped} skipped, {report.failed} failed; "
-             f"{human_bytes(report.bytes)} transferred in {report.duration:.1f}s"]
+    lines = [
+        f"{'Dry-run' if dry_run else 'Sync'} {outcome.status.value}: "
+        f"{report.created} {verb}created, {report.updated} {verb}updated, {report.deleted} {verb}deleted, "
+        f"{report.skipped} skipped, {report.failed} failed; "
+        f"{human_bytes(report.bytes)} transferred in {report.duration:.1f}s"
+    ]
     lines += [f"  error: {e}" for e in report.errors[:50]]
     if len(report.errors) > 50:
         lines.append(f"  ... and {len(report.errors) - 50} more errors")

@@ -97,7 +97,7 @@ class Setting:
             return list(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise SettingError(f"{where}: {self.name} must be {_KIND_WORDS[kind]}, not {self._shown(value)}")
-        if kind in (int, float):
+        if isinstance(value, (int, float)):
             if not math.isfinite(value):
                 raise SettingError(f"{where}: {self.name} must be a finite number")
             if self.minimum is not None and value < self.minimum:
@@ -121,39 +121,120 @@ _KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", 
 
 SETTINGS: tuple[Setting, ...] = (
     # ---- how a sync behaves: flags, run config, pairs.toml -------------------------------------------
-    Setting("dry_run", bool, True, "record and show what would change; change nothing. On until you turn it "
-            "off, after a dry-run cycle looks right", cli=True, run=True, pair=True),
+    Setting(
+        "dry_run",
+        bool,
+        True,
+        "record and show what would change; change nothing. On until you turn it "
+        "off, after a dry-run cycle looks right",
+        cli=True,
+        run=True,
+        pair=True,
+    ),
     Setting("delete_missing", bool, False, "propagate deletions (into the trash)", cli=True, run=True, pair=True),
     Setting("workers", int, 4, "worker processes applying a batch", cli=True, run=True, pair=True, minimum=1),
-    Setting("mtime_threshold", float, 2.0, "two mtimes this close count as equal", "s", cli=True, run=True,
-            pair=True, minimum=0),
-    Setting("max_delete", float, 50.0, "refuse a run deleting more than this share of the destination's files",
-            "%", cli=True, run=True, pair=True, minimum=0, maximum=100),
-    Setting("trash_retain_days", float, 10.0, "keep replaced and deleted files this long in .hasync-trash "
-            "(0: delete outright)", "days", cli=True, run=True, pair=True, minimum=0),
-    Setting("exclude", list, (), "globs of names to skip (with a '/': whole paths); repeat the flag, or "
-            "comma-separate in the variable", cli=True, run=True, pair=True),
-    Setting("lock_ttl", int, 3600, "lease duration; renewed every ttl/3", "s", cli=True, run=True, pair=True,
-            minimum=1),
-    Setting("log_retain_days", float, 10.0, "delete opslogs older than this", "days", cli=True, run=True,
-            pair=True, minimum=0),
+    Setting(
+        "mtime_threshold",
+        float,
+        2.0,
+        "two mtimes this close count as equal",
+        "s",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=0,
+    ),
+    Setting(
+        "max_delete",
+        float,
+        50.0,
+        "refuse a run deleting more than this share of the destination's files",
+        "%",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=0,
+        maximum=100,
+    ),
+    Setting(
+        "trash_retain_days",
+        float,
+        10.0,
+        "keep replaced and deleted files this long in .hasync-trash (0: delete outright)",
+        "days",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=0,
+    ),
+    Setting(
+        "exclude",
+        list,
+        (),
+        "globs of names to skip (with a '/': whole paths); repeat the flag, or comma-separate in the variable",
+        cli=True,
+        run=True,
+        pair=True,
+    ),
+    Setting(
+        "lock_ttl", int, 3600, "lease duration; renewed every ttl/3", "s", cli=True, run=True, pair=True, minimum=1
+    ),
+    Setting(
+        "log_retain_days",
+        float,
+        10.0,
+        "delete opslogs older than this",
+        "days",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=0,
+    ),
     Setting("verbose", bool, False, "print every operation", cli=True, run=True),
     # ---- where things are: the deployment ------------------------------------------------------------
     Setting("log_dir", str, "/var/log/ha-sync", "folder of the opslogs (JSONL audit files)", cli=True),
-    Setting("db_dsn", str, None, "audit database: user:pass@tcp(host:3306)/db (the cluster secret's form) or "
-            "a SQLAlchemy URL; default an embedded SQLite file in the state dir", cli=True, secret=True),
-    Setting("state_dir", str, None, "embedded SQLite database, local lease files, alert state",
-            default_from=default_state_dir),
-    Setting("lease_backend", str, "", "kubernetes or local (default: kubernetes inside a pod)",
-            choices=("", "kubernetes", "local")),
+    Setting(
+        "db_dsn",
+        str,
+        None,
+        "audit database: user:pass@tcp(host:3306)/db (the cluster secret's form) or "
+        "a SQLAlchemy URL; default an embedded SQLite file in the state dir",
+        cli=True,
+        secret=True,
+    ),
+    Setting(
+        "state_dir",
+        str,
+        None,
+        "embedded SQLite database, local lease files, alert state",
+        default_from=default_state_dir,
+    ),
+    Setting(
+        "lease_backend",
+        str,
+        "",
+        "kubernetes or local (default: kubernetes inside a pod)",
+        choices=("", "kubernetes", "local"),
+    ),
     Setting("lease_namespace", str, "", "namespace of the Lease (default: the pod's, else infrastructure)"),
     Setting("dell_root", str, "/mnt/dell", "where the Dell's pair folders are mounted"),
     Setting("hp_root", str, "/mnt/hp", "where the HP's pair folders are mounted"),
     Setting("pairs_file", str, "", "a pairs.toml to use instead of the built-in one"),
-    Setting("audit_retain_days", int, 30, "the weekly audit_maintenance job deletes sync_operations rows older "
-            "than this", "days", minimum=1),
-    Setting("freshness_intervals", int, 4, "alert when a pair has had no success for this many 15-minute "
-            "intervals", minimum=1),
+    Setting(
+        "audit_retain_days",
+        int,
+        30,
+        "the weekly audit_maintenance job deletes sync_operations rows older than this",
+        "days",
+        minimum=1,
+    ),
+    Setting(
+        "freshness_intervals",
+        int,
+        4,
+        "alert when a pair has had no success for this many 15-minute intervals",
+        minimum=1,
+    ),
     Setting("alert_webhook", str, "", "URL that alerts are POSTed to as JSON", secret=True),
     Setting("smtp_host", str, "", "mail server for alerts"),
     Setting("smtp_port", int, 25, "its port", minimum=1, maximum=65535),
@@ -197,9 +278,16 @@ class Settings(Mapping[str, Any]):
     def sync_options(self, **internal: Any) -> SyncOptions:
         """The engine's knobs (internal ones, e.g. batch sizes in tests, by keyword)."""
         v = self._values
-        return SyncOptions(dry_run=v["dry_run"], delete_missing=v["delete_missing"], workers=v["workers"],
-                           mtime_threshold=v["mtime_threshold"], max_delete_percent=v["max_delete"],
-                           trash_retain_days=v["trash_retain_days"], excludes=tuple(v["exclude"]), **internal)
+        return SyncOptions(
+            dry_run=v["dry_run"],
+            delete_missing=v["delete_missing"],
+            workers=v["workers"],
+            mtime_threshold=v["mtime_threshold"],
+            max_delete_percent=v["max_delete"],
+            trash_retain_days=v["trash_retain_days"],
+            excludes=tuple(v["exclude"]),
+            **internal,
+        )
 
 
 def check_layer(layer: Mapping[str, Any], where: str, allowed: frozenset[str] = PAIR_SETTINGS) -> dict[str, Any]:
@@ -224,14 +312,20 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return out
 
 
-def resolve(*layers: tuple[str, Mapping[str, Any]], overrides: Mapping[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None) -> Settings:
+def resolve(
+    *layers: tuple[str, Mapping[str, Any]],
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
     """Table defaults, then each (name, values) layer in order (pairs.toml's), then the environment, then
     `overrides` (CLI flags or run config; None values count as not given)."""
     values = {s.name: s.initial() for s in SETTINGS}
     sources = dict.fromkeys(values, "default")
-    stack = [*layers, ("environment", from_environment(environ)),
-             ("override", {k: v for k, v in (overrides or {}).items() if v is not None})]
+    stack = [
+        *layers,
+        ("environment", from_environment(environ)),
+        ("override", {k: v for k, v in (overrides or {}).items() if v is not None}),
+    ]
     for where, layer in stack:
         for name, value in layer.items():
             if name not in BY_NAME:
@@ -256,6 +350,7 @@ def default_dsn(settings: Settings | None = None) -> str:
 
 # ---- the CLI's flags -----------------------------------------------------------------------------------
 
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per CLI setting; each defaults to None ("not given": the lower layers decide)."""
     for s in SETTINGS:
@@ -267,8 +362,13 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         elif s.kind is list:
             parser.add_argument(s.flag, action="append", default=None, metavar="GLOB", help=help_text)
         else:
-            parser.add_argument(s.flag, type=_flag_parser(s), default=None, metavar=_METAVAR.get(s.unit, "N")
-                                if s.kind is not str else s.name.split("_")[-1].upper(), help=help_text)
+            parser.add_argument(
+                s.flag,
+                type=_flag_parser(s),
+                default=None,
+                metavar=_METAVAR.get(s.unit, "N") if s.kind is not str else s.name.split("_")[-1].upper(),
+                help=help_text,
+            )
 
 
 _METAVAR = {"s": "SECONDS", "days": "DAYS", "%": "PERCENT"}
@@ -280,6 +380,7 @@ def _flag_parser(s: Setting) -> Callable[[str], Any]:
             return s.from_text(raw, s.flag)
         except SettingError as exc:
             raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
+
     parse.__name__ = s.kind.__name__
     return parse
 
@@ -305,15 +406,17 @@ def _show_default(s: Setting) -> str:
 
 # ---- the README's table ---------------------------------------------------------------------------------
 
+
 def markdown_table() -> str:
     """The README's settings table (README.md holds it between the settings-table markers)."""
-    rows = ["| setting | `ha-sync` flag | variable | default | where | meaning |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| setting | `ha-sync` flag | variable | default | where | meaning |", "|---|---|---|---|---|---|"]
     for s in SETTINGS:
         where = ", ".join(w for w, on in (("CLI", s.cli), ("run config", s.run), ("pairs.toml", s.pair)) if on)
         default = "`~/.local/state/ha-sync`" if s.name == "state_dir" else f"`{_show_default(s)}`"
-        rows.append(f"| `{s.name}` | {'`' + s.flag + '`' if s.cli else ''} | `{s.env}` | {default} | "
-                    f"{where or 'environment'} | {s.help} |")
+        flag = f"`--[no-]{s.flag[2:]}`" if s.kind is bool else f"`{s.flag}`"
+        rows.append(
+            f"| `{s.name}` | {flag if s.cli else ''} | `{s.env}` | {default} | {where or 'environment'} | {s.help} |"
+        )
     return "\n".join(rows) + "\n"
 
 

@@ -15,8 +15,15 @@ import pytest
 from hasync_pipeline.engine import SyncOptions, run_sync
 from hasync_pipeline.settings import resolve
 
-_INTERNAL = set(SyncOptions.__dataclass_fields__) - {"dry_run", "delete_missing", "workers", "mtime_threshold",
-                                                      "max_delete_percent", "trash_retain_days", "excludes"}
+_INTERNAL = set(SyncOptions.__dataclass_fields__) - {
+    "dry_run",
+    "delete_missing",
+    "workers",
+    "mtime_threshold",
+    "max_delete_percent",
+    "trash_retain_days",
+    "excludes",
+}
 _SETTING_NAME = {"max_delete_percent": "max_delete", "excludes": "exclude"}
 
 
@@ -26,6 +33,7 @@ def options(**overrides) -> SyncOptions:
     internal = {k: overrides.pop(k) for k in list(overrides) if k in _INTERNAL}
     named = {_SETTING_NAME.get(k, k): v for k, v in overrides.items()}
     return resolve(overrides={"dry_run": False, **named}, environ={}).sync_options(**internal)
+
 
 NOBODY = 65534
 
@@ -41,6 +49,7 @@ def isolated_state(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def mariadb():
     from hasync_pipeline.devtools.mariadb import MariaDB
+
     server = MariaDB()
     yield server
     server.stop()
@@ -174,5 +183,10 @@ def as_user(uid: int, fn, *args):
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real `ha-sync` entry point in a subprocess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "hasync_pipeline.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "hasync_pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )

@@ -16,8 +16,15 @@ _PATH = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/le
 
 
 def _status(code: int, reason: str, message: str) -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure" if code >= 400 else "Success",
-            "reason": reason, "message": message, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure" if code >= 400 else "Success",
+        "reason": reason,
+        "message": message,
+        "code": code,
+    }
 
 
 class FakeKube:
@@ -91,11 +98,15 @@ class FakeKube:
             if method == "PUT":
                 rv = (body.get("metadata") or {}).get("resourceVersion")
                 if not rv:
-                    return 422, _status(422, "Invalid", "metadata.resourceVersion: Invalid value: 0x0: must be "
-                                                         "specified for an update")
+                    return 422, _status(
+                        422, "Invalid", "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                    )
                 if rv != current["metadata"]["resourceVersion"]:
-                    return 409, _status(409, "Conflict", "the object has been modified; please apply your changes "
-                                                         "to the latest version and try again")
+                    return 409, _status(
+                        409,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
+                    )
                 return 200, self._store(key, body, created=False)
             if method == "DELETE":
                 wanted = ((body or {}).get("preconditions") or {}).get("resourceVersion")
@@ -114,7 +125,12 @@ class FakeKube:
         else:
             old = self.leases[key]["metadata"]
             meta.update({"uid": old["uid"], "creationTimestamp": old["creationTimestamp"]})
-        obj = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": body.get("spec") or {}}
+        obj = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": meta,
+            "spec": body.get("spec") or {},
+        }
         self.leases[key] = obj
         return obj
 
@@ -141,11 +157,17 @@ class FakeKube:
     def kubeconfig(self, folder: str, namespace: str = "infrastructure") -> str:
         path = os.path.join(folder, "kubeconfig")
         with open(path, "w") as f:
-            json.dump({"apiVersion": "v1", "kind": "Config", "current-context": "test",
-                       "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-                       "users": [{"name": "u", "user": {"token": "t"}}],
-                       "contexts": [{"name": "test", "context": {"cluster": "fake", "user": "u",
-                                                                 "namespace": namespace}}]}, f)
+            json.dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "test",
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+                    "users": [{"name": "u", "user": {"token": "t"}}],
+                    "contexts": [{"name": "test", "context": {"cluster": "fake", "user": "u", "namespace": namespace}}],
+                },
+                f,
+            )
         return path
 
     def stop(self) -> None:

@@ -45,23 +45,50 @@ def rows(dsn: str, table, *where):
 
 
 def cli_sync(src, dest, logs, dsn, *extra, pair="media"):
-    return run_cli("--src", str(src), "--dest", str(dest), "--pair", pair, "--direction", "dell-to-hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn, "--no-dry-run", *extra)
+    return run_cli(
+        "--src",
+        str(src),
+        "--dest",
+        str(dest),
+        "--pair",
+        pair,
+        "--direction",
+        "dell-to-hp",
+        "--log-dir",
+        str(logs),
+        "--db-dsn",
+        dsn,
+        "--no-dry-run",
+        *extra,
+    )
 
 
 # ---- schema --------------------------------------------------------------------------------------
 
+
 def _describe(conn, db: str):
-    cols = conn.execute(text(
-        "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS "
-        "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, ORDINAL_POSITION"), {"db": db}).all()
-    idx = conn.execute(text(
-        "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
-        "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"), {"db": db}).all()
-    fks = conn.execute(text(
-        "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME "
-        "FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = :db AND REFERENCED_TABLE_NAME IS NOT NULL"),
-        {"db": db}).all()
+    cols = conn.execute(
+        text(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA "
+            "FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, ORDINAL_POSITION"
+        ),
+        {"db": db},
+    ).all()
+    idx = conn.execute(
+        text(
+            "SELECT TABLE_NAME, INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
+            "WHERE TABLE_SCHEMA = :db ORDER BY TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX"
+        ),
+        {"db": db},
+    ).all()
+    fks = conn.execute(
+        text(
+            "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME "
+            "FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = :db AND REFERENCED_TABLE_NAME IS NOT NULL"
+        ),
+        {"db": db},
+    ).all()
     return set(map(tuple, cols)), set(map(tuple, idx)), set(map(tuple, fks))
 
 
@@ -90,13 +117,19 @@ def test_sqlite_schema_has_the_tables_indexes_and_foreign_key(tmp_path):
     store = AuditStore(f"sqlite:///{tmp_path / 'a.sqlite3'}")
     store.ensure_schema()
     insp = inspect(store.engine)
-    assert {i["name"] for i in insp.get_indexes("sync_iterations")} == {"idx_pair", "idx_started", "idx_dry_run",
-                                                                        "uq_run_id", "idx_pair_dry_started"}
+    assert {i["name"] for i in insp.get_indexes("sync_iterations")} == {
+        "idx_pair",
+        "idx_started",
+        "idx_dry_run",
+        "uq_run_id",
+        "idx_pair_dry_started",
+    }
     assert {i["name"] for i in insp.get_indexes("sync_operations")} == {"idx_iteration"}
     assert insp.get_foreign_keys("sync_operations")[0]["referred_table"] == "sync_iterations"
 
 
 # ---- real runs -----------------------------------------------------------------------------------
+
 
 def test_a_run_is_recorded_truthfully(pair, tmp_path, db_dsn):
     dell, hp = pair
@@ -112,8 +145,15 @@ def test_a_run_is_recorded_truthfully(pair, tmp_path, db_dsn):
     proc = cli_sync(dell, hp, tmp_path / "logs", db_dsn, "--delete-missing", "--max-delete", "100")
     assert proc.returncode == 0, proc.stderr
     [it] = rows(db_dsn, sync_iterations)
-    assert (it["status"], it["dry_run"], it["files_created"], it["files_updated"], it["files_deleted"],
-            it["files_skipped"], it["files_failed"]) == ("success", 0, 3, 1, 1, 1, 0)
+    assert (
+        it["status"],
+        it["dry_run"],
+        it["files_created"],
+        it["files_updated"],
+        it["files_deleted"],
+        it["files_skipped"],
+        it["files_failed"],
+    ) == ("success", 0, 3, 1, 1, 1, 0)
     assert it["total_bytes_transferred"] == 4 and it["src"] == str(dell) and it["direction"] == "dell-to-hp"
     assert it["started_at"] <= it["ended_at"] and it["started_at"].microsecond % 1000 == 0
     ops = {op["filepath"]: op for op in rows(db_dsn, sync_operations)}
@@ -150,7 +190,7 @@ def test_non_utf8_and_4096_character_paths_round_trip(pair, tmp_path, db_dsn):
     odd = b"caf\xe9-\xff.txt"
     write(os.path.join(os.fsencode(dell), odd), "latin-1 name")
     dirs = [f"{i:02d}" + "x" * 128 for i in range(31)]  # 31 x 130 + 31 slashes = 4061 characters
-    exact, longer = "e" * 35, "l" * 36                   # -> paths of 4096 and 4097 characters
+    exact, longer = "e" * 35, "l" * 36  # -> paths of 4096 and 4097 characters
     write_deep(dell, dirs + [exact], b"exactly 4096")
     write_deep(dell, dirs + [longer], b"one more")
     assert cli_sync(dell, hp, tmp_path / "logs", db_dsn).returncode == 0
@@ -169,11 +209,14 @@ def test_path_encoding_is_reversible_and_unambiguous():
 
 # ---- the database going away ---------------------------------------------------------------------
 
+
 def dead_dsn() -> str:
     from hasync_pipeline.devtools.mariadb import free_port
+
     return f"u:{PASSWORD}@tcp(127.0.0.1:{free_port()})/nothing"
 
 
+@pytest.mark.slow
 def test_database_down_at_start_the_sync_completes_and_the_next_run_flushes_once(pair, tmp_path, db_dsn):
     dell, hp = pair
     logs = tmp_path / "logs"
@@ -196,12 +239,21 @@ def test_database_down_at_start_the_sync_completes_and_the_next_run_flushes_once
 def test_database_dying_mid_run_keeps_the_opslog_and_the_running_row_is_finished_later(pair, tmp_path, mariadb):
     from hasync_pipeline.audit import AuditTrail
     from hasync_pipeline.engine import SyncSession
+
     dell, hp = pair
     dsn = mariadb.go_dsn(mariadb.new_database())
     write(dell / "a", "a")
     store = AuditStore(dsn)
-    trail = AuditTrail(store, str(tmp_path / "logs"), run_id="r-dies", pair="media", direction="x",
-                       src=str(dell), dest=str(hp), dry_run=False)
+    trail = AuditTrail(
+        store,
+        str(tmp_path / "logs"),
+        run_id="r-dies",
+        pair="media",
+        direction="x",
+        src=str(dell),
+        dest=str(hp),
+        dry_run=False,
+    )
     session = SyncSession(str(dell), str(hp), options(), "r-dies", trail=trail)
     session.preflight()
     session.walk()
@@ -233,18 +285,49 @@ def test_wrong_password_error_never_shows_the_password(mariadb):
 
 # ---- flushing: exactly once ----------------------------------------------------------------------
 
+
 def make_opslog(log_dir: Path, run_id: str, ops: int, summary: bool = True, pair: str = "media") -> str:
-    header = {"run_id": run_id, "pair": pair, "direction": "dell-to-hp", "src": "/mnt/dell/media",
-              "dest": "/mnt/hp/media", "started_at": "2026-11-01T10:00:00.123Z", "dry_run": 0}
+    header = {
+        "run_id": run_id,
+        "pair": pair,
+        "direction": "dell-to-hp",
+        "src": "/mnt/dell/media",
+        "dest": "/mnt/hp/media",
+        "started_at": "2026-11-01T10:00:00.123Z",
+        "dry_run": 0,
+    }
     writer = OpslogWriter(str(log_dir), {**header, "started_at": f"2026-11-01T10:00:{len(run_id) % 60:02d}.123Z"})
-    op = {"type": "op", "dry_run": 0, "operation": "create", "size_before": None, "size_after": 10,
-          "md5_before": None, "md5_after": None, "started_at": "2026-11-01T10:00:01.000Z",
-          "ended_at": "2026-11-01T10:00:01.500Z", "status": "success", "error_message": None, "bytes": 10}
+    op = {
+        "type": "op",
+        "dry_run": 0,
+        "operation": "create",
+        "size_before": None,
+        "size_after": 10,
+        "md5_before": None,
+        "md5_after": None,
+        "started_at": "2026-11-01T10:00:01.000Z",
+        "ended_at": "2026-11-01T10:00:01.500Z",
+        "status": "success",
+        "error_message": None,
+        "bytes": 10,
+    }
     for i in range(ops):
         writer._line({**op, "filepath": f"dir/file{i:06d}"})
-    writer.close({"ended_at": "2026-11-01T10:05:00.000Z", "status": "success", "files_created": ops,
-                  "files_updated": 0, "files_deleted": 0, "files_skipped": 0, "files_failed": 0,
-                  "total_bytes_transferred": 10 * ops, "error_message": None} if summary else None)
+    writer.close(
+        {
+            "ended_at": "2026-11-01T10:05:00.000Z",
+            "status": "success",
+            "files_created": ops,
+            "files_updated": 0,
+            "files_deleted": 0,
+            "files_skipped": 0,
+            "files_failed": 0,
+            "total_bytes_transferred": 10 * ops,
+            "error_message": None,
+        }
+        if summary
+        else None
+    )
     return writer.path
 
 
@@ -287,16 +370,27 @@ def test_two_concurrent_flushes_of_one_file_insert_it_once(tmp_path, db_dsn):
     assert len(rows(db_dsn, sync_iterations)) == 1 and len(rows(db_dsn, sync_operations)) == 2000
 
 
+@pytest.mark.slow
 def test_killed_mid_flush_rolls_back_and_reflushes_clean(tmp_path, mariadb):
     dsn = mariadb.go_dsn(mariadb.new_database())
     AuditStore(dsn).ensure_schema()
     path = make_opslog(tmp_path, "run-killed", 150_000)
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from hasync_pipeline.audit import AuditStore, flush_file;"
-                             "flush_file(AuditStore(sys.argv[1]), sys.argv[2])", dsn, path])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from hasync_pipeline.audit import AuditStore, flush_file;"
+            "flush_file(AuditStore(sys.argv[1]), sys.argv[2])",
+            dsn,
+            path,
+        ]
+    )
     deadline = time.monotonic() + 60
     with mariadb.root() as conn, conn.cursor() as cur:
         while True:  # wait until its INSERTs into sync_operations are under way
-            cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO sync_operations%'")
+            cur.execute(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'INSERT INTO sync_operations%'"
+            )
             if cur.fetchone()[0]:
                 break
             assert proc.poll() is None and time.monotonic() < deadline, "the flush ended before it was seen"
@@ -332,8 +426,18 @@ def test_corrupt_file_is_quarantined_never_deleted(tmp_path, db_dsn):
 
 
 def test_a_file_still_being_written_is_not_flushed(tmp_path, db_dsn):
-    writer = OpslogWriter(str(tmp_path), {"run_id": "live", "pair": "media", "direction": "x", "src": "/a",
-                                          "dest": "/b", "started_at": "2026-11-01T10:00:00.000Z", "dry_run": 0})
+    writer = OpslogWriter(
+        str(tmp_path),
+        {
+            "run_id": "live",
+            "pair": "media",
+            "direction": "x",
+            "src": "/a",
+            "dest": "/b",
+            "started_at": "2026-11-01T10:00:00.000Z",
+            "dry_run": 0,
+        },
+    )
     pid = os.fork()  # another process (POSIX locks are per process)
     if pid == 0:
         outcome = flush_file(AuditStore(db_dsn), writer.path)
@@ -347,12 +451,24 @@ def test_operation_records_reach_the_disk_in_bursts_of_at_most_256(tmp_path):
     from hasync_pipeline.engine.plan import COPY, Op
     from hasync_pipeline.engine.walk import FILE, Entry
     from hasync_pipeline.engine.workers import OpResult
-    writer = OpslogWriter(str(tmp_path), {"run_id": "burst", "pair": "media", "direction": "x", "src": "/a",
-                                          "dest": "/b", "started_at": "2026-11-01T10:00:00.000Z", "dry_run": 0})
+
+    writer = OpslogWriter(
+        str(tmp_path),
+        {
+            "run_id": "burst",
+            "pair": "media",
+            "direction": "x",
+            "src": "/a",
+            "dest": "/b",
+            "started_at": "2026-11-01T10:00:00.000Z",
+            "dry_run": 0,
+        },
+    )
 
     def lines_on_disk() -> int:
         with open(writer.path, "rb") as f:  # another open file: sees only what reached the OS
             return f.read().count(b"\n")
+
     assert lines_on_disk() == 1
     now = time.time()
     for i in range(300):
@@ -375,17 +491,28 @@ def test_old_opslogs_are_deleted_and_dropped_operations_counted(tmp_path):
     assert not os.path.exists(old) and os.path.exists(new)
     assert expire_old_and_warn(str(tmp_path), 10) is None  # nothing old left
     os.utime(new, (past, past))
-    assert expire_old_and_warn(str(tmp_path), 10) == ("deleted 1 opslogs older than 10 days that never reached the "
-                                                      "database: 2 operation records were dropped")
+    assert expire_old_and_warn(str(tmp_path), 10) == (
+        "deleted 1 opslogs older than 10 days that never reached the database: 2 operation records were dropped"
+    )
 
 
 def test_purge_operations_older_than_n_days(tmp_path, db_dsn):
     from datetime import datetime
+
     store = AuditStore(db_dsn)
-    store.write_run({"run_id": "p", "pair": "media", "direction": "x", "src": "/a", "dest": "/b",
-                     "started_at": "2026-01-01T00:00:00.000Z", "dry_run": 0},
-                    read_opslog(make_opslog(tmp_path, "tmp", 25)).rows,
-                    {"status": "success"})
+    store.write_run(
+        {
+            "run_id": "p",
+            "pair": "media",
+            "direction": "x",
+            "src": "/a",
+            "dest": "/b",
+            "started_at": "2026-01-01T00:00:00.000Z",
+            "dry_run": 0,
+        },
+        read_opslog(make_opslog(tmp_path, "tmp", 25)).rows,
+        {"status": "success"},
+    )
     now = datetime(2026, 12, 15, tzinfo=UTC)  # the ops are from 2026-11-01
     assert store.purge_operations(older_than_days=60, now=now) == 0
     assert store.purge_operations(older_than_days=30, batch=10, now=now) == 25
@@ -394,6 +521,8 @@ def test_purge_operations_older_than_n_days(tmp_path, db_dsn):
 
 # ---- dry-run idempotency -------------------------------------------------------------------------
 
+
+@pytest.mark.slow
 def test_dry_run_idempotency_both_ways(pair, tmp_path, db_dsn):
     dell, hp = pair
     logs = tmp_path / "logs"

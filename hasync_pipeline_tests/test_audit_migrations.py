@@ -19,8 +19,10 @@ from hasync_pipeline_tests.conftest import run_cli, write
 from hasync_pipeline_tests.test_audit import _describe
 
 DATA = Path(__file__).parent / "data"
-GO_ROW = ("INSERT INTO sync_iterations (sync_pair, direction, src, dest, started_at, status, dry_run) "
-          "VALUES ('media', 'dell-to-hp', '/mnt/dell/media', '/mnt/hp/media', '2026-01-02 03:04:05.678', 'success', 0)")
+GO_ROW = (
+    "INSERT INTO sync_iterations (sync_pair, direction, src, dest, started_at, status, dry_run) "
+    "VALUES ('media', 'dell-to-hp', '/mnt/dell/media', '/mnt/hp/media', '2026-01-02 03:04:05.678', 'success', 0)"
+)
 
 
 def run_ddl(conn, path: Path) -> None:
@@ -47,6 +49,7 @@ def test_head_is_alembic_head_and_a_new_database_matches_the_declared_tables(tmp
 
 def _config() -> Config:
     import hasync_pipeline.audit.migrate as migrate
+
     config = Config()
     config.set_main_option("script_location", str(Path(migrate.__file__).parent / "migrations"))
     return config
@@ -67,8 +70,19 @@ def test_a_go_tool_database_is_upgraded_in_place_and_the_cli_flushes_into_it(mar
     dell, hp = pair
     write(dell / "a.txt", "a")
     logs = tmp_path / "logs"
-    proc = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(logs),
-                   "--db-dsn", mariadb.go_dsn(go_db), "--no-dry-run")
+    proc = run_cli(
+        "--src",
+        str(dell),
+        "--dest",
+        str(hp),
+        "--pair",
+        "media",
+        "--log-dir",
+        str(logs),
+        "--db-dsn",
+        mariadb.go_dsn(go_db),
+        "--no-dry-run",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "unavailable" not in proc.stderr and list(logs.glob("opslog-*")) == []
     assert revision(mariadb.go_dsn(go_db)) == HEAD

@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hasync_pipeline_tests.conftest import run_cli, snapshot, write
 
 T0 = 1_700_000_000
 
 
 def base_args(src, dest, tmp_path, *extra):
-    return ("--src", str(src), "--dest", str(dest), "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--no-dry-run",
-            *extra)
+    return (
+        "--src",
+        str(src),
+        "--dest",
+        str(dest),
+        "--pair",
+        "media",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--no-dry-run",
+        *extra,
+    )
 
 
 def test_help_lists_every_seed_flag():
     out = run_cli("--help").stdout
-    for flag in ("--src", "--dest", "--pair", "--direction", "--db-dsn", "--lock-ttl", "--log-dir",
-                 "--log-retain-days", "--mtime-threshold", "--delete-missing", "--workers", "--dry-run",
-                 "--verbose", "--max-delete", "--trash-retain-days", "--exclude"):
+    for flag in (
+        "--src",
+        "--dest",
+        "--pair",
+        "--direction",
+        "--db-dsn",
+        "--lock-ttl",
+        "--log-dir",
+        "--log-retain-days",
+        "--mtime-threshold",
+        "--delete-missing",
+        "--workers",
+        "--dry-run",
+        "--verbose",
+        "--max-delete",
+        "--trash-retain-days",
+        "--exclude",
+    ):
         assert flag in out
     assert "Exit codes" in out
 
@@ -67,13 +94,16 @@ def test_bad_usage_exit_2(pair, tmp_path):
     assert run_cli("--src", "/tmp").returncode == 2
 
 
+@pytest.mark.slow
 def test_a_database_address_ha_sync_cannot_use_is_bad_usage_and_changes_nothing(pair, tmp_path):
     dell, hp = pair
     write(dell / "a", "a")
-    for dsn, says in (("postgresql://u:pw@db/audit", "unsupported database 'postgresql'"),
-                      ("mysql+mysqldb://u:pw@db/audit", "cannot use 'mysql+mysqldb'"),
-                      ("mysql://u:pw@db:notaport/audit", "not a valid SQLAlchemy URL"),
-                      ("u:pw@tcp(db:3306", "not a Go-style MySQL DSN")):
+    for dsn, says in (
+        ("postgresql://u:pw@db/audit", "unsupported database 'postgresql'"),
+        ("mysql+mysqldb://u:pw@db/audit", "cannot use 'mysql+mysqldb'"),
+        ("mysql://u:pw@db:notaport/audit", "not a valid SQLAlchemy URL"),
+        ("u:pw@tcp(db:3306", "not a Go-style MySQL DSN"),
+    ):
         proc = run_cli(*base_args(dell, hp, tmp_path, "--db-dsn", dsn))
         assert proc.returncode == 2, (dsn, proc.stderr)
         assert says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

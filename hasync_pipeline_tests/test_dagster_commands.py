@@ -13,11 +13,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from hasync_pipeline.devtools.mariadb import free_port
 from hasync_pipeline_tests.conftest import snapshot, write
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow  # each test starts dagster processes
 
 
 def dagster_env(tmp_path: Path) -> dict[str, str]:
@@ -26,14 +30,21 @@ def dagster_env(tmp_path: Path) -> dict[str, str]:
     (home / "dagster.yaml").symlink_to(REPO / "dagster.yaml")
     for side in ("dell", "hp"):
         (tmp_path / side / "media").mkdir(parents=True)
-    return {**os.environ, "DAGSTER_HOME": str(home), "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
-            "HA_SYNC_DELL_ROOT": str(tmp_path / "dell"), "HA_SYNC_HP_ROOT": str(tmp_path / "hp"),
-            "HA_SYNC_LOG_DIR": str(tmp_path / "logs"), "HA_SYNC_WORK_DIR": str(tmp_path / "work")}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
+        "HA_SYNC_DELL_ROOT": str(tmp_path / "dell"),
+        "HA_SYNC_HP_ROOT": str(tmp_path / "hp"),
+        "HA_SYNC_LOG_DIR": str(tmp_path / "logs"),
+        "HA_SYNC_WORK_DIR": str(tmp_path / "work"),
+    }
 
 
 def test_definitions_validate_from_the_repo_root():
-    proc = subprocess.run([BIN / "dagster", "definitions", "validate"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [BIN / "dagster", "definitions", "validate"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr
 
@@ -41,15 +52,27 @@ def test_definitions_validate_from_the_repo_root():
 def test_dagster_job_execute_media_dell_to_hp(tmp_path):
     env = dagster_env(tmp_path)
     write(tmp_path / "dell" / "media" / "film.mkv", "frames")
-    proc = subprocess.run([BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RUN_SUCCESS" in proc.stdout + proc.stderr
     assert snapshot(tmp_path / "hp" / "media") == {}  # a dry-run, as the seed's default
     real = tmp_path / "real.yaml"
     real.write_text("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
-    proc = subprocess.run([BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp", "-c", str(real)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp", "-c", str(real)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "hp" / "media" / "film.mkv").read_text() == "frames"
     runs = list((tmp_path / "dagster_home" / "storage").iterdir())
@@ -77,9 +100,14 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
     env = dagster_env(tmp_path)
     del env["DAGSTER_MODULE_NAME"]  # it counts as -m, and the webserver takes one of -w / -m
     port = free_port()
-    proc = subprocess.Popen([BIN / "dagster-webserver", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1",
-                             "-p", str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [BIN / "dagster-webserver", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:  # wait until it answers (code loading takes a few seconds)
@@ -89,16 +117,22 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "webserver did not come up"
                 time.sleep(0.2)
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", json.dumps({"query": QUERY}).encode(),
-                                     {"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql",
+            json.dumps({"query": QUERY}).encode(),
+            {"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=60) as resp:
             data = json.load(resp)
     finally:
         stop_group(proc)
     [repo] = data["data"]["repositoriesOrError"]["nodes"]
     jobs = {j["name"] for j in repo["jobs"]}
-    assert {f"{p}_{d}" for p in ("media", "photos", "owncloud", "games", "infra", "ai")
-            for d in ("dell_to_hp", "hp_to_dell")} <= jobs
+    assert {
+        f"{p}_{d}"
+        for p in ("media", "photos", "owncloud", "games", "infra", "ai")
+        for d in ("dell_to_hp", "hp_to_dell")
+    } <= jobs
     schedules = {s["name"]: s for s in repo["schedules"]}
     assert schedules["media_hp_to_dell_schedule"]["cronSchedule"] == "7,22,37,52 * * * *"
     assert schedules["media_dell_to_hp_schedule"]["scheduleState"]["status"] == "RUNNING"
@@ -108,6 +142,7 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
 
 def test_terminated_run_releases_the_lease_and_leaves_no_temp_files(tmp_path):
     from hasync_pipeline_tests.conftest import internal_leftovers
+
     env = dagster_env(tmp_path)
     block = os.urandom(1 << 20)
     for i in range(3):
@@ -116,8 +151,13 @@ def test_terminated_run_releases_the_lease_and_leaves_no_temp_files(tmp_path):
                 f.write(block)
     real = tmp_path / "real.yaml"
     real.write_text("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
-    proc = subprocess.Popen([BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp", "-c", str(real)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp", "-c", str(real)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     hp = tmp_path / "hp" / "media"
     deadline = time.monotonic() + 120
     while not internal_leftovers(hp):  # the copy is under way
@@ -134,8 +174,14 @@ def test_terminated_run_releases_the_lease_and_leaves_no_temp_files(tmp_path):
 def test_the_readme_demo_command_syncs_both_ways_and_records_both_runs(tmp_path):
     """README set-up command 1 (after the install): `python3 -m hasync_pipeline.demo`, run from a fresh folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HA_SYNC_", "DAGSTER_"))}
-    proc = subprocess.run([sys.executable, "-m", "hasync_pipeline.demo"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hasync_pipeline.demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     demo = tmp_path / "demo"
     assert snapshot(demo / "dell" / "media") == snapshot(demo / "hp" / "media")

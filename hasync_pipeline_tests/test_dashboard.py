@@ -25,14 +25,62 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
     """Three runs of media: a dry-run, a real run, one with a conflict (partial failure)."""
     write(dell / "a.txt", "a")
     write(dell / "dir" / "b.txt", "bb")
-    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn, "--dry-run").returncode == 0
-    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn, "--no-dry-run").returncode == 0
+    assert (
+        run_cli(
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--direction",
+            "dell_to_hp",
+            "--log-dir",
+            str(logs),
+            "--db-dsn",
+            dsn,
+            "--dry-run",
+        ).returncode
+        == 0
+    )
+    assert (
+        run_cli(
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--direction",
+            "dell_to_hp",
+            "--log-dir",
+            str(logs),
+            "--db-dsn",
+            dsn,
+            "--no-dry-run",
+        ).returncode
+        == 0
+    )
     write(dell / "clash", "file", T0)
     write(hp / "clash" / "x", "dir", T0)
-    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
-                   "--log-dir", str(logs), "--db-dsn", dsn, "--no-dry-run").returncode == 3
+    assert (
+        run_cli(
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--direction",
+            "dell_to_hp",
+            "--log-dir",
+            str(logs),
+            "--db-dsn",
+            dsn,
+            "--no-dry-run",
+        ).returncode
+        == 3
+    )
 
 
 @pytest.fixture
@@ -58,18 +106,28 @@ def test_iterations_and_paginated_operations(client_with_runs):
     real = its[1]["id"]
     first = client_with_runs.get("/api/operations", params={"iteration_id": real, "page_size": 2}).json()
     assert len(first["operations"]) == 2 and first["next_after"] is not None
-    rest = client_with_runs.get("/api/operations", params={"iteration_id": real, "page_size": 2,
-                                                          "after": first["next_after"]}).json()
+    rest = client_with_runs.get(
+        "/api/operations", params={"iteration_id": real, "page_size": 2, "after": first["next_after"]}
+    ).json()
     paths = [o["filepath"] for o in first["operations"] + rest["operations"]]
     assert sorted(paths) == ["a.txt", "dir", "dir/b.txt"] and rest["next_after"] is None
     assert client_with_runs.get("/api/operations", params={"iteration_id": 999999}).json()["operations"] == []
 
 
-@pytest.mark.parametrize("url", [
-    "/api/iterations?limit=abc", "/api/iterations?limit=0", "/api/iterations?limit=100000",
-    "/api/operations", "/api/operations?iteration_id=x", "/api/operations?iteration_id=-1",
-    "/api/operations?iteration_id=1&page_size=0", "/api/operations?iteration_id=1&after=-5",
-    "/api/operations?iteration_id=99999999999999999999999"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/iterations?limit=abc",
+        "/api/iterations?limit=0",
+        "/api/iterations?limit=100000",
+        "/api/operations",
+        "/api/operations?iteration_id=x",
+        "/api/operations?iteration_id=-1",
+        "/api/operations?iteration_id=1&page_size=0",
+        "/api/operations?iteration_id=1&after=-5",
+        "/api/operations?iteration_id=99999999999999999999999",
+    ],
+)
 def test_bad_input_is_a_400_with_a_json_message(url, tmp_path):
     client = TestClient(create_app(f"sqlite:///{tmp_path / 'a.sqlite3'}"))
     resp = client.get(url)
@@ -94,10 +152,18 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def start_ui(dsn: str, port: int, env_extra: dict | None = None) -> subprocess.Popen:
-    env = {**os.environ, "HA_SYNC_DB_DSN": dsn, "HA_SYNC_DAGSTER_URL": "http://dagster.example/dagster",
-           **(env_extra or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.dashboard.server", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "HA_SYNC_DB_DSN": dsn,
+        "HA_SYNC_DAGSTER_URL": "http://dagster.example/dagster",
+        **(env_extra or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hasync_pipeline.dashboard.server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -113,14 +179,25 @@ def browser():
     if not os.path.exists(CHROMIUM):
         pytest.fail("Debian's chromium is not installed: run .ci/install-system-packages")
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         yield b
         b.close()
 
 
+@pytest.mark.slow
 def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_path, browser):
     dell, hp = pair
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
@@ -138,10 +215,22 @@ def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_pat
         assert page.locator("#activity a[href^='http://dagster.example/dagster/runs/']").count() == 0  # CLI runs
         rows_before = page.locator("#activity tbody tr").count()
         write(dell / "later.txt", "new")  # a new iteration appears while the page is open
-        assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "photos", "--log-dir", str(tmp_path / "logs"),
-                       "--db-dsn", dsn, "--no-dry-run").returncode in (0, 3)
-        page.wait_for_function(f"document.querySelectorAll('#activity tbody tr').length > {rows_before}",
-                               timeout=25_000)  # the 10 s auto-refresh, without a reload
+        assert run_cli(
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "photos",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--db-dsn",
+            dsn,
+            "--no-dry-run",
+        ).returncode in (0, 3)
+        page.wait_for_function(
+            f"document.querySelectorAll('#activity tbody tr').length > {rows_before}", timeout=25_000
+        )  # the 10 s auto-refresh, without a reload
         assert "photos" in page.locator("#activity tbody tr").first.inner_text()
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
         assert (tmp_path / "dashboard.png").stat().st_size > 10_000

@@ -77,10 +77,17 @@ def audit_rows(dsn: str) -> tuple[list[dict], list[dict]]:
     AuditStore(dsn).ensure_schema()  # a run that wrote nothing (lease held) made no tables
     engine = create_engine(dsn)
     with engine.connect() as conn:
-        its = [{k: v for k, v in r._asdict().items() if k not in VOLATILE}
-               for r in conn.execute(select(sync_iterations).order_by(sync_iterations.c.id))]
-        ops = sorted(({k: v for k, v in r._asdict().items() if k not in VOLATILE}
-                      for r in conn.execute(select(sync_operations))), key=lambda o: (o["filepath"], o["operation"]))
+        its = [
+            {k: v for k, v in r._asdict().items() if k not in VOLATILE}
+            for r in conn.execute(select(sync_iterations).order_by(sync_iterations.c.id))
+        ]
+        ops = sorted(
+            (
+                {k: v for k, v in r._asdict().items() if k not in VOLATILE}
+                for r in conn.execute(select(sync_operations))
+            ),
+            key=lambda o: (o["filepath"], o["operation"]),
+        )
     engine.dispose()
     return its, ops
 
@@ -90,20 +97,32 @@ def through_cli(dell: Path, hp: Path, dry_run: bool) -> Status:
     interpreter from root's home here); the CLI tests run the real command."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(["--src", str(dell), "--dest", str(hp), "--pair", "media", "--direction", "dell_to_hp",
-                         "--dry-run" if dry_run else "--no-dry-run"])
+        code = cli.main(
+            [
+                "--src",
+                str(dell),
+                "--dest",
+                str(hp),
+                "--pair",
+                "media",
+                "--direction",
+                "dell_to_hp",
+                "--dry-run" if dry_run else "--no-dry-run",
+            ]
+        )
     if code == 0 and "Dry-run already current" in out.getvalue():
         return Status.ALREADY_CURRENT  # exit 0 like a success: the message tells them apart
-    [status] = [status for status, exit_code in EXIT_CODES.items() if exit_code == code
-                and status != Status.ALREADY_CURRENT]
+    [status] = [
+        status for status, exit_code in EXIT_CODES.items() if exit_code == code and status != Status.ALREADY_CURRENT
+    ]
     return status
 
 
 def through_dagster(dell: Path, hp: Path, dry_run: bool, instance: dg.DagsterInstance | None = None) -> Status:
     instance = instance or dg.DagsterInstance.ephemeral()
     result = defs.get_job_def("media_dell_to_hp").execute_in_process(
-        run_config={"ops": {"acquire_lease": {"config": {"dry_run": dry_run}}}}, instance=instance,
-        raise_on_error=False)
+        run_config={"ops": {"acquire_lease": {"config": {"dry_run": dry_run}}}}, instance=instance, raise_on_error=False
+    )
     skipped = instance.get_run_by_id(result.run_id).tags.get(SKIPPED_TAG)
     if skipped:
         return {v: k for k, v in SKIP_TAG_VALUES.items()}[skipped]
@@ -113,8 +132,12 @@ def through_dagster(dell: Path, hp: Path, dry_run: bool, instance: dg.DagsterIns
     return Status(failure.step_failure_data.user_failure_data.metadata["status"].value)
 
 
-def run_scenario(base: Path, driver: str, name: str, instance: dg.DagsterInstance | None = None,
-                 ) -> tuple[Status, tuple, dict]:
+def run_scenario(
+    base: Path,
+    driver: str,
+    name: str,
+    instance: dg.DagsterInstance | None = None,
+) -> tuple[Status, tuple, dict]:
     """Lay the scenario's trees in `base` (always the same paths, so messages match), run it, return what
     happened: outcome, audit rows, and the destination afterwards."""
     tree, dry_run, twice, held = SCENARIOS[name]
@@ -128,14 +151,21 @@ def run_scenario(base: Path, driver: str, name: str, instance: dg.DagsterInstanc
     hp.mkdir(parents=True)
     tree(dell, hp)
     dsn = f"sqlite:///{base / 'audit.sqlite3'}"
-    env = {"HA_SYNC_DELL_ROOT": str(base / "dell"), "HA_SYNC_HP_ROOT": str(base / "hp"),
-           "HA_SYNC_LOG_DIR": str(base / "logs"), "HA_SYNC_STATE_DIR": str(base / "state"), "HA_SYNC_DB_DSN": dsn}
+    env = {
+        "HA_SYNC_DELL_ROOT": str(base / "dell"),
+        "HA_SYNC_HP_ROOT": str(base / "hp"),
+        "HA_SYNC_LOG_DIR": str(base / "logs"),
+        "HA_SYNC_STATE_DIR": str(base / "state"),
+        "HA_SYNC_DB_DSN": dsn,
+    }
     os.environ.update(env)
     release = hold_the_lease(env["HA_SYNC_STATE_DIR"]) if held else (lambda: None)
+
     def run() -> Status:
         if driver == "cli":
             return through_cli(dell, hp, dry_run)
         return through_dagster(dell, hp, dry_run, instance)
+
     try:
         status = run()
         if twice:
@@ -162,10 +192,15 @@ def test_cli_and_dagster_end_the_same_scenario_the_same_way(tmp_path, monkeypatc
     assert cli[0] == dagster[0]
     assert cli[1] == dagster[1]
     assert cli[2] == dagster[2]
-    expected = {"fifo": Status.PARTIAL_FAILURE, "leftover-temp-file": Status.SUCCESS,
-                "unreadable-folder": Status.PARTIAL_FAILURE, "refused-empty-source": Status.REFUSED,
-                "partial-failure": Status.PARTIAL_FAILURE, "lease-held": Status.LEASE_HELD,
-                "already-current-dry-run": Status.ALREADY_CURRENT}[name]
+    expected = {
+        "fifo": Status.PARTIAL_FAILURE,
+        "leftover-temp-file": Status.SUCCESS,
+        "unreadable-folder": Status.PARTIAL_FAILURE,
+        "refused-empty-source": Status.REFUSED,
+        "partial-failure": Status.PARTIAL_FAILURE,
+        "lease-held": Status.LEASE_HELD,
+        "already-current-dry-run": Status.ALREADY_CURRENT,
+    }[name]
     assert cli[0] == expected
     iterations, operations = cli[1]
     if name == "leftover-temp-file":

@@ -33,7 +33,7 @@ def test_unreadable_source_directory_is_never_read_as_empty(pair):
     dell, hp = pair
     write(dell / "private" / "a", "a", T0)
     write(hp / "private" / "a", "a", T0)
-    write(hp / "private" / "b", "b", T0)   # would be deleted if 'private' were wrongly seen as empty
+    write(hp / "private" / "b", "b", T0)  # would be deleted if 'private' were wrongly seen as empty
     for i in range(5):
         write(dell / f"f{i}", "f", T0)
     chown_tree(dell.parent, NOBODY)
@@ -67,6 +67,7 @@ def test_unreadable_file_fails_alone_and_the_rest_is_synced(pair):
         results = []
         report, _ = run_sync(str(dell), str(hp), options(), "t", on_result=results.append)
         return report.clean, [(r.op.path, r.ok, r.error) for r in results]
+
     clean, results = as_user(NOBODY, run)
     assert clean is False
     assert (b"public", True, None) in results
@@ -85,6 +86,7 @@ def test_file_growing_during_its_copy_is_not_installed(pair, monkeypatch):
         with open(src_file, "ab") as f:  # a real write to the source, exactly mid-operation
             f.write(b"more")
         return n
+
     monkeypatch.setattr(fsutil, "copy_data", copy_while_another_writer_appends)
     results = []
     report, _ = run_sync(str(dell), str(hp), options(), "t", on_result=results.append)
@@ -97,6 +99,7 @@ def test_file_growing_during_its_copy_is_not_installed(pair, monkeypatch):
     assert (hp / "growing.log").read_bytes() == b"x" * 100_000 + b"more"
 
 
+@pytest.mark.slow
 def test_process_killed_mid_copy_leaves_no_partial_file_and_next_run_converges(pair):
     dell, hp = pair
     big = dell / "big.bin"
@@ -106,9 +109,24 @@ def test_process_killed_mid_copy_leaves_no_partial_file_and_next_run_converges(p
             f.write(block)
     write(hp / "big.bin", b"old content", T0)
     os.utime(big, (T0 + 100, T0 + 100))
-    proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
-                             "--pair", "media", "--log-dir", str(hp.parent / "logs"), "--no-dry-run"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hasync_pipeline.cli",
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--log-dir",
+            str(hp.parent / "logs"),
+            "--no-dry-run",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not any(os.path.getsize(p) > (1 << 20) for p in internal_leftovers(hp)):  # copy under way
         assert proc.poll() is None and time.monotonic() < deadline, "the copy finished before it was seen"
@@ -129,8 +147,10 @@ def small_fs(tmp_path):
     """A real 4 MiB filesystem (tmpfs) when this machine lets us mount one; otherwise None."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         yield None
         return
     try:
@@ -163,8 +183,10 @@ def test_disk_filling_during_the_run_fails_those_copies_cleanly(tmp_path, small_
 
     def fill_disk(plan):
         if small_fs is None:
+
             def no_space(*a, **k):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
             monkeypatch.setattr(fsutil, "copy_data", no_space)
         else:
             with open(dest / "filler", "wb", buffering=0) as f:
@@ -174,9 +196,11 @@ def test_disk_filling_during_the_run_fails_those_copies_cleanly(tmp_path, small_
                 except OSError as exc:
                     assert exc.errno == errno.ENOSPC
         return True
+
     results = []
-    report, _ = run_sync(str(src), str(dest), options(free_space_reserve_bytes=0), "t",
-                         on_result=results.append, on_plan=fill_disk)
+    report, _ = run_sync(
+        str(src), str(dest), options(free_space_reserve_bytes=0), "t", on_result=results.append, on_plan=fill_disk
+    )
     assert not report.clean and report.failed >= 1
     assert all("ENOSPC" in r.error for r in results if not r.ok)
     assert (dest / "a").read_text() == "old a"  # the old version is intact
@@ -238,6 +262,7 @@ def test_folder_swapped_for_a_symlink_during_the_run_cannot_redirect_a_write(pai
         os.rmdir(hp / "docs")
         os.symlink(outside, hp / "docs")
         return True
+
     results = []
     report, _ = run_sync(str(dell), str(hp), options(), "t", on_result=results.append, on_plan=swap)
     assert list(outside.iterdir()) == []
@@ -253,6 +278,7 @@ def test_file_changed_after_the_plan_is_left_for_the_next_run(pair):
     def edit_dest(plan):
         write(hp / "f", "edited by a user meanwhile", T0 + 50)
         return True
+
     results = []
     run_sync(str(dell), str(hp), options(), "t", on_result=results.append, on_plan=edit_dest)
     assert "destination changed since the plan" in results[0].error

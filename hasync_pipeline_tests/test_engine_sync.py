@@ -86,6 +86,7 @@ def test_folder_with_the_same_names_on_both_sides_is_compared_entry_by_entry(pai
 
 def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
     from hasync_pipeline.engine.walk import walk_tree
+
     dell, _ = pair
     for i in range(30):
         write(dell / f"d{i % 7}" / f"sub{i % 3}" / f"f{i}", "x" * i, T0 + i)
@@ -96,8 +97,10 @@ def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
     for rel, listing in one.dirs.items():
         other = four.dirs[rel]
         assert listing.names() == other.names() and listing.sizes == other.sizes and listing.mtimes == other.mtimes
+
     def counts(tree):
         return tree.files, tree.directories, tree.symlinks, tree.bytes
+
     assert counts(one) == counts(four) == (30, 28, 1, sum(range(30)) + len("d1"))  # a link's size: its target's
     assert one.leftovers == four.leftovers == [b"d0/.hasync-tmp-leftover"]
 
@@ -126,8 +129,16 @@ def test_same_size_different_bytes_is_copied(pair):
 
 def test_odd_names_round_trip(pair):
     dell, hp = pair
-    names = [b"with space", b"new\nline", "ünïcødé-日本".encode(), b"latin1-\xe9\xff", b"n" * 255,
-             b"-starts-with-dash", b"tab\tand;semicolon", b"*glob?[x]"]
+    names = [
+        b"with space",
+        b"new\nline",
+        "ünïcødé-日本".encode(),
+        b"latin1-\xe9\xff",
+        b"n" * 255,
+        b"-starts-with-dash",
+        b"tab\tand;semicolon",
+        b"*glob?[x]",
+    ]
     for n in names:
         write(os.path.join(os.fsencode(dell), n), n, T0)
     deep = dell
@@ -158,8 +169,8 @@ def test_symlinks_are_copied_as_links_never_followed(pair, tmp_path):
     os.symlink(outside, dell / "link-to-outside-dir")
     os.symlink("does-not-exist", dell / "dangling")
     (dell / "loop").mkdir()
-    os.symlink("..", dell / "loop" / "up")           # a loop: must not hang
-    os.symlink("self", dell / "self")                 # a link to itself
+    os.symlink("..", dell / "loop" / "up")  # a loop: must not hang
+    os.symlink("self", dell / "self")  # a link to itself
     report, _ = sync(dell, hp)
     assert report.failed == 0
     assert os.readlink(hp / "link-to-outside-dir") == str(outside)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from hasync_pipeline.engine import run_sync
 from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, options, snapshot, sync, write
 
@@ -48,6 +50,7 @@ def test_failure_inside_a_worker_is_reported_and_the_rest_applied(pair):
         results = []
         report, _ = run_sync(str(dell), str(hp), options(workers=3), "t", on_result=results.append)
         return report.clean, [(r.op.path, r.error) for r in results if not r.ok], len(results)
+
     clean, failures, count = as_user(NOBODY, run)
     assert clean is False
     assert failures == [(b"dir3/file00003", "EACCES: Permission denied")]
@@ -55,6 +58,7 @@ def test_failure_inside_a_worker_is_reported_and_the_rest_applied(pair):
     assert len(list(hp.rglob("file*"))) == 399
 
 
+@pytest.mark.slow
 def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
     dell, hp = pair
     block = os.urandom(1 << 20)
@@ -64,10 +68,27 @@ def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
                 f.write(block)
     make_many(dell, 300)  # enough operations for the multi-process path
     write(hp / "big0.bin", "old", T0 - 100_000)
-    proc = subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
-                             "--pair", "media", "--log-dir", str(hp.parent / "logs"), "--workers", "3",
-                             "--no-dry-run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hasync_pipeline.cli",
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--log-dir",
+            str(hp.parent / "logs"),
+            "--workers",
+            "3",
+            "--no-dry-run",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not any(os.path.getsize(p) > (8 << 20) for p in internal_leftovers(hp)):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -88,6 +109,7 @@ class StopNow(BaseException):
     pass
 
 
+@pytest.mark.slow
 def test_a_stop_request_is_honoured_between_files_even_without_a_signal_exception(pair):
     """A signal's exception can be swallowed (raised inside an at-fork hook): the engine also polls
     ApplyContext.stop_requested, and stops with no temp file left."""
@@ -98,10 +120,11 @@ def test_a_stop_request_is_honoured_between_files_even_without_a_signal_exceptio
     def stop_requested():
         if len(results) >= 100:
             raise StopNow()
+
     import pytest
+
     with pytest.raises(StopNow):
-        run_sync(str(dell), str(hp), options(workers=3), "t", on_result=results.append,
-                 stop_requested=stop_requested)
+        run_sync(str(dell), str(hp), options(workers=3), "t", on_result=results.append, stop_requested=stop_requested)
     assert 100 <= len(results) < 2000
     assert internal_leftovers(hp) == []
     installed = [p for p in hp.rglob("file*")]

@@ -45,15 +45,18 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")
-                anchor = anchor[:len(anchor) - node.level + 1]
+                anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
         else:
             continue
         found.update(n for n in names if n in modules)
     if me == "hasync_pipeline.engine":  # its lazy loader names its submodules in a table
-        found.update(f"hasync_pipeline.engine.{m}" for m in re.findall(r'"(\w+)"', path.read_text())
-                     if f"hasync_pipeline.engine.{m}" in modules)
+        found.update(
+            f"hasync_pipeline.engine.{m}"
+            for m in re.findall(r'"(\w+)"', path.read_text())
+            if f"hasync_pipeline.engine.{m}" in modules
+        )
     return found - {me}
 
 
@@ -71,11 +74,12 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == "open":
-                found.append(stack[stack.index(nxt):] + [nxt])
+                found.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
         state[node] = "done"
+
     for node in sorted(edges):
         if node not in state:
             visit(node)
@@ -102,8 +106,16 @@ def test_the_engine_knows_nothing_of_the_layers_around_it():
     engine_files = (PACKAGE / "engine").rglob("*.py")
     for path in engine_files:
         text = path.read_text()
-        for outside in ("dagster", "sqlalchemy", "kubernetes", "hasync_pipeline.audit", "..audit", "..lease",
-                        "..pipeline", "..settings"):
+        for outside in (
+            "dagster",
+            "sqlalchemy",
+            "kubernetes",
+            "hasync_pipeline.audit",
+            "..audit",
+            "..lease",
+            "..pipeline",
+            "..settings",
+        ):
             assert not re.search(rf"^\s*(from|import) {re.escape(outside)}\b", text, re.M), (path.name, outside)
 
 
@@ -114,12 +126,21 @@ def test_only_the_settings_module_names_ha_sync_variables():
         if path.name == "settings.py":
             continue
         tree = ast.parse(path.read_text())
-        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
-                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        docstrings = {
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
+        }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "HA_SYNC_" in node.value \
-                    and id(node) not in docstrings:
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and "HA_SYNC_" in node.value
+                and id(node) not in docstrings
+            ):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
 

@@ -45,6 +45,7 @@ def wait_for(condition, timeout=30.0, what="condition"):
 
 # ---- Kubernetes backend --------------------------------------------------------------------------
 
+
 def test_fake_server_speaks_the_lease_api_semantics(kube):
     api = api_for(kube)
     body = client.V1Lease(metadata=client.V1ObjectMeta(name="x"), spec=client.V1LeaseSpec(holder_identity="a"))
@@ -65,6 +66,7 @@ def test_fake_server_speaks_the_lease_api_semantics(kube):
     assert e.value.status == 404
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_acquirers_exactly_one_wins(kube):
     results: list = []
     start = threading.Barrier(20)
@@ -76,6 +78,7 @@ def test_twenty_concurrent_acquirers_exactly_one_wins(kube):
             results.append(acquire_kube("media", f"pod-{i}/run", 60, api=api, namespace=NS))
         except LeaseHeld as exc:
             results.append(exc)
+
     threads = [threading.Thread(target=contend, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
@@ -132,6 +135,7 @@ def test_stolen_lease_stops_further_changes(kube, pair):
     def steal(plan):
         kube.edit("ha-sync-media", holderIdentity="pod/thief")
         return True
+
     with pytest.raises(LeaseLost, match="thief"):
         run_sync(str(dell), str(hp), options(), "r", on_plan=steal, take_lease=lambda: lease)
     assert snapshot(hp) == {}
@@ -140,8 +144,7 @@ def test_stolen_lease_stops_further_changes(kube, pair):
 
 
 def cli_env(kube, tmp_path):
-    return {"HA_SYNC_LEASE_BACKEND": "kubernetes", "KUBECONFIG": kube.kubeconfig(str(tmp_path)),
-            "POD_NAME": "test-pod"}
+    return {"HA_SYNC_LEASE_BACKEND": "kubernetes", "KUBECONFIG": kube.kubeconfig(str(tmp_path)), "POD_NAME": "test-pod"}
 
 
 def big_source(dell, count=3, mib=128):
@@ -153,18 +156,39 @@ def big_source(dell, count=3, mib=128):
 
 
 def start_cli(dell, hp, tmp_path, env):
-    return subprocess.Popen([sys.executable, "-m", "hasync_pipeline.cli", "--src", str(dell), "--dest", str(hp),
-                             "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--lock-ttl", "60",
-                             "--no-dry-run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hasync_pipeline.cli",
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--lock-ttl",
+            "60",
+            "--no-dry-run",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
+@pytest.mark.slow
 def test_sigterm_releases_the_kubernetes_lease_and_leaves_no_temp_files(kube, pair, tmp_path):
     dell, hp = pair
     big_source(dell)
     proc = start_cli(dell, hp, tmp_path, cli_env(kube, tmp_path))
-    wait_for(lambda: kube.lease("ha-sync-media") is not None and internal_leftovers(hp) or proc.poll() is not None,
-             what="the copy to start")
+    wait_for(
+        lambda: kube.lease("ha-sync-media") is not None and internal_leftovers(hp) or proc.poll() is not None,
+        what="the copy to start",
+    )
     assert proc.poll() is None, proc.communicate()
     assert kube.lease("ha-sync-media")["spec"]["holderIdentity"].startswith("test-pod/")
     proc.send_signal(signal.SIGTERM)
@@ -174,28 +198,52 @@ def test_sigterm_releases_the_kubernetes_lease_and_leaves_no_temp_files(kube, pa
     assert internal_leftovers(hp) == []
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_the_lease_to_expire_then_it_is_taken_over(kube, pair, tmp_path):
     dell, hp = pair
     big_source(dell)
     env = cli_env(kube, tmp_path)
     proc = start_cli(dell, hp, tmp_path, env)
-    wait_for(lambda: kube.lease("ha-sync-media") is not None and internal_leftovers(hp) or proc.poll() is not None,
-             what="the copy to start")
+    wait_for(
+        lambda: kube.lease("ha-sync-media") is not None and internal_leftovers(hp) or proc.poll() is not None,
+        what="the copy to start",
+    )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     dead_holder = kube.lease("ha-sync-media")["spec"]["holderIdentity"]
-    blocked = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
-                      "--no-dry-run", env=env)
+    blocked = run_cli(
+        "--src",
+        str(dell),
+        "--dest",
+        str(hp),
+        "--pair",
+        "media",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--no-dry-run",
+        env=env,
+    )
     assert blocked.returncode == 5 and dead_holder in blocked.stderr and "since" in blocked.stderr
     kube.age("ha-sync-media", 3600)  # the ttl has passed
-    again = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
-                    "--no-dry-run", env=env)
+    again = run_cli(
+        "--src",
+        str(dell),
+        "--dest",
+        str(hp),
+        "--pair",
+        "media",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--no-dry-run",
+        env=env,
+    )
     assert again.returncode == 0, again.stderr
     assert snapshot(hp) == snapshot(dell) and internal_leftovers(hp) == []
     assert kube.lease("ha-sync-media") is None
 
 
 # ---- local backend -------------------------------------------------------------------------------
+
 
 def test_local_lease_one_winner_among_processes(tmp_path):
     go_r, go_w = os.pipe()
@@ -233,6 +281,7 @@ def test_local_lease_held_dead_and_stolen(tmp_path):
         os._exit(0)
     os.waitpid(pid, 0)
     import json
+
     path = tmp_path / "leases" / "ha-sync-infra.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps({**data, "holder": "dead/run", "pid": pid}))
@@ -247,27 +296,53 @@ def test_local_lease_held_dead_and_stolen(tmp_path):
 
 def test_cli_with_a_held_local_lease_exits_5_and_changes_nothing(pair, tmp_path):
     from hasync_pipeline.settings import deployment
+
     dell, hp = pair
     write(dell / "a", "a")
     holder = acquire_local(deployment().state_dir, "media", "someone-else/run-9", 60)
-    proc = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
-                   "--no-dry-run")
+    proc = run_cli(
+        "--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--no-dry-run"
+    )
     assert proc.returncode == 5
     assert "lease ha-sync-media is held by someone-else/run-9 since" in proc.stderr
     assert snapshot(hp) == {}
     holder.release()
-    assert run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media",
-                   "--log-dir", str(tmp_path / "logs"), "--no-dry-run").returncode == 0
+    assert (
+        run_cli(
+            "--src",
+            str(dell),
+            "--dest",
+            str(hp),
+            "--pair",
+            "media",
+            "--log-dir",
+            str(tmp_path / "logs"),
+            "--no-dry-run",
+        ).returncode
+        == 0
+    )
 
 
 def test_cli_says_clearly_when_no_lease_can_be_taken(pair, tmp_path):
     dell, hp = pair
     write(dell / "a", "a")
-    base = ("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"),
-            "--no-dry-run")
+    base = (
+        "--src",
+        str(dell),
+        "--dest",
+        str(hp),
+        "--pair",
+        "media",
+        "--log-dir",
+        str(tmp_path / "logs"),
+        "--no-dry-run",
+    )
     bad = run_cli(*base, env={"HA_SYNC_LEASE_BACKEND": "etcd"})
     assert bad.returncode == 2 and "HA_SYNC_LEASE_BACKEND: 'etcd' is not one of kubernetes, local" in bad.stderr
-    unreachable = run_cli(*base, env={"HA_SYNC_LEASE_BACKEND": "kubernetes",
-                                      "KUBECONFIG": str(tmp_path / "missing-kubeconfig")})
-    assert unreachable.returncode == 1 and "cannot take the lease ha-sync-media, nothing changed: " in unreachable.stderr
+    unreachable = run_cli(
+        *base, env={"HA_SYNC_LEASE_BACKEND": "kubernetes", "KUBECONFIG": str(tmp_path / "missing-kubeconfig")}
+    )
+    assert (
+        unreachable.returncode == 1 and "cannot take the lease ha-sync-media, nothing changed: " in unreachable.stderr
+    )
     assert "Traceback" not in unreachable.stderr and snapshot(hp) == {}

@@ -37,8 +37,9 @@ def roots(tmp_path, monkeypatch):
 
 def run_job(name: str, run_config: dict | None = None, instance=None):
     instance = instance or dg.DagsterInstance.ephemeral()
-    return defs.get_job_def(name).execute_in_process(run_config=run_config or {}, instance=instance,
-                                                      raise_on_error=False)
+    return defs.get_job_def(name).execute_in_process(
+        run_config=run_config or {}, instance=instance, raise_on_error=False
+    )
 
 
 def iterations() -> list[dict]:
@@ -53,6 +54,7 @@ def iterations() -> list[dict]:
 def lease_is_free(pair: str) -> bool:
     from hasync_pipeline.lease import LeaseHeld
     from hasync_pipeline.settings import deployment
+
     try:
         acquire_local(deployment().state_dir, pair, "probe/run", 60).release()
         return True
@@ -61,6 +63,7 @@ def lease_is_free(pair: str) -> bool:
 
 
 # ---- what exists ---------------------------------------------------------------------------------
+
 
 def test_twelve_jobs_schedules_with_the_seed_crons_and_the_rest():
     repo = defs.get_repository_def()
@@ -90,6 +93,7 @@ def test_every_job_defaults_to_dry_run_and_takes_env_defaults(monkeypatch):
     monkeypatch.setenv("HA_SYNC_DRY_RUN", "false")
     monkeypatch.setenv("HA_SYNC_EXCLUDE", "*.part,*.tmp")
     from hasync_pipeline.pairs import load_registry
+
     registry = load_registry()
     cfg = registry.settings_for("photos")
     assert cfg.dry_run is False and cfg.exclude == ["*.part", "*.tmp"]
@@ -99,10 +103,10 @@ def test_every_job_defaults_to_dry_run_and_takes_env_defaults(monkeypatch):
 
 
 def test_schedules_ask_for_the_window_that_just_ended():
-    for job, tick, partition in (("media_dell_to_hp", datetime(2026, 11, 22, 10, 15, tzinfo=UTC),
-                                  "2026-11-22-10:00"),
-                                 ("media_hp_to_dell", datetime(2026, 11, 22, 10, 22, tzinfo=UTC),
-                                  "2026-11-22-10:07")):
+    for job, tick, partition in (
+        ("media_dell_to_hp", datetime(2026, 11, 22, 10, 15, tzinfo=UTC), "2026-11-22-10:00"),
+        ("media_hp_to_dell", datetime(2026, 11, 22, 10, 22, tzinfo=UTC), "2026-11-22-10:07"),
+    ):
         schedule = defs.get_schedule_def(f"{job}_schedule")
         with dg.instance_for_test() as instance:
             ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
@@ -111,6 +115,7 @@ def test_schedules_ask_for_the_window_that_just_ended():
 
 
 # ---- runs ----------------------------------------------------------------------------------------
+
 
 def test_default_run_is_a_dry_run_recorded_and_observed(roots):
     dell, hp = roots
@@ -143,6 +148,7 @@ def test_real_run_syncs_and_a_second_round_changes_nothing(roots):
 
 def test_held_lease_ends_the_run_skipped_and_successful(roots):
     from hasync_pipeline.settings import deployment
+
     dell, hp = roots
     write(dell / "media" / "x", "x")
     other = acquire_local(deployment().state_dir, "media", "someone/else", 60)
@@ -186,6 +192,7 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
 
         def log_message(self, *a):
             pass
+
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
@@ -198,8 +205,9 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
     sensor = defs.get_sensor_def("ha_sync_failure_alert")
     [failure] = [r.dagster_event for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
     for _ in range(2):  # the second failure within the hour is not alerted again
-        ctx = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=failure,
-                                                 dagster_instance=instance, dagster_run=result.dagster_run)
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_event=failure, dagster_instance=instance, dagster_run=result.dagster_run
+        )
         sensor(ctx.for_run_failure())
     server.shutdown()
     assert len(received) == 1
@@ -222,6 +230,7 @@ def test_partial_failure_fails_the_run_after_recording_everything(roots):
 def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkeypatch):
     from hasync_pipeline.pairs import load_registry
     from hasync_pipeline.pipeline.sensors import stale_pairs
+
     assert run_job("games_dell_to_hp", REAL).success
     stale = stale_pairs(load_registry(), AuditStore(), datetime.now(UTC), intervals=4)
     assert [s.split()[0] for s in stale] == ["media", "photos", "owncloud", "infra", "ai"]

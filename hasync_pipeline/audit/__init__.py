@@ -7,6 +7,19 @@ from .records import decode_path, encode_path
 from .store import AuditStore, AuditUnavailable
 from .trail import ALREADY_CURRENT, AuditTrail, plan_signature
 
-__all__ = ["DsnError", "redact", "to_url", "expire_old", "expire_old_and_warn", "flush_file", "flush_pending",
-           "decode_path", "encode_path", "AuditStore", "AuditUnavailable", "ALREADY_CURRENT", "AuditTrail",
-           "plan_signature"]
+__all__ = [
+    "DsnError",
+    "redact",
+    "to_url",
+    "expire_old",
+    "expire_old_and_warn",
+    "flush_file",
+    "flush_pending",
+    "decode_path",
+    "encode_path",
+    "AuditStore",
+    "AuditUnavailable",
+    "ALREADY_CURRENT",
+    "AuditTrail",
+    "plan_signature",
+]

@@ -18,8 +18,19 @@ from ..settings import default_dsn
 # what follows "user:pass@" in a Go DSN: [net(addr)]/db[?params]
 _GO_ADDRESS = re.compile(r"^(?:(?P<net>tcp|unix)\((?P<addr>[^)]*)\))?/(?P<db>[^?]*)(?:\?(?P<params>.*))?$")
 # Go driver parameters that mean nothing to PyMySQL
-_GO_ONLY_PARAMS = {"parseTime", "loc", "allowNativePasswords", "timeout", "readTimeout", "writeTimeout",
-                   "multiStatements", "interpolateParams", "tls", "collation", "maxAllowedPacket"}
+_GO_ONLY_PARAMS = {
+    "parseTime",
+    "loc",
+    "allowNativePasswords",
+    "timeout",
+    "readTimeout",
+    "writeTimeout",
+    "multiStatements",
+    "interpolateParams",
+    "tls",
+    "collation",
+    "maxAllowedPacket",
+}
 
 
 SUPPORTED_BACKENDS = ("mysql", "sqlite")  # what the schema and the store are written and tested for
@@ -40,11 +51,13 @@ def to_url(dsn: str | None) -> URL:
         if url.drivername in ("mysql", "mariadb"):
             url = url.set(drivername="mysql+pymysql")
         if url.get_backend_name() not in SUPPORTED_BACKENDS:
-            raise DsnError(f"unsupported database {url.get_backend_name()!r}: the audit tables live in MySQL/"
-                           "MariaDB (mysql+pymysql://...) or SQLite (sqlite:///path)")
+            raise DsnError(
+                f"unsupported database {url.get_backend_name()!r}: the audit tables live in MySQL/"
+                "MariaDB (mysql+pymysql://...) or SQLite (sqlite:///path)"
+            )
         return _with_mysql_defaults(url)
     at = dsn.rfind("@")  # as the Go driver does: the password may itself hold '@'
-    creds, rest = (dsn[:at], dsn[at + 1:]) if at >= 0 else ("", dsn)
+    creds, rest = (dsn[:at], dsn[at + 1 :]) if at >= 0 else ("", dsn)
     m = _GO_ADDRESS.match(rest)
     if not m:
         raise DsnError("not a Go-style MySQL DSN (user:pass@tcp(host:3306)/db) nor a SQLAlchemy URL")
@@ -64,8 +77,15 @@ def to_url(dsn: str | None) -> URL:
             port = int(port_text or 3306)
         except ValueError:
             raise DsnError(f"bad port {port_text!r} in the DSN") from None
-    url = URL.create("mysql+pymysql", username=user or None, password=password or None, host=host, port=port,
-                     database=m.group("db") or None, query=query)
+    url = URL.create(
+        "mysql+pymysql",
+        username=user or None,
+        password=password or None,
+        host=host,
+        port=port,
+        database=m.group("db") or None,
+        query=query,
+    )
     return _with_mysql_defaults(url)
 
 

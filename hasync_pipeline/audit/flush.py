@@ -12,6 +12,7 @@ import glob
 import os
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .opslog import OPSLOG_GLOB_PREFIX, OpslogCorrupt, ParsedOpslog, read_opslog, try_lock
 from .records import naive_utc, parse_iso, summary_values
@@ -31,17 +32,23 @@ class FlushOutcome:
     error: str | None = None
 
 
-def final_fields(parsed: ParsedOpslog) -> dict:
+def final_fields(parsed: ParsedOpslog) -> dict[str, Any]:
     """The iteration's closing columns: from the summary, or reconstructed for a crashed run."""
     if parsed.summary is not None:
         return summary_values(parsed.summary)
     note = " (its last line was cut off)" if parsed.torn_tail else ""
-    return {"ended_at": naive_utc(parse_iso(parsed.last_ended or parsed.header["started_at"])),
-            "status": "failed", "files_created": parsed.done["create"], "files_updated": parsed.done["update"],
-            "files_deleted": parsed.done["delete"], "files_skipped": 0, "files_failed": parsed.failed,
-            "total_bytes_transferred": parsed.bytes,
-            "error_message": f"the run ended without a summary (killed or crashed); {len(parsed.rows)} "
-                             f"operations were recorded before it stopped{note}"}
+    return {
+        "ended_at": naive_utc(parse_iso(parsed.last_ended or parsed.header["started_at"])),
+        "status": "failed",
+        "files_created": parsed.done["create"],
+        "files_updated": parsed.done["update"],
+        "files_deleted": parsed.done["delete"],
+        "files_skipped": 0,
+        "files_failed": parsed.failed,
+        "total_bytes_transferred": parsed.bytes,
+        "error_message": f"the run ended without a summary (killed or crashed); {len(parsed.rows)} "
+        f"operations were recorded before it stopped{note}",
+    }
 
 
 def quarantine(path: str) -> str:
@@ -123,5 +130,7 @@ def expire_old_and_warn(log_dir: str, retain_days: float) -> str | None:
     files, dropped = expire_old(log_dir, retain_days)
     if not dropped:
         return None
-    return (f"deleted {files} opslogs older than {retain_days:g} days that never reached the database: "
-            f"{dropped} operation records were dropped")
+    return (
+        f"deleted {files} opslogs older than {retain_days:g} days that never reached the database: "
+        f"{dropped} operation records were dropped"
+    )

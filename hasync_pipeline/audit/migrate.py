@@ -1,9 +1,9 @@
 """Bring an audit database to the current schema with Alembic (the SQLAlchemy project's migration tool).
 
-Called by AuditStore.ensure_schema() before the first use.  The fast path is two small queries (is there an alembic_version, what does it say);
-Alembic is imported only when there is something to do.  On MySQL/MariaDB a named lock (GET_LOCK) keeps two
-runs starting at once from migrating together (DDL commits implicitly there); SQLite's BEGIN IMMEDIATE does
-the same."""
+Called by AuditStore.ensure_schema() before the first use.  The fast path is two small queries (is there an
+alembic_version, what does it say); Alembic is imported only when there is something to do.  On
+MySQL/MariaDB a named lock (GET_LOCK) keeps two runs starting at once from migrating together (DDL commits
+implicitly there); SQLite's BEGIN IMMEDIATE does the same."""
 
 from __future__ import annotations
 

@@ -19,10 +19,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from ..engine.workers import OpResult
-from .records import RecordInvalid, header_values, iso, operation_row, parse_iso, prepare_op, summary_values
+from .records import Prepared, RecordInvalid, header_values, iso, operation_row, parse_iso, prepare_op, summary_values
 
 OPSLOG_GLOB_PREFIX = "opslog-"
 
@@ -34,9 +34,9 @@ def opslog_name(pair: str, direction: str, started_at: datetime) -> str:
 @dataclass
 class ParsedOpslog:
     path: str
-    header: dict
-    rows: list[tuple[Any, ...]] = field(default_factory=list)   # database rows of the operations (records.py)
-    summary: dict | None = None
+    header: dict[str, Any]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # database rows of the operations (records.py)
+    summary: dict[str, Any] | None = None
     torn_tail: bool = False
     done: dict[str, int] = field(default_factory=lambda: {"create": 0, "update": 0, "delete": 0})
     failed: int = 0
@@ -68,7 +68,7 @@ class OpslogWriter:
     """Writes the file, and keeps the database rows of what it wrote, so the run's own flush need not read
     the file back (the file stays the source of truth for any other flusher)."""
 
-    def __init__(self, log_dir: str, header: dict):
+    def __init__(self, log_dir: str, header: dict[str, Any]):
         os.makedirs(log_dir, exist_ok=True)
         started = parse_iso(header["started_at"])
         self.path = os.path.join(log_dir, opslog_name(header["pair"], header["direction"], started))
@@ -79,12 +79,13 @@ class OpslogWriter:
         self._unwritten, self._burst_started = 0, time.monotonic()
         self._line({"type": "header", **header})
 
-    def _line(self, obj: dict) -> None:
+    def _line(self, obj: dict[str, Any]) -> None:
         self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
         self.write_out()
 
     def record(self, result: OpResult) -> None:
-        line, row, operation, ok, nbytes, ended = result.prepared or prepare_op(result, self.dry_run)
+        prepared: Prepared = result.prepared or prepare_op(result, self.dry_run)  # type: ignore[assignment]
+        line, row, operation, ok, nbytes, ended = prepared
         self._f.write(line)
         self.parsed.rows.append(row)
         self.parsed.count(operation, ok, nbytes, ended)
@@ -97,7 +98,7 @@ class OpslogWriter:
         self._f.flush()
         self._unwritten, self._burst_started = 0, time.monotonic()
 
-    def close(self, summary: dict | None) -> None:
+    def close(self, summary: dict[str, Any] | None) -> None:
         """Write the summary (None: leave the file as a crashed run would, e.g. interrupted) and unlock."""
         if summary is not None:
             self._line({"type": "summary", **summary})
@@ -109,7 +110,7 @@ class OpslogCorrupt(Exception):
     """The file cannot be trusted (no header, or a broken line before the end)."""
 
 
-def read_opslog(path: str, f=None) -> ParsedOpslog:
+def read_opslog(path: str, f: IO[bytes] | None = None) -> ParsedOpslog:
     """Parse an opslog.  Pass the already locked file object `f` when holding its lock: opening the file
     again and closing it would drop every POSIX lock this process holds on it."""
     if f is None:
@@ -158,7 +159,7 @@ def read_opslog(path: str, f=None) -> ParsedOpslog:
     return parsed
 
 
-def try_lock(path: str):
+def try_lock(path: str) -> IO[bytes] | None:
     """An open, exclusively locked file object, or None when a live writer (or flusher) holds it.
     Read through this object only (see read_opslog)."""
     try:

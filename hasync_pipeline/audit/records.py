@@ -30,8 +30,8 @@ OPERATION_FIELDS = tuple(c.name for c in sync_operations.columns if c.name not i
 # what a run's summary sets on its iteration row: every column but the run's identity, set at its start
 IDENTITY_FIELDS = ("id", "sync_pair", "direction", "src", "dest", "started_at", "dry_run", "run_id", "dagster_run_id")
 SUMMARY_FIELDS = tuple(c.name for c in sync_iterations.columns if c.name not in IDENTITY_FIELDS)
-FILEPATH_MAX = sync_operations.c.filepath.type.length
-ERROR_MAX = sync_operations.c.error_message.type.length
+FILEPATH_MAX: int = sync_operations.c.filepath.type.length  # type: ignore[attr-defined]
+ERROR_MAX: int = sync_operations.c.error_message.type.length  # type: ignore[attr-defined]
 
 
 class RecordInvalid(ValueError):
@@ -39,6 +39,7 @@ class RecordInvalid(ValueError):
 
 
 # ---- paths and times -------------------------------------------------------------------------------------
+
 
 def encode_path(rel: bytes) -> str:
     """Text for a path: itself when it is valid UTF-8, else `hasync-pct:` + percent-encoded bytes.
@@ -56,13 +57,13 @@ def encode_path(rel: bytes) -> str:
 
 def decode_path(text: str) -> bytes:
     if text.startswith(PATH_PREFIX):
-        return urllib.parse.unquote_to_bytes(text[len(PATH_PREFIX):])
+        return urllib.parse.unquote_to_bytes(text[len(PATH_PREFIX) :])
     return text.encode("utf-8")
 
 
 def cut_path(path: str) -> str:
     """VARCHAR(4096): keep the head and say it was cut."""
-    return path if len(path) <= FILEPATH_MAX else path[:FILEPATH_MAX - 3] + "..."
+    return path if len(path) <= FILEPATH_MAX else path[: FILEPATH_MAX - 3] + "..."
 
 
 def cut_error(error: str | None) -> str | None:
@@ -136,7 +137,11 @@ _LINE = '{{"type":"op",' + ",".join(f'"{name}":{{{name}}}' for name in OPERATION
 _ROW = itemgetter(*OPERATION_FIELDS)
 
 
-def prepare_op(result: OpResult, dry_run: int) -> tuple[str, tuple[Any, ...], str, bool, int, str]:
+# an operation's (opslog line, database row, operation, ok, bytes, ended ISO)
+Prepared = tuple[str, tuple[Any, ...], str, bool, int, str]
+
+
+def prepare_op(result: OpResult, dry_run: int) -> Prepared:
     """An operation's opslog line and database row (and what the counts need): (line, row, operation, ok, bytes,
     ended ISO).  Formatted by hand: json.dumps of a dict per operation was most of the audit trail's cost on a
     100k-file run.  Pure, so it can run in the worker process that did the operation (ApplyContext.prepare)."""
@@ -149,17 +154,39 @@ def prepare_op(result: OpResult, dry_run: int) -> tuple[str, tuple[Any, ...], st
     status = "success" if result.ok else "fail"
     md5_before, md5_after, error = op.md5_dest, op.md5_src, result.error
     line = _LINE.format(
-        dry_run=dry_run, operation=f'"{operation}"', filepath=_json_text(path), size_before=_json_num(size_before),
-        size_after=_json_num(size_after), md5_before=_json_text(md5_before), md5_after=_json_text(md5_after),
-        started_at=f'"{started_iso}"', ended_at=f'"{ended_iso}"', status=f'"{status}"',
-        error_message=_json_text(error), bytes=result.bytes)
-    row = _ROW({"dry_run": dry_run, "operation": operation, "filepath": cut_path(path), "size_before": size_before,
-                "size_after": size_after, "md5_before": md5_before, "md5_after": md5_after, "started_at": started_db,
-                "ended_at": ended_db, "status": status, "error_message": cut_error(error)})
+        dry_run=dry_run,
+        operation=f'"{operation}"',
+        filepath=_json_text(path),
+        size_before=_json_num(size_before),
+        size_after=_json_num(size_after),
+        md5_before=_json_text(md5_before),
+        md5_after=_json_text(md5_after),
+        started_at=f'"{started_iso}"',
+        ended_at=f'"{ended_iso}"',
+        status=f'"{status}"',
+        error_message=_json_text(error),
+        bytes=result.bytes,
+    )
+    row = _ROW(
+        {
+            "dry_run": dry_run,
+            "operation": operation,
+            "filepath": cut_path(path),
+            "size_before": size_before,
+            "size_after": size_after,
+            "md5_before": md5_before,
+            "md5_after": md5_after,
+            "started_at": started_db,
+            "ended_at": ended_db,
+            "status": status,
+            "error_message": cut_error(error),
+        }
+    )
     return line, row, operation, result.ok, result.bytes, ended_iso
 
 
 # ---- records read back ------------------------------------------------------------------------------------
+
 
 def _checker(column: Column[Any], raw_driver: bool) -> Callable[[Any], Any]:
     """How a value read from an opslog becomes the column's value, refusing what does not fit it.  Times
@@ -191,8 +218,9 @@ def _checker(column: Column[Any], raw_driver: bool) -> Callable[[Any], Any]:
                 raise RecordInvalid(f"{name} {value!r} is not text")
             if name == "filepath":
                 return cut_path(value)
-            return value[:kind.length] if kind.length else value
+            return value[: kind.length] if kind.length else value
         return value
+
     return fits
 
 
@@ -224,9 +252,16 @@ def header_values(header: Mapping[str, Any]) -> dict[str, Any]:
         started = parse_iso(header["started_at"])
     except ValueError:
         raise RecordInvalid(f"the header's started_at {header['started_at']!r} is not a time") from None
-    return {"run_id": header["run_id"], "sync_pair": header["pair"], "direction": header["direction"],
-            "src": header["src"][:512], "dest": header["dest"][:512], "started_at": naive_utc(started),
-            "dry_run": int(bool(header.get("dry_run"))), "dagster_run_id": header.get("dagster_run_id")}
+    return {
+        "run_id": header["run_id"],
+        "sync_pair": header["pair"],
+        "direction": header["direction"],
+        "src": header["src"][:512],
+        "dest": header["dest"][:512],
+        "started_at": naive_utc(started),
+        "dry_run": int(bool(header.get("dry_run"))),
+        "dagster_run_id": header.get("dagster_run_id"),
+    }
 
 
 def insert_sql(paramstyle: str) -> str:

@@ -10,6 +10,8 @@ iteration of each pair" (dashboard, dry-run idempotency) is then one index looku
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -25,9 +27,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
 
 
-def _mysql(generic, mysql_type):
+def _mysql(generic: TypeEngine[Any], mysql_type: TypeEngine[Any]) -> TypeEngine[Any]:
     return generic.with_variant(mysql_type, "mysql").with_variant(mysql_type, "mariadb")
 
 
@@ -38,13 +41,18 @@ FLAG = _mysql(Integer(), mysql.TINYINT(display_width=1))
 ITERATION_STATUS = ("running", "success", "partial_failure", "failed")
 OPERATIONS = ("create", "update", "delete")
 OPERATION_STATUS = ("success", "fail")
-TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mariadb_engine": "InnoDB",
-                  "mariadb_charset": "utf8mb4"}
+TABLE_OPTIONS: dict[str, Any] = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mariadb_engine": "InnoDB",
+    "mariadb_charset": "utf8mb4",
+}
 
 metadata = MetaData()
 
 sync_iterations = Table(
-    "sync_iterations", metadata,
+    "sync_iterations",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("sync_pair", String(255), nullable=False),
     Column("direction", String(64), nullable=False),
@@ -52,8 +60,12 @@ sync_iterations = Table(
     Column("dest", String(512), nullable=False),
     Column("started_at", DATETIME3, nullable=False),
     Column("ended_at", DATETIME3),
-    Column("status", Enum(*ITERATION_STATUS, name="iteration_status", native_enum=True),
-           nullable=False, server_default="running"),
+    Column(
+        "status",
+        Enum(*ITERATION_STATUS, name="iteration_status", native_enum=True),
+        nullable=False,
+        server_default="running",
+    ),
     Column("dry_run", FLAG, nullable=False, server_default=text("0")),
     Column("files_created", Integer, server_default=text("0")),
     Column("files_updated", Integer, server_default=text("0")),
@@ -73,7 +85,8 @@ sync_iterations = Table(
 )
 
 sync_operations = Table(
-    "sync_operations", metadata,
+    "sync_operations",
+    metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("iteration_id", _mysql(Integer(), mysql.BIGINT()), nullable=False),
     Column("dry_run", FLAG, nullable=False, server_default=text("0")),

@@ -7,10 +7,12 @@ without its password.  Callers treat it as "try again next run": the opslog keep
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
 from .dsn import DsnError, redact, scrub, to_url
@@ -27,14 +29,15 @@ class AuditUnavailable(Exception):
 
 def _sqlite_immediate(engine: Engine) -> None:
     """SQLite: take the write lock at BEGIN, so two flushers serialise instead of both reading 'absent'."""
+
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
         dbapi_conn.execute("PRAGMA busy_timeout=30000")
 
     @event.listens_for(engine, "begin")
-    def _begin(conn):
+    def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -42,17 +45,15 @@ class AuditStore:
     def __init__(self, dsn: str | None = None, connect_timeout: int = 5):
         self.url = to_url(dsn)
         self.name = redact(self.url)
-        kwargs: dict = {"pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if self.url.get_backend_name() == "mysql":
-            kwargs["connect_args"] = {"connect_timeout": connect_timeout, "read_timeout": 60,
-                                      "write_timeout": 60}
+            kwargs["connect_args"] = {"connect_timeout": connect_timeout, "read_timeout": 60, "write_timeout": 60}
         elif self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
             os.makedirs(os.path.dirname(os.path.abspath(self.url.database)), exist_ok=True)
         try:
             self.engine = create_engine(self.url, **kwargs)
         except (ImportError, ArgumentError) as exc:  # e.g. mysql+mysqldb:// without the MySQLdb driver
-            raise DsnError(f"cannot use {self.url.drivername!r}: {exc}; mysql+pymysql:// comes with "
-                           "ha-sync") from None
+            raise DsnError(f"cannot use {self.url.drivername!r}: {exc}; mysql+pymysql:// comes with ha-sync") from None
         if self.url.get_backend_name() == "sqlite":
             _sqlite_immediate(self.engine)
         self._schema_ready = False
@@ -72,44 +73,52 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
         except MigrationError as exc:
-            raise AuditUnavailable(f"audit database {self.name}: its schema could not be upgraded "
-                                   f"({scrub(str(exc), self.url)}); fix that (e.g. grant ALTER) and the waiting "
-                                   "opslogs are flushed by the next run") from None
+            raise AuditUnavailable(
+                f"audit database {self.name}: its schema could not be upgraded "
+                f"({scrub(str(exc), self.url)}); fix that (e.g. grant ALTER) and the waiting "
+                "opslogs are flushed by the next run"
+            ) from None
         self._schema_ready = True
 
     # ---- writing -------------------------------------------------------------------------------
-    def start_iteration(self, header: dict) -> int:
+    def start_iteration(self, header: Mapping[str, Any]) -> int:
         """Insert the `running` row a dashboard shows while the run goes on."""
         self.ensure_schema()
         try:
             with self.engine.begin() as conn:
-                return conn.execute(insert(sync_iterations).values(
-                    **header_values(header), status="running")).inserted_primary_key[0]
+                return _new_id(conn.execute(insert(sync_iterations).values(**header_values(header), status="running")))
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
-    def write_run(self, header: dict, rows: list[tuple], final: dict) -> tuple[int, bool]:
+    def write_run(
+        self,
+        header: Mapping[str, Any],
+        rows: list[tuple[Any, ...]],
+        final: Mapping[str, Any],
+    ) -> tuple[int, bool]:
         """Iteration + operations of one opslog in ONE transaction; (iteration id, newly written).
 
         Idempotent by run_id: a run already written (status no longer 'running') is left as it is."""
         self.ensure_schema()
         try:
             with self.engine.begin() as conn:
-                row = conn.execute(select(sync_iterations.c.id, sync_iterations.c.status)
-                                   .where(sync_iterations.c.run_id == header["run_id"])
-                                   .with_for_update()).first()
+                row = conn.execute(
+                    select(sync_iterations.c.id, sync_iterations.c.status)
+                    .where(sync_iterations.c.run_id == header["run_id"])
+                    .with_for_update()
+                ).first()
                 if row is not None and row.status != "running":
                     return row.id, False
                 if row is None:
-                    iteration_id = conn.execute(insert(sync_iterations).values(
-                        **header_values(header), **final)).inserted_primary_key[0]
+                    iteration_id = _new_id(
+                        conn.execute(insert(sync_iterations).values(**header_values(header), **final))
+                    )
                 else:
                     iteration_id = row.id
-                    conn.execute(update(sync_iterations).where(sync_iterations.c.id == iteration_id)
-                                 .values(**final))
+                    conn.execute(update(sync_iterations).where(sync_iterations.c.id == iteration_id).values(**final))
                 sql = insert_sql(self.engine.dialect.paramstyle)
                 for i in range(0, len(rows), INSERT_CHUNK):  # the driver's executemany: no per-row ORM work
-                    conn.exec_driver_sql(sql, [(iteration_id, *row) for row in rows[i:i + INSERT_CHUNK]])
+                    conn.exec_driver_sql(sql, [(iteration_id, *row) for row in rows[i : i + INSERT_CHUNK]])
                 return iteration_id, True
         except IntegrityError:
             # another flusher inserted the same run_id between our read and insert: it is written
@@ -119,7 +128,8 @@ class AuditStore:
 
     def _iteration_id_of(self, run_id: str) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(sync_iterations.c.id).where(sync_iterations.c.run_id == run_id)).scalar_one()
+            found = conn.execute(select(sync_iterations.c.id).where(sync_iterations.c.run_id == run_id)).scalar_one()
+            return int(found)
 
     # ---- reading -------------------------------------------------------------------------------
     def last_dry_run(self, pair: str, direction: str) -> tuple[datetime, set[tuple[str, str, int | None]]] | None:
@@ -132,12 +142,13 @@ class AuditStore:
                 last = conn.execute(
                     select(it.id, it.started_at)
                     .where(it.sync_pair == pair, it.direction == direction, it.dry_run == 1, it.status == "success")
-                    .order_by(it.started_at.desc(), it.id.desc()).limit(1)).first()
+                    .order_by(it.started_at.desc(), it.id.desc())
+                    .limit(1)
+                ).first()
                 if last is None:
                     return None
                 op = sync_operations.c
-                rows = conn.execute(select(op.filepath, op.operation, op.size_before)
-                                    .where(op.iteration_id == last.id))
+                rows = conn.execute(select(op.filepath, op.operation, op.size_before).where(op.iteration_id == last.id))
                 return last.started_at, {(r.filepath, r.operation, r.size_before) for r in rows}
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
@@ -149,8 +160,11 @@ class AuditStore:
         try:
             with self.engine.connect() as conn:
                 result: dict[str, dict[str, datetime | None]] = {}
-                q = (select(it.sync_pair, it.dry_run, func.max(it.started_at))
-                     .where(it.status == "success").group_by(it.sync_pair, it.dry_run))
+                q = (
+                    select(it.sync_pair, it.dry_run, func.max(it.started_at))
+                    .where(it.status == "success")
+                    .group_by(it.sync_pair, it.dry_run)
+                )
                 for pair, dry_run, last in conn.execute(q):
                     entry = result.setdefault(pair, {"real": None, "any": None})
                     if not dry_run:
@@ -168,8 +182,7 @@ class AuditStore:
             return conn.execute(q).scalar_one()
 
     # ---- housekeeping --------------------------------------------------------------------------
-    def purge_operations(self, older_than_days: float = 30, batch: int = 10_000,
-                         now: datetime | None = None) -> int:
+    def purge_operations(self, older_than_days: float = 30, batch: int = 10_000, now: datetime | None = None) -> int:
         """Delete sync_operations rows started more than N days ago, a batch per transaction (short locks
         on a busy table).  Returns how many were deleted."""
         self.ensure_schema()
@@ -179,8 +192,11 @@ class AuditStore:
         try:
             while True:
                 with self.engine.begin() as conn:
-                    ids = conn.execute(select(op.id).where(op.started_at < cutoff).order_by(op.id)
-                                       .limit(batch)).scalars().all()
+                    ids = (
+                        conn.execute(select(op.id).where(op.started_at < cutoff).order_by(op.id).limit(batch))
+                        .scalars()
+                        .all()
+                    )
                     if not ids:
                         return total
                     conn.execute(delete(sync_operations).where(op.id.in_(ids)))
@@ -190,3 +206,9 @@ class AuditStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _new_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

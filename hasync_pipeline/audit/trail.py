@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from typing import Any
 
 from ..engine.plan import Plan
 from ..engine.report import SyncReport
 from ..engine.workers import OpResult
 from .flush import FlushOutcome, expire_old_and_warn, flush_file, flush_pending
 from .opslog import OpslogWriter
-from .records import encode_path, iso, prepare_op, size_of
+from .records import Prepared, encode_path, iso, prepare_op, size_of
 from .store import AuditStore, AuditUnavailable
 
 ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has changed."
@@ -23,13 +24,32 @@ def plan_signature(plan: Plan) -> set[tuple[str, str, int | None]]:
 
 
 class AuditTrail:
-    def __init__(self, store: AuditStore | None, log_dir: str, *, run_id: str, pair: str, direction: str,
-                 src: str, dest: str, dry_run: bool, dagster_run_id: str | None = None,
-                 log_retain_days: float = 10.0):
+    def __init__(
+        self,
+        store: AuditStore | None,
+        log_dir: str,
+        *,
+        run_id: str,
+        pair: str,
+        direction: str,
+        src: str,
+        dest: str,
+        dry_run: bool,
+        dagster_run_id: str | None = None,
+        log_retain_days: float = 10.0,
+    ):
         self.store, self.log_dir, self.log_retain_days = store, log_dir, log_retain_days
-        self.header = {"run_id": run_id, "pair": pair, "direction": direction, "src": src, "dest": dest,
-                       "started_at": iso(datetime.now(UTC)), "dry_run": int(dry_run),
-                       "dagster_run_id": dagster_run_id}
+        self.pair, self.direction = pair, direction
+        self.header: dict[str, Any] = {
+            "run_id": run_id,
+            "pair": pair,
+            "direction": direction,
+            "src": src,
+            "dest": dest,
+            "started_at": iso(datetime.now(UTC)),
+            "dry_run": int(dry_run),
+            "dagster_run_id": dagster_run_id,
+        }
         self.writer: OpslogWriter | None = None
         self.iteration_id: int | None = None
         self.warnings: list[str] = []
@@ -56,7 +76,7 @@ class AuditTrail:
         if self.store is None:
             return None
         try:
-            last = self.store.last_dry_run(self.header["pair"], self.header["direction"])
+            last = self.store.last_dry_run(self.pair, self.direction)
         except AuditUnavailable as exc:
             self.warnings.append(str(exc))
             return None
@@ -72,11 +92,12 @@ class AuditTrail:
             except AuditUnavailable as exc:
                 self.warnings.append(f"{exc}; the opslog keeps the record until the next run flushes it")
 
-    def prepare(self, result: OpResult):
+    def prepare(self, result: OpResult) -> Prepared:
         """Format one operation's record; safe to call in a worker process (see ApplyContext.prepare)."""
         return prepare_op(result, int(bool(self.header["dry_run"])))
 
     def record(self, result: OpResult) -> None:
+        assert self.writer is not None, "begin() first"
         self.writer.record(result)
 
     def write_out(self) -> None:
@@ -90,16 +111,24 @@ class AuditTrail:
             self.begin()
         report = report or SyncReport()
         errors = ([error] if error else []) + report.errors
-        summary = {"ended_at": iso(datetime.now(UTC)), "status": status,
-                   "files_created": report.created, "files_updated": report.updated,
-                   "files_deleted": report.deleted, "files_skipped": report.skipped,
-                   "files_failed": report.failed, "total_bytes_transferred": report.bytes,
-                   "error_message": "\n".join(errors)[:60000] or None}
-        self.writer.close(summary)
+        summary = {
+            "ended_at": iso(datetime.now(UTC)),
+            "status": status,
+            "files_created": report.created,
+            "files_updated": report.updated,
+            "files_deleted": report.deleted,
+            "files_skipped": report.skipped,
+            "files_failed": report.failed,
+            "total_bytes_transferred": report.bytes,
+            "error_message": "\n".join(errors)[:60000] or None,
+        }
+        writer = self.writer
+        assert writer is not None
+        writer.close(summary)
         if self.store is None:
             return None
         try:
-            return flush_file(self.store, self.writer.path, self.writer.parsed)
+            return flush_file(self.store, writer.path, writer.parsed)
         except AuditUnavailable as exc:
-            self.warnings.append(f"{exc}; opslog {self.writer.path} kept for the next run")
+            self.warnings.append(f"{exc}; opslog {writer.path} kept for the next run")
             return None

@@ -70,6 +70,7 @@ def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starle
             limit = _int_param(request, "limit", 20, 1, MAX_LIMIT)
             pair = request.query_params.get("pair") or None
             return {"iterations": queries.recent_iterations(conn, pair, limit)}
+
         return await run_in_threadpool(read, q)
 
     async def operations(request: Request):
@@ -80,10 +81,18 @@ def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starle
             if not queries.iteration_exists(conn, iteration_id):
                 return {"iteration_id": iteration_id, "operations": [], "next_after": None}
             return queries.operations_page(conn, iteration_id, after, size)
+
         return await run_in_threadpool(read, q)
 
     async def healthz(request: Request):
         return await run_in_threadpool(read, lambda conn: {"status": "ok"})
 
-    return Starlette(routes=[Route("/", index), Route("/api/pairs", pairs), Route("/api/iterations", iterations),
-                             Route("/api/operations", operations), Route("/healthz", healthz)])
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/pairs", pairs),
+            Route("/api/iterations", iterations),
+            Route("/api/operations", operations),
+            Route("/healthz", healthz),
+        ]
+    )

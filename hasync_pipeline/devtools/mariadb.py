@@ -13,7 +13,7 @@ import time
 import pymysql
 
 USER = "hasync"
-PASSWORD = "p@ss:w/rd?&="   # exercises DSN parsing: '@', ':', '/', '?', '&', '='
+PASSWORD = "p@ss:w/rd?&="  # exercises DSN parsing: '@', ':', '/', '?', '&', '='
 
 
 def free_port() -> int:
@@ -33,14 +33,34 @@ class MariaDB:
         self.socket = os.path.join(self.dir, "mysqld.sock")
         self.port = free_port()
         user = ["--user=root"] if os.geteuid() == 0 else []
-        subprocess.run([install, "--no-defaults", f"--datadir={self.datadir}", "--auth-root-authentication-method=normal",
-                        "--skip-test-db", *user], check=True, capture_output=True)
+        subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                *user,
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.log = open(os.path.join(self.dir, "server.log"), "w")
         self.command = [
-            mariadbd, "--no-defaults", f"--datadir={self.datadir}", f"--socket={self.socket}", f"--port={self.port}",
-            "--bind-address=127.0.0.1", "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
-            "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin",
-            f"--pid-file={os.path.join(self.dir, 'mysqld.pid')}", *user]
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+            "--innodb-buffer-pool-size=128M",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--skip-log-bin",
+            f"--pid-file={os.path.join(self.dir, 'mysqld.pid')}",
+            *user,
+        ]
         self.start_server()
         with self.root() as conn, conn.cursor() as cur:
             cur.execute(f"CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY %s", (PASSWORD,))

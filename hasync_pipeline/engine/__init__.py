@@ -8,15 +8,28 @@ from importlib import import_module
 from typing import Any
 
 _HOME = {
-    "Op": "plan", "Plan": "plan",
-    "Outcome": "outcome", "RunEnded": "outcome", "Status": "outcome",
-    "Interrupted": "ports", "LeaseHeld": "ports", "LeaseLost": "ports",
-    "SyncOptions": "options", "SyncReport": "report",
-    "SyncSession": "session", "plan_pair": "session", "run_sync": "session", "split_batches": "session",
+    "Op": "plan",
+    "Plan": "plan",
+    "Outcome": "outcome",
+    "RunEnded": "outcome",
+    "Status": "outcome",
+    "Interrupted": "ports",
+    "LeaseHeld": "ports",
+    "LeaseLost": "ports",
+    "SyncOptions": "options",
+    "SyncReport": "report",
+    "SyncSession": "session",
+    "plan_pair": "session",
+    "run_sync": "session",
+    "split_batches": "session",
     "walk_pair": "session",
     "SafetyRefusal": "safety",
-    "ApplyContext": "workers", "OpResult": "workers", "apply_batch": "workers",
-    "TreeListing": "walk", "WalkError": "walk", "walk_tree": "walk",
+    "ApplyContext": "workers",
+    "OpResult": "workers",
+    "apply_batch": "workers",
+    "TreeListing": "walk",
+    "WalkError": "walk",
+    "walk_tree": "walk",
 }
 __all__ = sorted(_HOME)
 

@@ -13,8 +13,16 @@ def fingerprint(tree: TreeListing) -> str:
     h = hashlib.blake2b(digest_size=16)
     for rel in sorted(tree.dirs):
         listing = tree.dirs[rel]
-        mtimes = array("q", (0 if k == DIR else m for k, m in zip(listing.kinds, listing.mtimes)))
-        for part in (rel, b"\0", listing.names_blob, b"\0", listing.kinds, listing.sizes.tobytes(),
-                     mtimes.tobytes(), repr(sorted((listing.links or {}).items())).encode()):
+        mtimes = array("q", (0 if k == DIR else m for k, m in zip(listing.kinds, listing.mtimes, strict=True)))
+        for part in (
+            rel,
+            b"\0",
+            listing.names_blob,
+            b"\0",
+            listing.kinds,
+            listing.sizes.tobytes(),
+            mtimes.tobytes(),
+            repr(sorted((listing.links or {}).items())).encode(),
+        ):
             h.update(part)
     return h.hexdigest()

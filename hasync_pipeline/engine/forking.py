@@ -24,7 +24,7 @@ def write_frame(fd: int, obj: Any) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(_LEN.pack(len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 class FrameReader:
@@ -46,8 +46,8 @@ class FrameReader:
             (size,) = _LEN.unpack_from(self.buf)
             if len(self.buf) < _LEN.size + size:
                 break
-            frames.append(pickle.loads(bytes(self.buf[_LEN.size:_LEN.size + size])))
-            del self.buf[:_LEN.size + size]
+            frames.append(pickle.loads(bytes(self.buf[_LEN.size : _LEN.size + size])))
+            del self.buf[: _LEN.size + size]
         return frames
 
     def read_all(self) -> list[Any]:
@@ -117,12 +117,14 @@ class Child:
 
 def call_in_child(fn: Callable[..., Any], *args: Any) -> Child:
     """Start fn(*args) in a forked child; `result_of(child)` collects its return value or exception."""
+
     def body(out_fd: int, _in_fd: int) -> None:
         try:
             result = ("ok", fn(*args))
         except Exception as exc:  # noqa: BLE001 - re-raised in the parent
             result = ("error", exc)
         write_frame(out_fd, result)
+
     return Child(body)
 
 

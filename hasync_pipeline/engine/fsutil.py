@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+from collections.abc import Callable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -48,8 +49,11 @@ def open_dir(root_fd: int, rel: bytes, create_mode: int | None = None) -> int:
                 nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePathError(exc.errno, f"'{comp.decode('utf-8', 'backslashreplace')}' "
-                                          "is a symlink or not a directory; refusing to go through it") from None
+                    raise UnsafePathError(
+                        exc.errno,
+                        f"'{comp.decode('utf-8', 'backslashreplace')}' "
+                        "is a symlink or not a directory; refusing to go through it",
+                    ) from None
                 raise
             os.close(fd)
             fd = nfd
@@ -89,7 +93,9 @@ class CopyCancelled(Exception):
     """The copy was stopped half-way (the run is being interrupted)."""
 
 
-def copy_data(src_fd: int, dst_fd: int, cancelled=lambda: False, expected: int | None = None) -> int:
+def copy_data(
+    src_fd: int, dst_fd: int, cancelled: Callable[[], bool] = lambda: False, expected: int | None = None
+) -> int:
     """Copy src to dst until EOF (or until `expected` bytes: the caller re-checks the size, which saves a
     syscall per file); in-kernel where possible.  Returns the number of bytes copied.  `cancelled` is
     polled every 64 MiB so an interrupted run does not wait for a huge file."""

@@ -4,36 +4,47 @@ whether Dagster counts the run as skipped or failed."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .report import SyncReport
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     SUCCESS = "success"
     ALREADY_CURRENT = "already_current"  # a dry-run whose plan equals the last one: nothing written
-    LEASE_HELD = "lease_held"            # another live run has the pair: nothing done, not a failure
+    LEASE_HELD = "lease_held"  # another live run has the pair: nothing done, not a failure
     PARTIAL_FAILURE = "partial_failure"  # some operations failed or some entries were skipped with an error
-    REFUSED = "refused"                  # a safety check refused the run before any change
-    INTERRUPTED = "interrupted"          # SIGTERM/SIGINT: changes stopped, temp files removed
-    FAILED = "failed"                    # the run could not complete (lease lost, unreadable root...)
+    REFUSED = "refused"  # a safety check refused the run before any change
+    INTERRUPTED = "interrupted"  # SIGTERM/SIGINT: changes stopped, temp files removed
+    FAILED = "failed"  # the run could not complete (lease lost, unreadable root...)
 
 
 # ha-sync's documented exit codes (2, bad usage, is decided before a run exists)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED = range(7)
-EXIT_CODES = {Status.SUCCESS: EXIT_OK, Status.ALREADY_CURRENT: EXIT_OK, Status.LEASE_HELD: EXIT_LEASE_HELD,
-              Status.PARTIAL_FAILURE: EXIT_PARTIAL, Status.REFUSED: EXIT_REFUSED,
-              Status.INTERRUPTED: EXIT_INTERRUPTED, Status.FAILED: EXIT_FAILED}
+EXIT_CODES = {
+    Status.SUCCESS: EXIT_OK,
+    Status.ALREADY_CURRENT: EXIT_OK,
+    Status.LEASE_HELD: EXIT_LEASE_HELD,
+    Status.PARTIAL_FAILURE: EXIT_PARTIAL,
+    Status.REFUSED: EXIT_REFUSED,
+    Status.INTERRUPTED: EXIT_INTERRUPTED,
+    Status.FAILED: EXIT_FAILED,
+}
 # the audit row's status (the seed's ENUM: running, success, partial_failure, failed)
-AUDIT_STATUS = {Status.SUCCESS: "success", Status.PARTIAL_FAILURE: "partial_failure", Status.REFUSED: "failed",
-                Status.INTERRUPTED: "failed", Status.FAILED: "failed"}
+AUDIT_STATUS = {
+    Status.SUCCESS: "success",
+    Status.PARTIAL_FAILURE: "partial_failure",
+    Status.REFUSED: "failed",
+    Status.INTERRUPTED: "failed",
+    Status.FAILED: "failed",
+}
 SKIPPED = (Status.ALREADY_CURRENT, Status.LEASE_HELD)
 
 
 @dataclass
 class Outcome:
     status: Status
-    message: str = ""                    # one line saying why, for refusals, failures and skips
+    message: str = ""  # one line saying why, for refusals, failures and skips
     report: SyncReport = field(default_factory=SyncReport)
     warnings: list[str] = field(default_factory=list)
 

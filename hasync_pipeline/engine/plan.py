@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress
@@ -23,9 +23,23 @@ from .paths import display, join, split
 from .walk import DIR, FILE, KIND_NAMES, LINK, DirListing, Entry, TreeListing
 
 MKDIR, COPY, TOUCH, SYMLINK, DELETE, RMDIR, CONFLICT = (
-    "mkdir", "copy", "touch", "symlink", "delete", "rmdir", "conflict")
-_AUDIT_OPERATION = {MKDIR: "create", COPY: "update", TOUCH: "update", SYMLINK: "update",
-                    DELETE: "delete", RMDIR: "delete", CONFLICT: "update"}
+    "mkdir",
+    "copy",
+    "touch",
+    "symlink",
+    "delete",
+    "rmdir",
+    "conflict",
+)
+_AUDIT_OPERATION = {
+    MKDIR: "create",
+    COPY: "update",
+    TOUCH: "update",
+    SYMLINK: "update",
+    DELETE: "delete",
+    RMDIR: "delete",
+    CONFLICT: "update",
+}
 
 
 @dataclass(slots=True)
@@ -47,7 +61,19 @@ class Op:
 
     @property
     def copy_bytes(self) -> int:
-        return self.src.size if self.action == COPY else 0
+        return self.src.size if self.action == COPY and self.src is not None else 0
+
+    @property
+    def src_entry(self) -> Entry:
+        """The source entry of an operation that has one (copies, links, folders made)."""
+        assert self.src is not None, f"{self.action} without a source entry"
+        return self.src
+
+    @property
+    def dest_entry(self) -> Entry:
+        """The destination entry of an operation that has one (replacements, deletes)."""
+        assert self.dest is not None, f"{self.action} without a destination entry"
+        return self.dest
 
     def describe(self) -> str:
         return f"{self.action:<8} {display(self.path)}" + (f"  ({self.detail})" if self.detail else "")
@@ -55,8 +81,8 @@ class Op:
 
 @dataclass
 class Plan:
-    ops: list[Op] = field(default_factory=list)            # in apply order: mkdir, transfers, deletes, rmdirs
-    conflicts: list[Op] = field(default_factory=list)      # reported, never applied
+    ops: list[Op] = field(default_factory=list)  # in apply order: mkdir, transfers, deletes, rmdirs
+    conflicts: list[Op] = field(default_factory=list)  # reported, never applied
     errors: list[tuple[bytes, str]] = field(default_factory=list)  # subtrees that could not be compared
     unchanged: int = 0
     dest_newer: int = 0
@@ -102,29 +128,36 @@ def _make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions) -> Pla
         s_list, d_list = src.dirs.get(rel), dest.dirs.get(rel)
         for tree, listing in ((src, s_list), (dest, d_list)):
             if listing is None and rel in tree.unreadable:
-                plan.errors.append((rel, f"cannot read {display(rel)} in {tree.root}: "
-                                         f"{tree.unreadable[rel]}; subtree left alone"))
+                plan.errors.append(
+                    (rel, f"cannot read {display(rel)} in {tree.root}: {tree.unreadable[rel]}; subtree left alone")
+                )
         if (s_list is None and rel in src.unreadable) or (d_list is None and rel in dest.unreadable):
             continue
         s_list, d_list = s_list or empty, d_list or empty
         if not d_list:  # nothing of this folder in the destination: all of it is created, nothing to compare
             prefix = rel + b"/" if rel else b""
-            for name, s in zip(s_list.names(), s_list.entries()):
-                _create(prefix + name, s, mkdirs, transfers, recurse)
+            for name, entry in zip(s_list.names(), s_list.entries(), strict=True):
+                _create(prefix + name, entry, mkdirs, transfers, recurse)
             continue
         s_kinds, s_sizes, s_mtimes = s_list.kinds, s_list.sizes, s_list.mtimes
         d_kinds, d_sizes, d_mtimes = d_list.kinds, d_list.sizes, d_list.mtimes
         same, to_check = _pairs_to_check(s_list, d_list)
         plan.unchanged += same
         for name, i, j in to_check:
-            if i >= 0 and j >= 0 and s_kinds[i] == FILE == d_kinds[j] and s_sizes[i] == d_sizes[j] \
-                    and abs(s_mtimes[i] - d_mtimes[j]) <= threshold_ns:
+            if (
+                i >= 0
+                and j >= 0
+                and s_kinds[i] == FILE == d_kinds[j]
+                and s_sizes[i] == d_sizes[j]
+                and abs(s_mtimes[i] - d_mtimes[j]) <= threshold_ns
+            ):
                 plan.unchanged += 1  # the common case, decided without building entries
                 continue
-            s = s_list.entry(i, name) if i >= 0 else None
-            d = d_list.entry(j, name) if j >= 0 else None
+            s: Entry | None = s_list.entry(i, name) if i >= 0 else None
+            d: Entry | None = d_list.entry(j, name) if j >= 0 else None
             path = join(rel, name)
             if d is None:
+                assert s is not None  # a merge pair has at least one side
                 _create(path, s, mkdirs, transfers, recurse)
             elif s is None:
                 if not opts.delete_missing:
@@ -135,8 +168,9 @@ def _make_plan(src: TreeListing, dest: TreeListing, opts: CompareOptions) -> Pla
                 else:
                     deletes.append(Op(DELETE, path, None, d, "not in source"))
             elif s.kind != d.kind:
-                plan.conflicts.append(Op(CONFLICT, path, s, d, f"{KIND_NAMES[s.kind]} in source but "
-                                                               f"{KIND_NAMES[d.kind]} in destination"))
+                plan.conflicts.append(
+                    Op(CONFLICT, path, s, d, f"{KIND_NAMES[s.kind]} in source but {KIND_NAMES[d.kind]} in destination")
+                )
             elif s.kind == DIR:
                 recurse.add(path)
             else:
@@ -179,7 +213,7 @@ def _pairs_to_check(s_list: DirListing, d_list: DirListing) -> tuple[int, Iterab
     return n - len(differ), [(names[i], i, i) for i in sorted(differ)]
 
 
-def _merge(an: list[bytes], bn: list[bytes]):
+def _merge(an: list[bytes], bn: list[bytes]) -> Iterator[tuple[bytes, int, int]]:
     """Yield (name, index in a or -1, index in b or -1) over two sorted name lists."""
     i = j = 0
     len_a, len_b = len(an), len(bn)
@@ -201,8 +235,9 @@ def _merge(an: list[bytes], bn: list[bytes]):
         yield bn[k], -1, k
 
 
-def _compare_leaf(plan: Plan, transfers: list[Op], to_hash: list[Op], path: bytes, s: Entry, d: Entry,
-                  threshold_ns: int) -> None:
+def _compare_leaf(
+    plan: Plan, transfers: list[Op], to_hash: list[Op], path: bytes, s: Entry, d: Entry, threshold_ns: int
+) -> None:
     delta = s.mtime_ns - d.mtime_ns
     if s.kind == LINK and s.link == d.link:
         plan.unchanged += 1
@@ -245,6 +280,7 @@ def md5_of(root: str, rel: bytes) -> str:
 
 def _settle_by_md5(src_root: str, dest_root: str, ops: list[Op], threads: int) -> None:
     """Same size, source newer: identical bytes only need the mtime set (TOUCH), not a copy."""
+
     def settle(op: Op) -> None:
         try:
             op.md5_src, op.md5_dest = md5_of(src_root, op.path), md5_of(dest_root, op.path)
@@ -253,6 +289,7 @@ def _settle_by_md5(src_root: str, dest_root: str, ops: list[Op], threads: int) -
             return
         if op.md5_src == op.md5_dest:
             op.action, op.detail = TOUCH, "same bytes, only the mtime differs"
+
     if ops:
         with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="md5") as pool:
             list(pool.map(settle, ops))

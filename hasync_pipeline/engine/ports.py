@@ -54,7 +54,7 @@ class Trail(Protocol):
     def write_out(self) -> None:
         """Hand buffered records to the OS (end of a batch)."""
 
-    def finish(self, report: SyncReport, status: str, error: str | None = None) -> None:
+    def finish(self, report: SyncReport, status: str, error: str | None = None) -> object:
         """Close the opslog with its summary (opening it first if need be) and flush it."""
 
     def expire_old(self) -> None:
@@ -68,9 +68,13 @@ class NoTrail:
         self.warnings: list[str] = []
 
     def flush_leftovers(self) -> None: ...
-    def already_current(self, plan: Plan) -> str | None: return None
+    def already_current(self, plan: Plan) -> str | None:
+        return None
+
     def begin(self) -> None: ...
-    def prepare(self, result: OpResult) -> object: return None
+    def prepare(self, result: OpResult) -> object:
+        return None
+
     def record(self, result: OpResult) -> None: ...
     def write_out(self) -> None: ...
     def finish(self, report: SyncReport, status: str, error: str | None = None) -> None: ...

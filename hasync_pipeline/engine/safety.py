@@ -47,13 +47,15 @@ def check_plan(plan: Plan, src: TreeListing, dest: TreeListing, limits: SafetyLi
     if src.is_empty() and dest.entries > 0:
         raise SafetyRefusal(
             f"source {src.root} is empty but destination {dest.root} holds {dest.entries} entries; "
-            "refusing (an empty source is usually an unmounted volume)")
+            "refusing (an empty source is usually an unmounted volume)"
+        )
     deletes = plan.count(DELETE)
     dest_files = dest.files + dest.symlinks
     if deletes and dest_files and deletes * 100.0 / dest_files > limits.max_delete_percent:
         raise SafetyRefusal(
             f"the plan deletes {deletes} of {dest_files} files in {dest.root} "
-            f"({deletes * 100.0 / dest_files:.1f}% > --max-delete {limits.max_delete_percent:g}%); refusing")
+            f"({deletes * 100.0 / dest_files:.1f}% > --max-delete {limits.max_delete_percent:g}%); refusing"
+        )
     needed = plan.copy_bytes
     if needed:
         fd = fsutil.open_root(dest.root)
@@ -64,4 +66,5 @@ def check_plan(plan: Plan, src: TreeListing, dest: TreeListing, limits: SafetyLi
         if needed > available - limits.free_space_reserve_bytes:
             raise SafetyRefusal(
                 f"copies need {needed} bytes but {dest.root} has {available} bytes free "
-                f"(keeping {limits.free_space_reserve_bytes} in reserve); refusing before starting")
+                f"(keeping {limits.free_space_reserve_bytes} in reserve); refusing before starting"
+            )

@@ -37,12 +37,21 @@ def _noop() -> None:
 class SyncSession:
     """The state of one run between its steps (held by the CLI's loop, or by the Dagster run)."""
 
-    def __init__(self, src: str, dest: str, opts: SyncOptions, run_id: str, *,
-                 trail: Trail | None = None, take_lease: Callable[[], Lease] = NoLease, lease_name: str = "",
-                 on_plan: Callable[[Plan], object] = lambda plan: None,
-                 on_result: Callable[[OpResult], None] = lambda result: None,
-                 stop_requested: Callable[[], None] = _noop,
-                 started_walks: tuple[Child | None, Child | None] = (None, None)):
+    def __init__(
+        self,
+        src: str,
+        dest: str,
+        opts: SyncOptions,
+        run_id: str,
+        *,
+        trail: Trail | None = None,
+        take_lease: Callable[[], Lease] = NoLease,
+        lease_name: str = "",
+        on_plan: Callable[[Plan], object] = lambda plan: None,
+        on_result: Callable[[OpResult], None] = lambda result: None,
+        stop_requested: Callable[[], None] = _noop,
+        started_walks: tuple[Child | None, Child | None] = (None, None),
+    ):
         self.src, self.dest = os.path.abspath(src), os.path.abspath(dest)
         self.opts, self.run_id = opts, run_id
         self.trail: Trail = trail if trail is not None else NoTrail()
@@ -71,8 +80,9 @@ class SyncSession:
             except (Interrupted, RunEnded):
                 raise
             except Exception as exc:  # noqa: BLE001 - no kubeconfig, API server unreachable...: say so
-                raise self._end(Status.FAILED, f"cannot take {self.lease_name}, nothing changed: "
-                                               f"{describe_error(exc)}", exc) from None
+                raise self._end(
+                    Status.FAILED, f"cannot take {self.lease_name}, nothing changed: {describe_error(exc)}", exc
+                ) from None
             self._recording = True
             self.trail.flush_leftovers()
 
@@ -90,8 +100,9 @@ class SyncSession:
             report = self.report
             report.skipped = plan.skipped
             report.errors += [msg for _, msg in plan.errors]
-            report.errors += [f"{display(p)}: special file (FIFO, socket or device) skipped"
-                              for p in self.src_tree.special]
+            report.errors += [
+                f"{display(p)}: special file (FIFO, socket or device) skipped" for p in self.src_tree.special
+            ]
             if self.opts.dry_run:
                 current = self.trail.already_current(plan)
                 if current:
@@ -113,9 +124,17 @@ class SyncSession:
     def apply(self, index: int) -> list[OpResult]:
         """Apply batch `index`.  Per-file failures are results; a lost lease or an interruption ends the run."""
         assert self.lease is not None, "preflight() first"
-        ctx = ApplyContext(self.src, self.dest, self.trash_stamp, workers=self.opts.workers,
-                           durable=self.opts.durable, check_lease=self.lease.check, on_result=self._record,
-                           prepare=self.trail.prepare, stop_requested=self.stop_requested)
+        ctx = ApplyContext(
+            self.src,
+            self.dest,
+            self.trash_stamp,
+            workers=self.opts.workers,
+            durable=self.opts.durable,
+            check_lease=self.lease.check,
+            on_result=self._record,
+            prepare=self.trail.prepare,
+            stop_requested=self.stop_requested,
+        )
         with self._ending():
             try:
                 return apply_batch(self.batches[index], ctx)
@@ -128,8 +147,11 @@ class SyncSession:
             if not self.opts.dry_run:
                 trash.purge(self.dest, self.opts.trash_retain_days)
             status = Status.SUCCESS if self.report.clean else Status.PARTIAL_FAILURE
-            message = "" if self.report.clean else (
-                f"{self.report.failed} operations failed, {len(self.report.errors)} entries not synced")
+            message = (
+                ""
+                if self.report.clean
+                else (f"{self.report.failed} operations failed, {len(self.report.errors)} entries not synced")
+            )
             self.report.stop_clock()
             self.trail.finish(self.report, AUDIT_STATUS[status])
             self._recording = False
@@ -207,8 +229,10 @@ class SyncSession:
 
 # ---- the pieces the steps are made of ----------------------------------------------------------------------
 
-def walk_pair(src: str, dest: str, opts: SyncOptions,
-              started: tuple[Child | None, Child | None] = (None, None)) -> tuple[TreeListing, TreeListing]:
+
+def walk_pair(
+    src: str, dest: str, opts: SyncOptions, started: tuple[Child | None, Child | None] = (None, None)
+) -> tuple[TreeListing, TreeListing]:
     """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
     between them), after checking both roots are usable.  `started`: walks already running (start_walks)."""
     try:
@@ -230,10 +254,12 @@ def walk_pair(src: str, dest: str, opts: SyncOptions,
 
 def plan_pair(src_tree: TreeListing, dest_tree: TreeListing, opts: SyncOptions) -> Plan:
     """Compare and check the plan is safe to apply; raises safety.SafetyRefusal otherwise."""
-    plan = make_plan(src_tree, dest_tree, CompareOptions(opts.mtime_threshold, opts.delete_missing,
-                                                         max(1, opts.workers)))
-    safety.check_plan(plan, src_tree, dest_tree,
-                      safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes))
+    plan = make_plan(
+        src_tree, dest_tree, CompareOptions(opts.mtime_threshold, opts.delete_missing, max(1, opts.workers))
+    )
+    safety.check_plan(
+        plan, src_tree, dest_tree, safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes)
+    )
     return plan
 
 

@@ -20,6 +20,7 @@ import secrets
 import stat
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from . import fsutil
 from .paths import TMP_PREFIX, display, split
@@ -33,6 +34,7 @@ _KIND_OF_MODE = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: LINK}
 
 # (op index, ok, error or None, bytes transferred, started, ended) - cheap to pickle between processes
 Outcome = tuple[int, bool, "str | None", int, float, float]
+T = TypeVar("T")
 
 
 class Changed(Exception):
@@ -74,15 +76,22 @@ def _current_umask() -> int:
 class FileOps:
     """Applies operations below two open roots.  Not thread-safe: one instance per process."""
 
-    def __init__(self, ops: list[Op], src_root: str, dest_root: str, trash_stamp: bytes | None,
-                 preserve_owner: bool, emit: Callable[[Outcome], None],
-                 cancelled: Callable[[], bool] = lambda: False):
+    def __init__(
+        self,
+        ops: list[Op],
+        src_root: str,
+        dest_root: str,
+        trash_stamp: bytes | None,
+        preserve_owner: bool,
+        emit: Callable[[Outcome], None],
+        cancelled: Callable[[], bool] = lambda: False,
+    ):
         self.ops, self.emit, self.cancelled = ops, emit, cancelled
         self.preserve_owner = preserve_owner
         self.src_fd = fsutil.open_root(src_root)
         self.dest_fd = fsutil.open_root(dest_root)
         self.trash = Trash(self.dest_fd, trash_stamp)
-        self.staged: list[tuple[int, bytes, float]] = []   # temp files written and not yet renamed
+        self.staged: list[tuple[int, bytes, float]] = []  # temp files written and not yet renamed
         tmp_prefix = TMP_PREFIX + secrets.token_hex(4).encode() + b"-"
         self._tmp_names = (tmp_prefix + b"%d" % n for n in itertools.count())
         self._uid, self._gid, self._umask = os.geteuid(), os.getegid(), _current_umask()
@@ -115,8 +124,8 @@ class FileOps:
                 dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
                 try:
                     if self.preserve_owner:
-                        os.fchown(dfd, op.src.uid, op.src.gid)
-                    os.fchmod(dfd, op.src.mode)
+                        os.fchown(dfd, op.src_entry.uid, op.src_entry.gid)
+                    os.fchmod(dfd, op.src_entry.mode)
                 finally:
                     os.close(dfd)
             finally:
@@ -137,13 +146,15 @@ class FileOps:
             finally:
                 os.close(pfd)
         except OSError as exc:
+            why: BaseException = exc
             if exc.errno == errno.ENOTEMPTY:
-                exc = Changed("directory is not empty (it holds files not in the plan); kept")
-            return self._fail(idx, exc, started)
+                why = Changed("directory is not empty (it holds files not in the plan); kept")
+            return self._fail(idx, why, started)
         self._ok(idx, started)
 
     # ---- per folder group ------------------------------------------------------------------------
-    def _open_pair(self, head: bytes, indices: list[int], with_src: bool) -> tuple[int | None, int] | None:
+    def _open_pair(self, head: bytes, indices: list[int], with_src: bool) -> tuple[int, int] | None:
+        """(source folder fd or -1 when not asked for, destination folder fd), or None: all failed."""
         try:
             dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755 if with_src else None)
         except OSError as exc:
@@ -151,7 +162,7 @@ class FileOps:
                 self._fail(idx, exc)
             return None
         if not with_src:
-            return None, dfd
+            return -1, dfd
         try:
             return fsutil.open_dir(self.src_fd, head), dfd
         except OSError as exc:
@@ -170,6 +181,7 @@ class FileOps:
         def stage(idx: int, op: Op, started: float) -> None:
             tmp = (self._stage_copy if op.action == COPY else self._stage_link)(op, sfd, dfd)
             self.staged.append((idx, tmp, started))
+
         try:
             self._each(indices, stage)
         finally:
@@ -187,7 +199,7 @@ class FileOps:
             except (OSError, Changed, fsutil.CopyCancelled) as exc:
                 self._fail(idx, exc, started)
 
-    def _new_tmp(self, create: Callable[[bytes], int | None]) -> tuple[bytes, int | None]:
+    def _new_tmp(self, create: Callable[[bytes], T]) -> tuple[bytes, T]:
         while True:
             tmp = next(self._tmp_names)
             try:
@@ -199,14 +211,17 @@ class FileOps:
         name = split(op.path)[1]
         sfd = os.open(name, _FILE_OPEN, dir_fd=sfd_dir)
         try:
-            mode = op.src.mode
+            mode = op.src_entry.mode
             tmp, dfd = self._new_tmp(lambda t: os.open(t, _TMP_OPEN, mode, dir_fd=dfd_dir))
             try:
                 try:
-                    copied = fsutil.copy_data(sfd, dfd, self.cancelled, op.src.size)
+                    copied = fsutil.copy_data(sfd, dfd, self.cancelled, op.src_entry.size)
                     st = os.fstat(sfd)  # the source must still be exactly what the plan saw
-                    if not stat.S_ISREG(st.st_mode) or copied != st.st_size or \
-                            (st.st_size, st.st_mtime_ns) != (op.src.size, op.src.mtime_ns):
+                    if (
+                        not stat.S_ISREG(st.st_mode)
+                        or copied != st.st_size
+                        or (st.st_size, st.st_mtime_ns) != (op.src_entry.size, op.src_entry.mtime_ns)
+                    ):
                         raise Changed("source changed during the copy; left for the next run")
                     if self.preserve_owner and (st.st_uid, st.st_gid) != (self._uid, self._gid):
                         os.fchown(dfd, st.st_uid, st.st_gid)
@@ -225,13 +240,14 @@ class FileOps:
 
     def _stage_link(self, op: Op, sfd_dir: int, dfd_dir: int) -> bytes:
         name = split(op.path)[1]
-        if os.readlink(name, dir_fd=sfd_dir) != op.src.link:
+        target = op.src_entry.link
+        if target is None or os.readlink(name, dir_fd=sfd_dir) != target:
             raise Changed("source symlink changed since the plan; left for the next run")
-        tmp, _ = self._new_tmp(lambda t: os.symlink(op.src.link, t, dir_fd=dfd_dir))
+        tmp, _ = self._new_tmp(lambda t: os.symlink(target, t, dir_fd=dfd_dir))
         try:
             if self.preserve_owner:
-                os.chown(tmp, op.src.uid, op.src.gid, dir_fd=dfd_dir, follow_symlinks=False)
-            os.utime(tmp, ns=(op.src.mtime_ns, op.src.mtime_ns), dir_fd=dfd_dir, follow_symlinks=False)
+                os.chown(tmp, op.src_entry.uid, op.src_entry.gid, dir_fd=dfd_dir, follow_symlinks=False)
+            os.utime(tmp, ns=(op.src_entry.mtime_ns, op.src_entry.mtime_ns), dir_fd=dfd_dir, follow_symlinks=False)
         except BaseException:
             unlink_quietly(tmp, dfd_dir)
             raise
@@ -263,16 +279,17 @@ class FileOps:
     def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> None:
         name = split(op.path)[1]
         if op.dest is None:
+            assert tmp is not None, "a new entry is always staged"
             try:
                 fsutil.rename_noreplace(tmp, name, dfd, dfd)  # fails, rather than replaces, if one appeared
             except FileExistsError:
                 raise Changed("appeared in the destination since the plan; left for the next run") from None
             return
         current = _lstat(name, dfd)
-        if current is None or not _same(current, op.dest):
+        if current is None or not _same(current, op.dest_entry):
             raise Changed("destination changed since the plan; left for the next run")
         if tmp is None:
-            os.utime(name, ns=(current.st_atime_ns, op.src.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+            os.utime(name, ns=(current.st_atime_ns, op.src_entry.mtime_ns), dir_fd=dfd, follow_symlinks=False)
         else:
             self.trash.keep_then_replace(dfd, name, op.path, tmp)
 
@@ -288,10 +305,11 @@ class FileOps:
             current = _lstat(name, dfd)
             if current is None:
                 raise Changed("already gone from the destination")
-            if not _same(current, op.dest):
+            if not _same(current, op.dest_entry):
                 raise Changed("destination changed since the plan; kept")
             self.trash.move(dfd, name, op.path)
             self._ok(idx, started)
+
         try:
             self._each(indices, delete)
         finally:

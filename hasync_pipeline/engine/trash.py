@@ -35,6 +35,7 @@ class Trash:
         self._open: tuple[bytes, int] | None = None
 
     def _dir(self, head: bytes) -> int:
+        assert self.base is not None, "nothing is kept with no stamp"
         if self._open is None or self._open[0] != head:
             self.close()
             fd = fsutil.open_dir(self.root_fd, self.base + (b"/" + head if head else b""), create_mode=0o700)
@@ -80,7 +81,7 @@ def purge(root: str, retain_days: float, now: datetime | None = None) -> list[st
     """Delete trash folders older than `retain_days` (0: all of them).  Returns the folders removed."""
     now = now or datetime.now(UTC)
     trash_root = os.path.join(os.fsencode(root), TRASH_DIR)
-    removed = []
+    removed: list[str] = []
     try:
         stamps = os.listdir(trash_root)
     except FileNotFoundError:

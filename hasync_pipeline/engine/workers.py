@@ -24,10 +24,10 @@ from .plan import COPY, DELETE, MKDIR, RMDIR, SYMLINK, TOUCH, Op
 from .transfer import FileOps, Outcome
 
 _GO, _ABORT = b"G", b"A"
-_GROUP = 64          # operations per folder group handed to a worker...
+_GROUP = 64  # operations per folder group handed to a worker...
 _GROUP_BYTES = 64 << 20  # ...or bytes to copy
-_FLUSH_EVERY = 256   # outcomes per message from a worker
-_FORK_WORTH = 128    # below this much work (operations + 64 KiB units copied), forking costs more than it saves
+_FLUSH_EVERY = 256  # outcomes per message from a worker
+_FORK_WORTH = 128  # below this much work (operations + 64 KiB units copied), forking costs more than it saves
 
 
 @dataclass(slots=True)
@@ -51,7 +51,7 @@ class ApplyContext:
     workers: int = 4
     preserve_owner: bool = field(default_factory=lambda: os.geteuid() == 0)
     durable: bool = True
-    check_lease: Callable[[], None] = lambda: None          # raises when the lease is lost
+    check_lease: Callable[[], None] = lambda: None  # raises when the lease is lost
     on_result: Callable[[OpResult], None] = lambda r: None  # once per op, in this process
     # optional, run in the worker that did the operation: lets a caller (the audit trail) do its
     # per-operation formatting on all cores instead of in this one process
@@ -95,10 +95,15 @@ def _groups(ops: list[Op], actions: tuple[str, ...]) -> list[tuple[bytes, list[i
 def _split_into_shares(ops: list[Op], workers: int) -> list[_Share]:
     """Greedy balance by weight: one unit per operation plus one per 64 KiB copied."""
     shares = [_Share() for _ in range(max(1, workers))]
-    work = [("stage", g) for g in _groups(ops, (COPY, SYMLINK))] + [("touch", g) for g in _groups(ops, (TOUCH,))] \
+    work = (
+        [("stage", g) for g in _groups(ops, (COPY, SYMLINK))]
+        + [("touch", g) for g in _groups(ops, (TOUCH,))]
         + [("delete", g) for g in _groups(ops, (DELETE,))]
+    )
+
     def weigh(group: tuple[bytes, list[int]]) -> float:
         return sum(1 + ops[i].copy_bytes / 65536 for i in group[1])
+
     for kind, group in sorted(work, key=lambda item: weigh(item[1]), reverse=True):
         share = min(shares, key=lambda s: s.weight)
         getattr(share, kind).append(group)
@@ -113,7 +118,7 @@ def _run_share(fileops: FileOps, share: _Share, barrier: Callable[[], bool]) -> 
     if not barrier():
         fileops.discard_staged()
         return
-    commits: dict[bytes, list] = {}
+    commits: dict[bytes, list[tuple[int, bytes | None, float]]] = {}
     for idx, tmp, started in fileops.staged:
         commits.setdefault(split(fileops.ops[idx].path)[0], []).append((idx, tmp, started))
     for head, indices in share.touch:
@@ -149,14 +154,16 @@ def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[i
             write_frame(out_fd, ("staged",))
             return os.read(in_fd, 1) == _GO  # end of stream (parent gone) counts as abort
 
-        fileops = FileOps(ops, ctx.src_root, ctx.dest_root, ctx.trash_stamp, ctx.preserve_owner, emit,
-                          cancelled=lambda: bool(stop))
+        fileops = FileOps(
+            ops, ctx.src_root, ctx.dest_root, ctx.trash_stamp, ctx.preserve_owner, emit, cancelled=lambda: bool(stop)
+        )
         try:
             _run_share(fileops, share, barrier)
         finally:
             fileops.discard_staged()
             flush()
             fileops.close()
+
     return body
 
 
@@ -186,8 +193,15 @@ class _Applier:
     def run(self) -> list[OpResult]:
         self.ctx.check_lease()
         self.ctx.stop_requested()
-        local = FileOps(self.ops, self.ctx.src_root, self.ctx.dest_root, self.ctx.trash_stamp,
-                        self.ctx.preserve_owner, self.deliver, cancelled=self._stop_if_requested)
+        local = FileOps(
+            self.ops,
+            self.ctx.src_root,
+            self.ctx.dest_root,
+            self.ctx.trash_stamp,
+            self.ctx.preserve_owner,
+            self.deliver,
+            cancelled=self._stop_if_requested,
+        )
         try:
             for idx in (i for i, op in enumerate(self.ops) if op.action == MKDIR):
                 local.mkdir(idx)
@@ -211,6 +225,7 @@ class _Applier:
                 local.discard_staged()
                 raise
             return True
+
         try:
             _run_share(local, share, barrier)
         except BaseException:
@@ -220,7 +235,7 @@ class _Applier:
     def _in_children(self, shares: list[_Share], dest_fd: int) -> None:
         children: list[Child] = []
         by_fd: dict[int, Child] = {}
-        waiting: set[Child] = set()   # not yet at the barrier
+        waiting: set[Child] = set()  # not yet at the barrier
         staged_any = False
         released = False
         try:
@@ -266,8 +281,7 @@ class _Applier:
             for idx, op in enumerate(self.ops):
                 if idx not in self.reported and op.action not in (MKDIR, RMDIR):
                     now = time.time()
-                    self.deliver((idx, False, f"worker process died (pids {died}); left for the next run",
-                                  0, now, now))
+                    self.deliver((idx, False, f"worker process died (pids {died}); left for the next run", 0, now, now))
 
 
 def _result(ops: list[Op], outcome: Outcome) -> OpResult:

@@ -20,10 +20,19 @@ def acquire_for_pair(pair: str, ttl: int, run_id: str, settings: Settings) -> He
     holder = holder_identity(run_id)
     if backend_name(settings) == "kubernetes":
         from .kube import acquire_kube
+
         return acquire_kube(pair, holder, ttl, namespace=settings.lease_namespace or None)
     from .local import acquire_local
+
     return acquire_local(settings.state_dir, pair, holder, ttl).start_heartbeat()
 
 
-__all__ = ["HeldLease", "LeaseHeld", "LeaseLost", "TransientLeaseError", "acquire_for_pair", "backend_name",
-           "holder_identity"]
+__all__ = [
+    "HeldLease",
+    "LeaseHeld",
+    "LeaseLost",
+    "TransientLeaseError",
+    "acquire_for_pair",
+    "backend_name",
+    "holder_identity",
+]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime
+from typing import Self
 
 from ..engine.ports import LeaseHeld as _EngineLeaseHeld
 from ..engine.ports import LeaseLost
@@ -45,7 +46,7 @@ class HeldLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start_heartbeat(self) -> HeldLease:
+    def start_heartbeat(self) -> Self:
         self._thread = threading.Thread(target=self._heartbeat, name=f"lease-{self.name}", daemon=True)
         self._thread.start()
         return self

@@ -55,8 +55,16 @@ def _expired(lease: client.V1Lease, now: datetime) -> bool:
 
 
 class KubeLease(HeldLease):
-    def __init__(self, api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int,
-                 lease: client.V1Lease, renew_every: float | None = None):
+    def __init__(
+        self,
+        api: client.CoordinationV1Api,
+        namespace: str,
+        name: str,
+        holder: str,
+        ttl: int,
+        lease: client.V1Lease,
+        renew_every: float | None = None,
+    ):
         super().__init__(ttl, renew_every)
         self.api, self.namespace, self.name, self.holder = api, namespace, name, holder
         self.resource_version = lease.metadata.resource_version
@@ -107,8 +115,9 @@ class KubeLease(HeldLease):
             current = self._read()
             if current is None or current.spec.holder_identity != self.holder:
                 return  # never delete a lease we do not hold
-            body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
-                resource_version=current.metadata.resource_version))
+            body = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(resource_version=current.metadata.resource_version)
+            )
             try:
                 self._call(self.api.delete_namespaced_lease, self.name, self.namespace, body=body)
                 return
@@ -119,8 +128,15 @@ class KubeLease(HeldLease):
                     raise
 
 
-def acquire_kube(pair: str, holder: str, ttl: int, api: client.CoordinationV1Api | None = None,
-                 namespace: str | None = None, retries: int = 3, renew_every: float | None = None) -> KubeLease:
+def acquire_kube(
+    pair: str,
+    holder: str,
+    ttl: int,
+    api: client.CoordinationV1Api | None = None,
+    namespace: str | None = None,
+    retries: int = 3,
+    renew_every: float | None = None,
+) -> KubeLease:
     if api is None:
         api, default_ns = default_api()
         namespace = namespace or default_ns
@@ -132,15 +148,17 @@ def acquire_kube(pair: str, holder: str, ttl: int, api: client.CoordinationV1Api
         except TransientLeaseError:
             if attempt == retries:
                 raise
-            time.sleep(min(2 ** attempt, 10))  # backoff before asking the API server again
+            time.sleep(min(2**attempt, 10))  # backoff before asking the API server again
     raise AssertionError("unreachable")
 
 
-def _try_acquire(api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int,
-                 renew_every: float | None) -> KubeLease:
+def _try_acquire(
+    api: client.CoordinationV1Api, namespace: str, name: str, holder: str, ttl: int, renew_every: float | None
+) -> KubeLease:
     now = _now()
-    spec = client.V1LeaseSpec(holder_identity=holder, lease_duration_seconds=int(ttl), acquire_time=now,
-                              renew_time=now, lease_transitions=0)
+    spec = client.V1LeaseSpec(
+        holder_identity=holder, lease_duration_seconds=int(ttl), acquire_time=now, renew_time=now, lease_transitions=0
+    )
     body = client.V1Lease(metadata=client.V1ObjectMeta(name=name, namespace=namespace), spec=spec)
     try:
         created = api.create_namespaced_lease(namespace, body, _request_timeout=REQUEST_TIMEOUT)

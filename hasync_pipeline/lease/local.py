@@ -95,6 +95,15 @@ def acquire_local(state_dir: str, pair: str, holder: str, ttl: float) -> LocalLe
         if data is not None and data.get("holder") != holder and not _expired(data, now):
             since = datetime.fromtimestamp(data["acquired"], UTC) if "acquired" in data else None
             raise LeaseHeld(name, data["holder"], since)
-        _write(fd, {"holder": holder, "host": socket.gethostname(), "pid": os.getpid(), "acquired": now,
-                    "renewed": now, "ttl": ttl})
+        _write(
+            fd,
+            {
+                "holder": holder,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "acquired": now,
+                "renewed": now,
+                "ttl": ttl,
+            },
+        )
     return LocalLease(path, name, holder, ttl)

@@ -34,9 +34,14 @@ class Alerter:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Alerter:
-        return cls(webhook=settings.alert_webhook or None, smtp_host=settings.smtp_host or None,
-                   smtp_port=settings.smtp_port, mail_from=settings.smtp_from, mail_to=list(settings.alert_email_to),
-                   state_path=os.path.join(settings.state_dir, "alerts.json"))
+        return cls(
+            webhook=settings.alert_webhook or None,
+            smtp_host=settings.smtp_host or None,
+            smtp_port=settings.smtp_port,
+            mail_from=settings.smtp_from,
+            mail_to=list(settings.alert_email_to),
+            state_path=os.path.join(settings.state_dir, "alerts.json"),
+        )
 
     @property
     def configured(self) -> bool:

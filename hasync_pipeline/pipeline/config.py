@@ -21,6 +21,10 @@ def _field(s: Setting) -> tuple[Any, Any]:
     return annotation, pydantic.Field(default=default, description=f"{s.help} ({s.env})")
 
 
-SyncConfig: type[dg.Config] = pydantic.create_model(  # type: ignore[call-overload]
-    "SyncConfig", __base__=dg.Config, __doc__="Every run setting of HA Sync (see the README's settings table).",
-    **{s.name: _field(s) for s in RUN_SETTINGS})
+_RunSettings: Any = pydantic.create_model(  # type: ignore[call-overload]  # a dg.Config subclass, from the table
+    "_RunSettings", __base__=dg.Config, **{s.name: _field(s) for s in RUN_SETTINGS}
+)
+
+
+class SyncConfig(_RunSettings):
+    """Every run setting of HA Sync (see the README's settings table)."""

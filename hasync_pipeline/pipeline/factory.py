@@ -41,8 +41,9 @@ def sync_graph():
 
 
 def partitions_for(direction: str) -> dg.TimeWindowPartitionsDefinition:
-    return dg.TimeWindowPartitionsDefinition(start=PARTITION_START, fmt=PARTITION_FORMAT,
-                                             cron_schedule=CRONS[direction], timezone="UTC")
+    return dg.TimeWindowPartitionsDefinition(
+        start=PARTITION_START, fmt=PARTITION_FORMAT, cron_schedule=CRONS[direction], timezone="UTC"
+    )
 
 
 def job_name(pair: str, direction: str) -> str:
@@ -55,7 +56,7 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
     return sync_graph.to_job(
         name=job_name(pair.name, direction),
         description=f"Sync {pair.name} ({pair.description}) {direction.replace('_', ' ')}: {src} -> {dest}. "
-                    f"Dry-run until run config dry_run is turned off.",
+        f"Dry-run until run config dry_run is turned off.",
         tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction, **pod_config_tag(pair)},
         config={"ops": {"acquire_lease": {"config": settings.run_config()}}},
         executor_def=dg.in_process_executor,
@@ -65,30 +66,52 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
 
 
 def build_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
-    return dg.build_schedule_from_partitioned_job(job, name=f"{job.name}_schedule",
-                                                  default_status=dg.DefaultScheduleStatus.RUNNING)
+    schedule = dg.build_schedule_from_partitioned_job(
+        job, name=f"{job.name}_schedule", default_status=dg.DefaultScheduleStatus.RUNNING
+    )
+    assert isinstance(schedule, dg.ScheduleDefinition)  # a job's (not an asset selection's)
+    return schedule
 
 
 def folder_specs(registry: Registry, pair: Pair) -> list[dg.AssetSpec]:
-    return [dg.AssetSpec(folder_key(side, pair.name), group_name="folders",
-                         description=f"{pair.description}: the {side.upper()} copy ({SERVERS[side]}:/data/{pair.name})",
-                         metadata={"path": pair.folder(side, registry.settings_for(pair.name)),
-                                   "server": SERVERS[side], "pair": pair.name},
-                         kinds={"nfs"})
-            for side in ("dell", "hp")]
+    return [
+        dg.AssetSpec(
+            folder_key(side, pair.name),
+            group_name="folders",
+            description=f"{pair.description}: the {side.upper()} copy ({SERVERS[side]}:/data/{pair.name})",
+            metadata={
+                "path": pair.folder(side, registry.settings_for(pair.name)),
+                "server": SERVERS[side],
+                "pair": pair.name,
+            },
+            kinds={"nfs"},
+        )
+        for side in ("dell", "hp")
+    ]
 
 
 def build_sides_agree_check(registry: Registry, pair: Pair) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=folder_key("dell", pair.name), name="sides_agree",
-                    description=f"Walks both copies of {pair.name} and passes when they hold the same files "
-                                "(paths, sizes, mtimes). Every sync run also reports it.")
+    @dg.asset_check(
+        asset=folder_key("dell", pair.name),
+        name="sides_agree",
+        description=f"Walks both copies of {pair.name} and passes when they hold the same files "
+        "(paths, sizes, mtimes). Every sync run also reports it.",
+    )
     def sides_agree() -> dg.AssetCheckResult:
         settings = registry.settings_for(pair.name)  # the pair's excludes apply
         dell, hp = walk_pair(pair.folder("dell", settings), pair.folder("hp", settings), settings.sync_options())
         fp_dell, fp_hp = fingerprint(dell), fingerprint(hp)
-        return dg.AssetCheckResult(passed=fp_dell == fp_hp, severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={"dell_files": dell.files, "hp_files": hp.files,
-                                             "dell_fingerprint": fp_dell, "hp_fingerprint": fp_hp})
+        return dg.AssetCheckResult(
+            passed=fp_dell == fp_hp,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "dell_files": dell.files,
+                "hp_files": hp.files,
+                "dell_fingerprint": fp_dell,
+                "hp_fingerprint": fp_hp,
+            },
+        )
+
     return sides_agree
 
 

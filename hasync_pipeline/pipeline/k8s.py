@@ -23,8 +23,7 @@ def pod_config(pair: Pair) -> dict:
         mounts.append({"name": volume, "mountPath": f"/mnt/{side}/{pair.path or pair.name}"})
     volumes.append({"name": "logs", "persistentVolumeClaim": {"claimName": LOGS_CLAIM}})
     mounts.append({"name": "logs", "mountPath": LOGS_MOUNT})
-    return {"pod_spec_config": {"volumes": volumes},
-            "container_config": {"volume_mounts": mounts}}
+    return {"pod_spec_config": {"volumes": volumes}, "container_config": {"volume_mounts": mounts}}
 
 
 def pod_config_tag(pair: Pair) -> dict[str, str]:

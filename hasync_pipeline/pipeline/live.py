@@ -48,8 +48,10 @@ def get(run_id: str) -> SyncSession:
     with _LOCK:
         live = _LIVE.get(run_id)
     if live is None:
-        raise RuntimeError(f"run {run_id} holds no lease in this process: the sync jobs must run with the "
-                           "in_process executor (a step was started in another process, or re-executed alone)")
+        raise RuntimeError(
+            f"run {run_id} holds no lease in this process: the sync jobs must run with the "
+            "in_process executor (a step was started in another process, or re-executed alone)"
+        )
     return live.session
 
 

@@ -1,6 +1,5 @@
 """Weekly housekeeping of the audit database (the seed's open question: sync_operations grows without end)."""
 
-
 import dagster as dg
 
 from ..audit import AuditStore
@@ -23,12 +22,19 @@ def purge_audit_rows(context: dg.OpExecutionContext, config: PurgeConfig) -> int
     return deleted
 
 
-@dg.job(name="audit_maintenance", executor_def=dg.in_process_executor,
-        description="Deletes audit operation rows older than 30 days (weekly).")
+@dg.job(
+    name="audit_maintenance",
+    executor_def=dg.in_process_executor,
+    description="Deletes audit operation rows older than 30 days (weekly).",
+)
 def audit_maintenance():
     purge_audit_rows()
 
 
 audit_maintenance_schedule = dg.ScheduleDefinition(
-    name="audit_maintenance_weekly", job=audit_maintenance, cron_schedule="0 3 * * 0",
-    default_status=dg.DefaultScheduleStatus.RUNNING, execution_timezone="UTC")
+    name="audit_maintenance_weekly",
+    job=audit_maintenance,
+    cron_schedule="0 3 * * 0",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    execution_timezone="UTC",
+)

@@ -2,7 +2,6 @@
 run config in; metadata, asset events, tags and Dagster's success/skip/failure out.  How a run ends is the
 session's decision (engine/outcome.py), the same as for `ha-sync`."""
 
-
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -51,9 +50,11 @@ def _report_end(context: dg.OpExecutionContext, outcome: Outcome) -> None:
     raise dg.Failure(description=outcome.message, metadata={"status": outcome.status.value})
 
 
-@dg.op(out=dg.Out(RunRef, is_required=False),
-       description="Take the pair's lease (or end the run, skipped, if another run holds it) and flush "
-                   "opslogs left by earlier runs.")
+@dg.op(
+    out=dg.Out(RunRef, is_required=False),
+    description="Take the pair's lease (or end the run, skipped, if another run holds it) and flush "
+    "opslogs left by earlier runs.",
+)
 def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterator[dg.Output[RunRef]]:
     pair_name, direction = context.run.tags[PAIR_TAG], context.run.tags[DIRECTION_TAG]
     try:
@@ -66,11 +67,25 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterato
     run_id = context.run_id
     opts = settings.sync_options()
     session = SyncSession(
-        src, dest, opts, run_id,
-        trail=AuditTrail(store, settings.log_dir, run_id=run_id, pair=pair_name, direction=direction, src=src,
-                         dest=dest, dry_run=opts.dry_run, dagster_run_id=run_id,
-                         log_retain_days=settings.log_retain_days),
-        lease_name=f"the lease ha-sync-{pair_name}", take_lease=lambda: acquire_for_pair(pair_name, settings.lock_ttl, run_id, settings))
+        src,
+        dest,
+        opts,
+        run_id,
+        trail=AuditTrail(
+            store,
+            settings.log_dir,
+            run_id=run_id,
+            pair=pair_name,
+            direction=direction,
+            src=src,
+            dest=dest,
+            dry_run=opts.dry_run,
+            dagster_run_id=run_id,
+            log_retain_days=settings.log_retain_days,
+        ),
+        lease_name=f"the lease ha-sync-{pair_name}",
+        take_lease=lambda: acquire_for_pair(pair_name, settings.lock_ttl, run_id, settings),
+    )
     live.register(run_id, LiveRun(session, store))
     try:
         _step(context, session.preflight)
@@ -78,13 +93,17 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterato
         return
     for warning in session.trail.warnings:
         context.log.warning(warning)
-    yield dg.Output(RunRef(run_id, pair_name, direction, src, dest),
-                    metadata={"source": src, "destination": dest, "dry_run": opts.dry_run})
+    yield dg.Output(
+        RunRef(run_id, pair_name, direction, src, dest),
+        metadata={"source": src, "destination": dest, "dry_run": opts.dry_run},
+    )
 
 
-@dg.op(out=dg.Out(RunRef, is_required=False),
-       description="Walk source and destination at the same time (the source in a forked process) and "
-                   "record each folder's file count, bytes and fingerprint as an asset observation.")
+@dg.op(
+    out=dg.Out(RunRef, is_required=False),
+    description="Walk source and destination at the same time (the source in a forked process) and "
+    "record each folder's file count, bytes and fingerprint as an asset observation.",
+)
 def walk(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
     session = live.get(run.run_id)
     try:
@@ -94,17 +113,29 @@ def walk(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
     for side, tree in zip(sides(run.direction), (session.src_tree, session.dest_tree), strict=True):
         assert tree is not None
         fp = fingerprint(tree)
-        context.log_event(dg.AssetObservation(
-            asset_key=folder_key(side, run.pair), tags={"dagster/data_version": fp},
-            metadata={"files": tree.files, "directories": tree.directories, "symlinks": tree.symlinks,
-                      "bytes": tree.bytes, "fingerprint": fp, "unreadable_dirs": len(tree.unreadable),
-                      "path": tree.root}))
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=folder_key(side, run.pair),
+                tags={"dagster/data_version": fp},
+                metadata={
+                    "files": tree.files,
+                    "directories": tree.directories,
+                    "symlinks": tree.symlinks,
+                    "bytes": tree.bytes,
+                    "fingerprint": fp,
+                    "unreadable_dirs": len(tree.unreadable),
+                    "path": tree.root,
+                },
+            )
+        )
     yield dg.Output(run)
 
 
-@dg.op(out={"batch": dg.DynamicOut(int), "planned": dg.Out(RunRef, is_required=False)},
-       description="Compare, check safety, record conflicts and cut the plan into a few batches. A dry-run "
-                   "records the plan instead, unless it is already current.")
+@dg.op(
+    out={"batch": dg.DynamicOut(int), "planned": dg.Out(RunRef, is_required=False)},
+    description="Compare, check safety, record conflicts and cut the plan into a few batches. A dry-run "
+    "records the plan instead, unless it is already current.",
+)
 def plan(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
     session = live.get(run.run_id)
     try:
@@ -115,16 +146,23 @@ def plan(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
     assert the_plan is not None
     for index in range(batches):
         yield dg.DynamicOutput(index, mapping_key=f"batch_{index:04d}", output_name="batch")
-    context.add_output_metadata({"operations": len(the_plan.ops), "bytes_to_copy": the_plan.copy_bytes,
-                                 "conflicts": len(the_plan.conflicts), "dry_run": session.opts.dry_run,
-                                 **{a: the_plan.count(a) for a in ("mkdir", "copy", "touch", "symlink",
-                                                                   "delete", "rmdir")}},
-                                output_name="planned")
+    context.add_output_metadata(
+        {
+            "operations": len(the_plan.ops),
+            "bytes_to_copy": the_plan.copy_bytes,
+            "conflicts": len(the_plan.conflicts),
+            "dry_run": session.opts.dry_run,
+            **{a: the_plan.count(a) for a in ("mkdir", "copy", "touch", "symlink", "delete", "rmdir")},
+        },
+        output_name="planned",
+    )
     yield dg.Output(run, "planned")
 
 
-@dg.op(description="Apply one batch: worker processes stage copies, one syncfs, lease check, then renames "
-                   "and deletes. Per-file failures are recorded, not raised.")
+@dg.op(
+    description="Apply one batch: worker processes stage copies, one syncfs, lease check, then renames "
+    "and deletes. Per-file failures are recorded, not raised."
+)
 def apply_batch_op(context: dg.OpExecutionContext, run: RunRef, batch: int) -> dict[str, int]:
     session = live.get(run.run_id)
     results = _step(context, lambda: session.apply(batch))
@@ -140,34 +178,59 @@ def collect(context: dg.OpExecutionContext, run: RunRef, batches: list[dict[str,
     return run
 
 
-@dg.op(description="Decide the outcome, close the opslog with its summary and flush it into the audit "
-                   "database (a dead database leaves it for the next run).")
+@dg.op(
+    description="Decide the outcome, close the opslog with its summary and flush it into the audit "
+    "database (a dead database leaves it for the next run)."
+)
 def flush_opslog(context: dg.OpExecutionContext, run: RunRef) -> RunRef:
     session = live.get(run.run_id)
     outcome = _step(context, session.finish)
     report = outcome.report
-    context.add_output_metadata({"status": outcome.status.value, "created": report.created,
-                                 "updated": report.updated, "deleted": report.deleted, "skipped": report.skipped,
-                                 "failed": report.failed, "bytes": report.bytes, "errors": len(report.errors)})
+    context.add_output_metadata(
+        {
+            "status": outcome.status.value,
+            "created": report.created,
+            "updated": report.updated,
+            "deleted": report.deleted,
+            "skipped": report.skipped,
+            "failed": report.failed,
+            "bytes": report.bytes,
+            "errors": len(report.errors),
+        }
+    )
     return run
 
 
-@dg.op(description="Delete old opslogs, give the lease back, and say whether the two sides agree. Fails the "
-                   "run if some operations failed or some entries could not be synced.")
+@dg.op(
+    description="Delete old opslogs, give the lease back, and say whether the two sides agree. Fails the "
+    "run if some operations failed or some entries could not be synced."
+)
 def cleanup(context: dg.OpExecutionContext, run: RunRef) -> None:
     session = live.get(run.run_id)
     plan = session.the_plan
     outcome = live.end(run.run_id) or session.close()
     assert plan is not None
-    stats = {"dest_newer": plan.dest_newer, "dest_only": plan.dest_only_kept, "conflicts": len(plan.conflicts),
-             "ops": len(plan.ops)}
+    stats = {
+        "dest_newer": plan.dest_newer,
+        "dest_only": plan.dest_only_kept,
+        "conflicts": len(plan.conflicts),
+        "ops": len(plan.ops),
+    }
     dry_run = session.opts.dry_run
-    agree = (outcome.status == Status.SUCCESS and plan.dest_newer == 0 and plan.dest_only_kept == 0
-             and (not dry_run or not plan.ops))
-    context.log_event(dg.AssetCheckEvaluation(
-        asset_key=folder_key("dell", run.pair), check_name="sides_agree", passed=agree,
+    agree = (
+        outcome.status == Status.SUCCESS
+        and plan.dest_newer == 0
+        and plan.dest_only_kept == 0
+        and (not dry_run or not plan.ops)
+    )
+    check = dg.AssetCheckEvaluation(
+        asset_key=folder_key("dell", run.pair),
+        check_name="sides_agree",
+        passed=agree,
         metadata={"direction": run.direction, "dry_run": dry_run, "status": outcome.status.value, **stats},
-        severity=dg.AssetCheckSeverity.WARN))
+        severity=dg.AssetCheckSeverity.WARN,
+    )
+    context.log_event(check)  # type: ignore[arg-type]  # log_event takes check evaluations too
     if outcome.report.errors:
         context.log.warning("\n".join(outcome.report.errors[:20]))
     if not outcome.ok:

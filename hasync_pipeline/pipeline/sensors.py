@@ -1,7 +1,6 @@
 """Sensors: an alert when a sync run fails, and an alert when a pair has gone quiet (the classic failure of
 cron-driven sync: it fails silently for days)."""
 
-
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -16,18 +15,23 @@ SCHEDULE_INTERVAL = timedelta(minutes=15)
 
 
 def build_failure_sensor(jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:
-    @dg.run_failure_sensor(name="ha_sync_failure_alert", monitored_jobs=jobs,
-                           default_status=dg.DefaultSensorStatus.RUNNING,
-                           description="Alerts (webhook / e-mail) when a sync run fails; at most one alert per "
-                                       "pair per hour.")
+    @dg.run_failure_sensor(
+        name="ha_sync_failure_alert",
+        monitored_jobs=jobs,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts (webhook / e-mail) when a sync run fails; at most one alert per pair per hour.",
+    )
     def failure_alert(context: dg.RunFailureSensorContext):
         run = context.dagster_run
         pair = run.tags.get(PAIR_TAG, run.job_name)
         subject = f"HA Sync: {run.job_name} failed"
-        text = (f"Run {run.run_id} of {run.job_name} ({pair}, {run.tags.get(DIRECTION_TAG, '?')}) failed:\n"
-                f"{context.failure_event.message or ''}")
+        text = (
+            f"Run {run.run_id} of {run.job_name} ({pair}, {run.tags.get(DIRECTION_TAG, '?')}) failed:\n"
+            f"{context.failure_event.message or ''}"
+        )
         sent = Alerter.from_settings(deployment()).send(pair, subject, text)
         context.log.info(f"{subject}: alert {'sent' if sent else 'not sent (rate-limited or no transport)'}")
+
     return failure_alert
 
 
@@ -41,15 +45,20 @@ def stale_pairs(registry: Registry, store: AuditStore, now: datetime, intervals:
         seen = last.get(pair.name, {})
         when = seen.get("real") or seen.get("any")
         if when is None or when < limit:
-            out.append(f"{pair.name} (last success: {when.isoformat(timespec='minutes') + ' UTC' if when else 'never'})")
+            out.append(
+                f"{pair.name} (last success: {when.isoformat(timespec='minutes') + ' UTC' if when else 'never'})"
+            )
     return out
 
 
 def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
-    @dg.sensor(name="ha_sync_freshness", minimum_interval_seconds=300,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Alerts when a pair has had no successful sync for freshness_intervals "
-                           "(default 4) schedule intervals of 15 minutes.")
+    @dg.sensor(
+        name="ha_sync_freshness",
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Alerts when a pair has had no successful sync for freshness_intervals "
+        "(default 4) schedule intervals of 15 minutes.",
+    )
     def freshness(context: dg.SensorEvaluationContext):
         settings = deployment()
         intervals = settings.freshness_intervals
@@ -64,7 +73,11 @@ def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
         if not stale:
             return dg.SkipReason("every pair synced recently")
         for entry in stale:
-            alerter.send(f"stale:{entry.split()[0]}", f"HA Sync: {entry.split()[0]} has not synced",
-                         f"No successful sync for over {intervals} x 15 minutes: {entry}")
+            alerter.send(
+                f"stale:{entry.split()[0]}",
+                f"HA Sync: {entry.split()[0]} has not synced",
+                f"No successful sync for over {intervals} x 15 minutes: {entry}",
+            )
         return dg.SkipReason("stale: " + ", ".join(stale))
+
     return freshness

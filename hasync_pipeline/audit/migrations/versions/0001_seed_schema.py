@@ -27,14 +27,21 @@ def upgrade() -> None:
             sa.Column("dest", sa.String(512), nullable=False),
             sa.Column("started_at", DATETIME3, nullable=False),
             sa.Column("ended_at", DATETIME3),
-            sa.Column("status", sa.Enum("running", "success", "partial_failure", "failed", name="iteration_status"),
-                      nullable=False, server_default="running"),
+            sa.Column(
+                "status",
+                sa.Enum("running", "success", "partial_failure", "failed", name="iteration_status"),
+                nullable=False,
+                server_default="running",
+            ),
             sa.Column("dry_run", FLAG, nullable=False, server_default=sa.text("0")),
-            *(sa.Column(name, sa.Integer, server_default=sa.text("0"))
-              for name in ("files_created", "files_updated", "files_deleted", "files_skipped", "files_failed")),
+            *(
+                sa.Column(name, sa.Integer, server_default=sa.text("0"))
+                for name in ("files_created", "files_updated", "files_deleted", "files_skipped", "files_failed")
+            ),
             sa.Column("total_bytes_transferred", sa.BigInteger, server_default=sa.text("0")),
             sa.Column("error_message", sa.Text),
-            **TABLE_OPTIONS)
+            **TABLE_OPTIONS,
+        )
         op.create_index("idx_pair", "sync_iterations", ["sync_pair"])
         op.create_index("idx_started", "sync_iterations", ["started_at"])
         op.create_index("idx_dry_run", "sync_iterations", ["dry_run"])
@@ -55,7 +62,8 @@ def upgrade() -> None:
             sa.Column("status", sa.Enum("success", "fail", name="operation_status"), nullable=False),
             sa.Column("error_message", sa.String(4096)),
             sa.ForeignKeyConstraint(["iteration_id"], ["sync_iterations.id"], name="fk_iteration"),
-            **TABLE_OPTIONS)
+            **TABLE_OPTIONS,
+        )
         op.create_index("idx_iteration", "sync_operations", ["iteration_id"])
 
 
