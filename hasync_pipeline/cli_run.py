@@ -69,14 +69,29 @@ class Terminal:
         if self.progress is not None:
             self.progress.__exit__(None, None, None)
             self.progress = None
+        for note in outcome.report.notes:  # conflicts, restores, first-sync mode: said in every mode
+            print(note, file=self.out)
         if outcome.status == Status.ALREADY_CURRENT:
             print(outcome.message, file=self.out)
-        elif outcome.status in (Status.SUCCESS, Status.PARTIAL_FAILURE):
+        elif outcome.status in (Status.SUCCESS, Status.CONFLICTS, Status.PARTIAL_FAILURE):
             print(summary(outcome, self.settings.dry_run), file=self.out)
         else:
             self.warn(outcome.message)
         for message in outcome.warnings:
             self.warn(message)
+
+
+def side_labels(direction: str) -> tuple[str, str]:
+    """What to call the two sides in a conflict copy's name: "dell-to-hp" or "dell_to_hp" -> dell, hp."""
+    for sep in ("-to-", "_to_"):
+        src, found, dest = direction.partition(sep)
+        if found and src and dest:
+            return _label(src), _label(dest)
+    return "source", "destination"
+
+
+def _label(word: str) -> str:
+    return "".join(c for c in word if c.isalnum() or c in "-_")[:32] or "side"
 
 
 def run_from_cli(
@@ -122,6 +137,7 @@ def run_from_cli(
             on_result=terminal.on_result,
             stop_requested=_stop_if_signalled,
             started_walks=walks,
+            labels=side_labels(args.direction),
         )
         outcome = session.run()
         terminal.ended(outcome)

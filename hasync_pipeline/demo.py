@@ -1,9 +1,12 @@
 """The demo: real folders, the real Dagster job, embedded defaults (SQLite, a local lease).
 
 `python3 -m hasync_pipeline.demo [DIR]` (default ./demo) makes DIR/dell/media and DIR/hp/media with a few
-files (one edited on each side), writes DIR/env.sh (the environment a shell needs to type
-`dagster job execute -j media_dell_to_hp` itself, or `dagster dev` for the UI), then runs
-`dagster job execute` for media_dell_to_hp and media_hp_to_dell with dry_run off, so both sides end equal.
+files (notes.txt differs on the two sides), writes DIR/env.sh (the environment a shell needs to type
+`dagster job execute -j media_dell_to_hp` itself, or `dagster dev` for the UI), then runs `dagster job
+execute` for media_dell_to_hp, media_hp_to_dell and media_dell_to_hp again with dry_run off.  It is the
+pair's first sync: the union of both sides; notes.txt is a conflict, so both versions are kept (the HP's,
+newer, keeps the name; the Dell's becomes notes.sync-conflict-<date>-<time>-dell.txt), and the third run
+carries that copy to the HP, so both sides end equal.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def make_demo_folders(base: str, pair: str = "media") -> tuple[str, str]:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(text)
-            if path == os.path.join(dell, "notes.txt"):  # an hour older: the HP's edit wins both ways
+            if path == os.path.join(dell, "notes.txt"):  # an hour older: the HP's keeps the name
                 os.utime(path, (time.time() - 3600, time.time() - 3600))
     return dell, hp
 
@@ -77,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(config, "w") as f:
         f.write("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    for job in ("media_dell_to_hp", "media_hp_to_dell"):
+    for job in ("media_dell_to_hp", "media_hp_to_dell", "media_dell_to_hp"):
         print(f"== dagster job execute -j {job} -c {config}", flush=True)
         proc = subprocess.run(
             [dagster if os.path.exists(dagster) else "dagster", "job", "execute", "-j", job, "-c", config],

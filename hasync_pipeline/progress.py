@@ -65,7 +65,8 @@ def summary(outcome: Outcome, dry_run: bool) -> str:
     lines = [
         f"{'Dry-run' if dry_run else 'Sync'} {outcome.status.value}: "
         f"{report.created} {verb}created, {report.updated} {verb}updated, {report.deleted} {verb}deleted, "
-        f"{report.skipped} skipped, {report.failed} failed; "
+        f"{report.skipped} skipped, {report.failed} failed"
+        f"{f', {report.conflicts} conflicts (both versions kept)' if report.conflicts else ''}; "
         f"{human_bytes(report.bytes)} transferred in {report.duration:.1f}s"
     ]
     lines += [f"  error: {e}" for e in report.errors[:50]]

@@ -125,9 +125,9 @@ def snapshot(root: Path) -> dict[bytes, tuple]:
     out = {}
     base = os.fsencode(root)
     for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = [d for d in dirnames if not d.startswith(b".hasync-")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(b".hasync")]
         for name in dirnames + filenames:
-            if name.startswith(b".hasync-"):
+            if name.startswith(b".hasync"):
                 continue
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, base)
@@ -149,8 +149,15 @@ def internal_leftovers(root: Path) -> list[str]:
     return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".hasync-tmp-")]
 
 
-def sync(src: Path, dest: Path, run_id: str = "test", **opts):
-    return run_sync(str(src), str(dest), options(**opts), run_id)
+def sync(src: Path, dest: Path, run_id: str = "test", labels: tuple[str, str] = ("source", "destination"), **opts):
+    return run_sync(str(src), str(dest), options(**opts), run_id, labels=labels)
+
+
+def synced(a: Path, b: Path, **opts) -> None:
+    """Sync a -> b and back, for real: both roots agree and the journal knows every path (the state most
+    tests start from: two-way decisions compare with it)."""
+    sync(a, b, **opts)
+    sync(b, a, **opts)
 
 
 def as_user(uid: int, fn, *args):

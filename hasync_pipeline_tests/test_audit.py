@@ -29,7 +29,7 @@ from hasync_pipeline.audit import (
 from hasync_pipeline.audit.opslog import OpslogWriter, read_opslog
 from hasync_pipeline.audit.schema import sync_iterations, sync_operations
 from hasync_pipeline.devtools.mariadb import PASSWORD
-from hasync_pipeline_tests.conftest import options, run_cli, write, write_deep
+from hasync_pipeline_tests.conftest import options, run_cli, synced, write, write_deep
 
 SEED_DDL = Path(__file__).parent / "data" / "seed_schema.sql"
 T0 = time.time() - 10_000
@@ -107,7 +107,12 @@ def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_index
     store.dispose()
     extra_cols = {c for c in our_cols - seed_cols if c[0] != "alembic_version"}  # Alembic's bookkeeping
     assert seed_cols <= our_cols  # every seed column, with the same type, nullability, default, extra
-    assert {(c[1], c[3]) for c in extra_cols} == {("run_id", "YES"), ("dagster_run_id", "YES")}
+    assert {(c[1], c[3]) for c in extra_cols} == {
+        ("run_id", "YES"),
+        ("dagster_run_id", "YES"),
+        ("files_conflicted", "YES"),
+        ("reason", "YES"),
+    }
     extra_idx = {i[1] for i in our_idx - seed_idx if i[0] != "alembic_version"}
     assert seed_idx <= our_idx and extra_idx == {"uq_run_id", "idx_pair_dry_started"}
     assert seed_fks == our_fks
@@ -133,15 +138,14 @@ def test_sqlite_schema_has_the_tables_indexes_and_foreign_key(tmp_path):
 
 def test_a_run_is_recorded_truthfully(pair, tmp_path, db_dsn):
     dell, hp = pair
+    write(dell / "same", "same bytes", T0)
+    write(dell / "gone", "g")
+    write(dell / "keep1", "k", T0)
+    synced(dell, hp)  # known to both sides, then changed on the dell
     write(dell / "new.txt", "new")
     write(dell / "dir" / "f", "f")
-    write(dell / "same", "same bytes", T0 + 100)
-    write(hp / "same", "same bytes", T0)
-    write(hp / "gone", "g")
-    write(dell / "keep1", "k")
-    write(hp / "keep1", "k")
-    os.utime(dell / "keep1", (T0, T0))
-    os.utime(hp / "keep1", (T0, T0))
+    os.utime(dell / "same", (T0 + 100, T0 + 100))
+    os.remove(dell / "gone")
     proc = cli_sync(dell, hp, tmp_path / "logs", db_dsn, "--delete-missing", "--max-delete", "100")
     assert proc.returncode == 0, proc.stderr
     [it] = rows(db_dsn, sync_iterations)
@@ -165,16 +169,33 @@ def test_a_run_is_recorded_truthfully(pair, tmp_path, db_dsn):
     assert list((tmp_path / "logs").glob("opslog-*")) == []  # flushed, then deleted
 
 
-def test_failures_and_conflicts_are_recorded_as_partial_failure(pair, tmp_path, db_dsn):
+def test_conflicts_are_recorded_with_their_reason_and_exit_7(pair, tmp_path, db_dsn):
     dell, hp = pair
-    write(dell / "clash", "file", T0)
+    write(dell / "clash", "file", T0 + 100)
     write(hp / "clash" / "inner", "dir", T0)
+    os.utime(hp / "clash", (T0, T0))
     write(dell / "ok", "ok")
-    assert cli_sync(dell, hp, tmp_path / "logs", db_dsn).returncode == 3
+    proc = cli_sync(dell, hp, tmp_path / "logs", db_dsn)
+    assert proc.returncode == 7, proc.stderr
+    assert "CONFLICT clash" in proc.stdout
     [it] = rows(db_dsn, sync_iterations)
-    assert it["status"] == "partial_failure" and it["files_failed"] == 1 and it["files_created"] == 1
-    [failed] = rows(db_dsn, sync_operations, sync_operations.c.status == "fail")
-    assert failed["filepath"] == "clash" and "conflict" in failed["error_message"]
+    assert it["status"] == "success" and it["files_conflicted"] == 1 and it["files_failed"] == 0
+    reasons = {op["filepath"]: op["reason"] for op in rows(db_dsn, sync_operations)}
+    assert reasons["clash"].startswith("conflict: ") and reasons["ok"] is None
+    assert (hp / "clash").read_text() == "file"
+    [renamed] = [p for p in os.listdir(hp) if p.startswith("clash.sync-conflict-")]
+    assert (hp / renamed / "inner").read_text() == "dir"
+
+
+def test_entries_that_cannot_be_synced_make_a_partial_failure(pair, tmp_path, db_dsn):
+    dell, hp = pair
+    write(dell / "ok", "ok")
+    os.mkfifo(dell / "a-fifo")
+    proc = cli_sync(dell, hp, tmp_path / "logs", db_dsn)
+    assert proc.returncode == 3, proc.stderr
+    [it] = rows(db_dsn, sync_iterations)
+    assert it["status"] == "partial_failure" and it["files_created"] == 1
+    assert "a-fifo: special file" in it["error_message"]
 
 
 def test_refusal_is_recorded_as_failed_with_the_reason(tmp_path, db_dsn):
@@ -472,7 +493,9 @@ def test_operation_records_reach_the_disk_in_bursts_of_at_most_256(tmp_path):
     assert lines_on_disk() == 1
     now = time.time()
     for i in range(300):
-        writer.record(OpResult(Op(COPY, b"f%d" % i, Entry(FILE, 1, 0, 0o644, 0, 0), None), True, None, 1, now, now))
+        writer.record(
+            OpResult(Op(COPY, b"f%d" % i, Entry(FILE, 1, 0, 0o644, 0, 0, 1, 0), None), True, None, 1, now, now)
+        )
         if i == 254:
             assert lines_on_disk() == 1
         if i == 255:

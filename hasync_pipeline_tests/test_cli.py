@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hasync_pipeline_tests.conftest import run_cli, snapshot, write
@@ -69,13 +71,24 @@ def test_dry_run_prints_the_plan_and_changes_nothing(pair, tmp_path):
 
 def test_partial_failure_exit_3(pair, tmp_path):
     dell, hp = pair
-    write(dell / "clash", "file", T0)
-    write(hp / "clash" / "x", "dir", T0)
+    os.mkfifo(dell / "a-fifo")
     write(dell / "fine", "ok")
     proc = run_cli(*base_args(dell, hp, tmp_path))
     assert proc.returncode == 3
-    assert "FAIL conflict clash: conflict: file in source but directory" in proc.stdout
+    assert "Sync partial_failure: 1 created" in proc.stdout and "a-fifo: special file" in proc.stdout
     assert (hp / "fine").exists()
+
+
+def test_conflict_exit_7_says_where_both_versions_are(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "clash", "file", T0 + 100)
+    write(hp / "clash" / "x", "dir", T0)
+    os.utime(hp / "clash", (T0, T0))
+    proc = run_cli(*base_args(dell, hp, tmp_path))
+    assert proc.returncode == 7
+    assert "CONFLICT clash: file on the source, directory on the destination; the newer one" in proc.stdout
+    assert "1 conflicts (both versions kept)" in proc.stdout
+    assert (hp / "clash").read_text() == "file"
 
 
 def test_refusal_exit_4_names_the_problem(pair, tmp_path):

@@ -168,7 +168,8 @@ def test_terminated_run_releases_the_lease_and_leaves_no_temp_files(tmp_path):
     assert internal_leftovers(hp) == []
     lease = Path(os.environ["HA_SYNC_STATE_DIR"]) / "leases" / "ha-sync-media.json"
     assert lease.read_text() == ""  # released
-    assert all(p.stat().st_size == 256 << 20 for p in hp.iterdir())  # anything installed is complete
+    installed = [p for p in hp.iterdir() if not p.name.startswith(".hasync")]
+    assert all(p.stat().st_size == 256 << 20 for p in installed), [(p, p.stat().st_size) for p in installed]
 
 
 def test_the_readme_demo_command_syncs_both_ways_and_records_both_runs(tmp_path):
@@ -186,8 +187,10 @@ def test_the_readme_demo_command_syncs_both_ways_and_records_both_runs(tmp_path)
     demo = tmp_path / "demo"
     assert snapshot(demo / "dell" / "media") == snapshot(demo / "hp" / "media")
     assert (demo / "dell" / "media" / "notes.txt").read_text() == "newer notes, edited on the HP\n"
+    [kept] = (demo / "hp" / "media").glob("notes.sync-conflict-*-dell.txt")  # the other version, kept
+    assert kept.read_text() == "old notes\n"
     assert (demo / "hp" / "media" / "movies" / "holiday.txt").exists()
     with sqlite3.connect(demo / "state" / "ha-sync-audit.sqlite3") as db:
         runs = db.execute("SELECT direction, status, dry_run FROM sync_iterations ORDER BY id").fetchall()
-    assert runs == [("dell_to_hp", "success", 0), ("hp_to_dell", "success", 0)], runs
+    assert runs == [("dell_to_hp", "success", 0), ("hp_to_dell", "success", 0), ("dell_to_hp", "success", 0)], runs
     assert "source me" in (demo / "env.sh").read_text()

@@ -22,7 +22,7 @@ T0 = 1_700_000_000
 
 
 def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
-    """Three runs of media: a dry-run, a real run, one with a conflict (partial failure)."""
+    """Three runs of media: a dry-run, a real run, one with a FIFO in the source (a partial failure)."""
     write(dell / "a.txt", "a")
     write(dell / "dir" / "b.txt", "bb")
     assert (
@@ -61,8 +61,7 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
         ).returncode
         == 0
     )
-    write(dell / "clash", "file", T0)
-    write(hp / "clash" / "x", "dir", T0)
+    os.mkfifo(dell / "a-fifo")  # cannot be synced: a partial failure
     assert (
         run_cli(
             "--src",

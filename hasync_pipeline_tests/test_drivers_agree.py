@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from hasync_pipeline.audit.schema import sync_iterations, sync_operations
 from hasync_pipeline.definitions import defs
 from hasync_pipeline.engine.outcome import EXIT_CODES, Status
 from hasync_pipeline.lease.local import acquire_local
-from hasync_pipeline.pipeline.ops import SKIP_TAG_VALUES, SKIPPED_TAG
+from hasync_pipeline.pipeline.ops import CONFLICTS_TAG, SKIP_TAG_VALUES, SKIPPED_TAG
 from hasync_pipeline_tests.conftest import NOBODY, as_user, snapshot, write
 
 T0 = 1_700_000_000
@@ -47,6 +48,12 @@ def empty_source(dell: Path, hp: Path) -> None:
     write(hp / "precious", "keep me", T0)
 
 
+def unreadable_file(dell: Path, hp: Path) -> None:
+    write(dell / "secret", "s", T0)
+    write(dell / "public", "p", T0)
+    os.chmod(dell / "secret", 0)
+
+
 def file_against_folder(dell: Path, hp: Path) -> None:
     write(dell / "clash", "a file", T0)
     write(hp / "clash" / "inside", "a folder", T0)
@@ -67,7 +74,8 @@ SCENARIOS = {  # name: (tree, dry run, run the same twice (the second is compare
     "leftover-temp-file": (leftover_temp_file, False, False, False),
     "unreadable-folder": (unreadable_folder, False, False, False),
     "refused-empty-source": (empty_source, False, False, False),
-    "partial-failure": (file_against_folder, False, False, False),
+    "partial-failure": (unreadable_file, False, False, False),
+    "conflict": (file_against_folder, False, False, False),
     "lease-held": (new_file, False, False, True),
     "already-current-dry-run": (new_file, True, True, False),
 }
@@ -89,7 +97,12 @@ def audit_rows(dsn: str) -> tuple[list[dict], list[dict]]:
             key=lambda o: (o["filepath"], o["operation"]),
         )
     engine.dispose()
-    return its, ops
+    return its, [{k: _untimed(v) for k, v in op.items()} for op in ops]
+
+
+def _untimed(value: object) -> object:
+    """A conflict copy's name carries the second it was made: the two drivers' runs differ there only."""
+    return re.sub(r"sync-conflict-\d{8}-\d{6}", "sync-conflict-T", value) if isinstance(value, str) else value
 
 
 def through_cli(dell: Path, hp: Path, dry_run: bool) -> Status:
@@ -127,7 +140,8 @@ def through_dagster(dell: Path, hp: Path, dry_run: bool, instance: dg.DagsterIns
     if skipped:
         return {v: k for k, v in SKIP_TAG_VALUES.items()}[skipped]
     if result.success:
-        return Status.SUCCESS
+        conflicts = instance.get_run_by_id(result.run_id).tags.get(CONFLICTS_TAG)
+        return Status.CONFLICTS if conflicts else Status.SUCCESS
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     return Status(failure.step_failure_data.user_failure_data.metadata["status"].value)
 
@@ -181,7 +195,7 @@ def test_cli_and_dagster_end_the_same_scenario_the_same_way(tmp_path, monkeypatc
     for var in ("HA_SYNC_DELL_ROOT", "HA_SYNC_HP_ROOT", "HA_SYNC_LOG_DIR", "HA_SYNC_DB_DSN"):
         monkeypatch.setenv(var, "")  # restored after the test; run_scenario sets them
     base = tmp_path / "case"
-    if name == "unreadable-folder":  # root reads anything: both drivers run as an unprivileged user
+    if name in ("unreadable-folder", "partial-failure"):  # root reads anything: run as an unprivileged user
         for driver in ("cli", "dagster"):  # as root first, so that every module the run needs is imported
             run_scenario(tmp_path / "warm-up", driver, "fifo")
         os.chown(tmp_path, NOBODY, NOBODY)
@@ -198,6 +212,7 @@ def test_cli_and_dagster_end_the_same_scenario_the_same_way(tmp_path, monkeypatc
         "unreadable-folder": Status.PARTIAL_FAILURE,
         "refused-empty-source": Status.REFUSED,
         "partial-failure": Status.PARTIAL_FAILURE,
+        "conflict": Status.CONFLICTS,
         "lease-held": Status.LEASE_HELD,
         "already-current-dry-run": Status.ALREADY_CURRENT,
     }[name]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
 from hasync_pipeline.engine.plan import TOUCH
-from hasync_pipeline_tests.conftest import internal_leftovers, read_deep, snapshot, sync, write, write_deep
+from hasync_pipeline_tests.conftest import internal_leftovers, read_deep, snapshot, sync, synced, write, write_deep
 
 T0 = time.time() - 10_000  # a fixed past, so "newer" is unambiguous
 
@@ -37,51 +38,55 @@ def test_two_opposite_jobs_converge_and_second_round_rewrites_nothing(pair):
     assert internal_leftovers(dell) == internal_leftovers(hp) == []
 
 
-def test_newest_wins_in_both_directions(pair):
+def test_each_side_s_edit_travels_whatever_its_mtime(pair):
+    """Decisions come from the journal, not from comparing clocks: an edit with an older mtime still wins."""
     dell, hp = pair
-    write(dell / "a", "dell version, newer", T0 + 100)
-    write(hp / "a", "hp version", T0)
-    write(dell / "b", "dell version", T0)
-    write(hp / "b", "hp version, newer", T0 + 100)
+    write(dell / "a", "first a", T0 + 100)
+    write(dell / "b", "first b", T0 + 100)
+    synced(dell, hp)
+    write(dell / "a", "dell's edit, with an older mtime", T0)
+    write(hp / "b", "hp's edit", T0 + 50)
     report, plan = sync(dell, hp)
-    assert [op.path for op in plan.ops] == [b"a"] and plan.dest_newer == 1
+    assert [op.path for op in plan.ops] == [b"a"] and plan.left_for_reverse == 1
     sync(hp, dell)
-    assert (hp / "a").read_text() == (dell / "a").read_text() == "dell version, newer"
-    assert (hp / "b").read_text() == (dell / "b").read_text() == "hp version, newer"
+    assert (hp / "a").read_text() == (dell / "a").read_text() == "dell's edit, with an older mtime"
+    assert (hp / "b").read_text() == (dell / "b").read_text() == "hp's edit"
     assert os.stat(hp / "a").st_mtime_ns == os.stat(dell / "a").st_mtime_ns
 
 
-def test_mtime_within_threshold_is_equal_and_beyond_is_not(pair):
+def test_first_sync_same_size_within_the_threshold_is_the_same_file_and_beyond_the_bytes_decide(pair):
     dell, hp = pair
     write(dell / "f", "same", T0 + 1.5)
     write(hp / "f", "same", T0)
-    assert sync(dell, hp)[1].ops == []
-    assert sync(dell, hp, mtime_threshold=1.0)[1].ops[0].action == TOUCH
+    assert sync(dell, hp, dry_run=True)[1].ops == []  # rsync's rule, for a first sync only
+    assert [op.action for op in sync(dell, hp, mtime_threshold=1.0)[1].ops] == [TOUCH]  # same bytes
+    assert (hp / "f").stat().st_mtime_ns == (dell / "f").stat().st_mtime_ns
 
 
-def test_folder_with_the_same_names_on_both_sides_is_compared_entry_by_entry(pair):
-    """Same names on both sides take the column-wise shortcut; it must find exactly what the merge finds."""
+def test_a_folder_with_a_few_changes_is_compared_entry_by_entry(pair):
+    """Unchanged folders are settled column by column against the journal; one that differs anywhere is
+    compared name by name, and must find exactly the changes."""
     dell, hp = pair
     for i in range(50):
-        for root in (dell, hp):
-            write(root / f"same-{i:02d}", "unchanged", T0)
-    write(dell / "within", "x", T0 + 1)
-    write(hp / "within", "x", T0)
-    write(dell / "newer", "longer now", T0 + 100)
-    write(hp / "newer", "short", T0)
+        write(dell / f"same-{i:02d}", "unchanged", T0)
+    write(dell / "newer", "short", T0)
     write(dell / "older", "aa", T0)
+    os.symlink("same-01", dell / "link")
+    write(dell / "sub" / "inner", "same", T0)
+    synced(dell, hp)
+    write(dell / "newer", "longer now", T0 + 100)
     write(hp / "older", "b", T0 + 100)
-    for root, target in ((dell, "same-01"), (hp, "same-02")):
-        os.symlink(target, root / "link")
-        os.utime(root / "link", (T0, T0), follow_symlinks=False)
-    for root in (dell, hp):
-        write(root / "sub" / "inner", "same", T0)
+    os.remove(dell / "link")
+    os.symlink("same-02", dell / "link")
     write(dell / "sub" / "fresh", "new", T0)
     os.utime(hp / "sub", (T0 - 500, T0 - 500))  # folder mtimes never matter
     report, plan = sync(dell, hp)
-    assert [(op.action, op.path) for op in plan.ops] == [("copy", b"newer"), ("copy", b"sub/fresh")]
-    assert [op.path for op in plan.conflicts] == [b"link"]  # same mtime, other target
-    assert plan.unchanged == 50 + 1 + 1 and plan.dest_newer == 1
+    assert [(op.action, op.path) for op in plan.ops] == [
+        ("copy", b"newer"),
+        ("copy", b"sub/fresh"),
+        ("symlink", b"link"),
+    ]
+    assert plan.unchanged == 50 + 1 and plan.left_for_reverse == 1 and plan.conflicts == 0
 
 
 def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
@@ -105,10 +110,11 @@ def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
     assert one.leftovers == four.leftovers == [b"d0/.hasync-tmp-leftover"]
 
 
-def test_identical_content_with_different_mtime_is_not_recopied(pair):
+def test_identical_content_with_a_new_mtime_is_not_recopied(pair):
     dell, hp = pair
-    write(dell / "big", b"z" * 1_000_000, T0 + 100)
-    write(hp / "big", b"z" * 1_000_000, T0)
+    write(dell / "big", b"z" * 1_000_000, T0)
+    synced(dell, hp)
+    os.utime(dell / "big", (T0 + 100, T0 + 100))  # touched, not changed
     ino = (hp / "big").stat().st_ino
     report, plan = sync(dell, hp)
     assert [op.action for op in plan.ops] == [TOUCH]
@@ -120,8 +126,9 @@ def test_identical_content_with_different_mtime_is_not_recopied(pair):
 
 def test_same_size_different_bytes_is_copied(pair):
     dell, hp = pair
+    write(dell / "f", "BBBB", T0)
+    synced(dell, hp)
     write(dell / "f", "AAAA", T0 + 100)
-    write(hp / "f", "BBBB", T0)
     report, plan = sync(dell, hp)
     assert plan.ops[0].action == "copy" and plan.ops[0].md5_src != plan.ops[0].md5_dest
     assert (hp / "f").read_text() == "AAAA"
@@ -236,10 +243,11 @@ def test_delete_missing_moves_files_to_trash_where_they_can_be_restored(pair):
     dell, hp = pair
     for i in range(4):
         write(dell / f"keep{i}", "k", T0)
-    write(hp / "gone.txt", "precious", T0)
-    write(hp / "olddir" / "inner.txt", "inner", T0)
-    for i in range(4):
-        write(hp / f"keep{i}", "k", T0)
+    write(dell / "gone.txt", "precious", T0)
+    write(dell / "olddir" / "inner.txt", "inner", T0)
+    synced(dell, hp)
+    os.remove(dell / "gone.txt")
+    shutil.rmtree(dell / "olddir")
     report, plan = sync(dell, hp, delete_missing=True, run_id="run-42")
     assert report.deleted == 3  # two files and one directory
     assert not (hp / "gone.txt").exists() and not (hp / "olddir").exists()
@@ -253,8 +261,9 @@ def test_delete_missing_moves_files_to_trash_where_they_can_be_restored(pair):
 
 def test_overwritten_version_is_kept_in_trash(pair):
     dell, hp = pair
+    write(dell / "doc", "old version", T0)
+    synced(dell, hp)
     write(dell / "doc", "new", T0 + 100)
-    write(hp / "doc", "old version", T0)
     sync(dell, hp)
     assert (hp / "doc").read_text() == "new"
     [kept] = [p for p in (hp / ".hasync-trash").rglob("doc")]
@@ -264,9 +273,12 @@ def test_overwritten_version_is_kept_in_trash(pair):
 def test_without_delete_missing_nothing_is_deleted(pair):
     dell, hp = pair
     write(dell / "a", "a")
-    write(hp / "extra", "e")
+    write(dell / "extra", "e")
+    synced(dell, hp)
+    os.remove(dell / "extra")
     report, plan = sync(dell, hp)
-    assert (hp / "extra").exists() and plan.dest_only_kept == 1 and report.deleted == 0
+    assert (hp / "extra").exists() and plan.kept_deleted == 1 and report.deleted == 0
+    assert sync(dell, hp)[1].ops == []  # and it stays so, run after run
 
 
 def test_trash_older_than_retention_is_purged(pair):
@@ -281,32 +293,40 @@ def test_trash_older_than_retention_is_purged(pair):
 
 def test_trash_retain_zero_deletes_for_real(pair):
     dell, hp = pair
+    write(dell / "f", "old", T0)
+    write(dell / "gone", "only in hp", T0)
+    synced(dell, hp)
     write(dell / "f", "new", T0 + 100)
-    write(hp / "f", "old", T0)
-    write(hp / "gone", "only in hp", T0)
+    os.remove(dell / "gone")
     report, _ = sync(dell, hp, trash_retain_days=0, delete_missing=True)
     assert report.updated == 1 and report.deleted == 1
     assert (hp / "f").read_text() == "new" and not (hp / "gone").exists()
     assert not (hp / ".hasync-trash").exists()  # replaced and deleted outright, not kept then purged
 
 
-def test_conflicts_are_reported_and_left_alone(pair):
+def test_conflicts_keep_both_versions_under_visible_names(pair):
     dell, hp = pair
     write(dell / "same-time", "short", T0)
     write(hp / "same-time", "longer content", T0)
-    write(dell / "clash", "a file")
-    write(hp / "clash" / "inside", "a directory")
+    write(dell / "clash", "a file", T0 + 100)
+    write(hp / "clash" / "inside", "a directory", T0)
+    os.utime(hp / "clash", (T0, T0))  # the folder is older: the file keeps the name
     report, plan = sync(dell, hp)
-    assert {op.path for op in plan.conflicts} == {b"same-time", b"clash"}
-    assert report.failed == 2 and not report.clean
-    assert (hp / "same-time").read_text() == "longer content"
-    assert (hp / "clash" / "inside").read_text() == "a directory"
+    assert plan.conflicts == report.conflicts == 2 and report.failed == 0
+    assert any("CONFLICT same-time" in n for n in report.notes) and any("CONFLICT clash" in n for n in report.notes)
+    found = {v[1] for v in snapshot(hp).values() if v[0] == "file"}
+    assert {b"short", b"longer content", b"a file", b"a directory"} <= found | {
+        v[1] for v in snapshot(dell).values() if v[0] == "file"
+    }
+    assert (hp / "clash").read_text() == "a file"  # the newer keeps the name
 
 
 def test_dry_run_changes_nothing_and_lists_the_plan(pair):
     dell, hp = pair
+    write(dell / "old", "o")
+    synced(dell, hp)
+    os.remove(dell / "old")
     write(dell / "new", "n")
-    write(hp / "old", "o")
     before = snapshot(hp)
     report, plan = sync(dell, hp, dry_run=True, delete_missing=True, max_delete_percent=100)
     assert snapshot(hp) == before and not (hp / ".hasync-trash").exists()

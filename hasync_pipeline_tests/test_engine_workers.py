@@ -11,22 +11,21 @@ import time
 import pytest
 
 from hasync_pipeline.engine import run_sync
-from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, options, snapshot, sync, write
+from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, options, snapshot, sync, synced, write
 
 T0 = time.time() - 10_000
 
 
-def make_many(root, count, folders=7, size=300):
+def make_many(root, count, folders=7, size=300, mtime=T0):
     for i in range(count):
-        write(root / f"dir{i % folders}" / f"file{i:05d}", os.urandom(size), T0)
+        write(root / f"dir{i % folders}" / f"file{i:05d}", os.urandom(size), mtime)
 
 
 def test_many_files_through_four_workers_converge(pair):
     dell, hp = pair
-    make_many(dell, 1500)
-    make_many(hp, 200)  # the same names with other bytes...
-    for p in hp.rglob("file*"):  # ...and older, so dell's versions win
-        os.utime(p, (T0 - 100, T0 - 100))
+    make_many(dell, 200)
+    synced(dell, hp)
+    make_many(dell, 1500, mtime=T0 + 60)  # 200 changed, 1300 new
     results = []
     report, plan = run_sync(str(dell), str(hp), options(workers=4), "many", on_result=results.append)
     assert report.failed == 0 and (report.created, report.updated) == (1300, 200)
@@ -62,12 +61,14 @@ def test_failure_inside_a_worker_is_reported_and_the_rest_applied(pair):
 def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
     dell, hp = pair
     block = os.urandom(1 << 20)
+    write(dell / "big0.bin", "old", T0 - 100_000)
+    synced(dell, hp)
+    os.remove(dell / "big0.bin")
     for i in range(4):
         with open(dell / f"big{i}.bin", "wb") as f:
             for _ in range(128):
                 f.write(block)
     make_many(dell, 300)  # enough operations for the multi-process path
-    write(hp / "big0.bin", "old", T0 - 100_000)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -216,15 +216,33 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
 
 def test_partial_failure_fails_the_run_after_recording_everything(roots):
     dell, hp = roots
-    write(dell / "media" / "clash", "a file", 1_700_000_000)
-    write(hp / "media" / "clash" / "inside", "a directory", 1_700_000_000)
+    os.mkfifo(dell / "media" / "a-fifo")
     write(dell / "media" / "fine", "ok")
     result = run_job("media_dell_to_hp", REAL)
     assert not result.success
     assert (hp / "media" / "fine").exists()
     [it] = iterations()
-    assert it["status"] == "partial_failure" and it["files_failed"] == 1 and it["files_created"] == 1
+    assert it["status"] == "partial_failure" and it["files_created"] == 1
+    assert "a-fifo: special file" in it["error_message"]
     assert lease_is_free("media")
+
+
+def test_a_conflict_keeps_both_versions_named_after_the_servers_and_the_run_says_so(roots):
+    dell, hp = roots
+    write(dell / "media" / "doc.txt", "first", 1_700_000_000)
+    assert run_job("media_dell_to_hp", REAL).success and run_job("media_hp_to_dell", REAL).success
+    write(dell / "media" / "doc.txt", "dell's edit", 1_700_000_100)
+    write(hp / "media" / "doc.txt", "hp's edit, newer", 1_700_000_200)
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_job("media_dell_to_hp", REAL, instance)
+    assert result.success
+    assert instance.get_run_by_id(result.run_id).tags["ha-sync/conflicts"] == "1"
+    assert any("CONFLICT doc.txt" in r.user_message for r in instance.all_logs(result.run_id))
+    assert run_job("media_hp_to_dell", REAL).success and run_job("media_dell_to_hp", REAL).success
+    assert snapshot(dell / "media") == snapshot(hp / "media")
+    [copy] = (hp / "media").glob("doc.sync-conflict-*-dell.txt")
+    assert copy.read_text() == "dell's edit" and (hp / "media" / "doc.txt").read_text() == "hp's edit, newer"
+    assert iterations()[2]["files_conflicted"] == 1
 
 
 def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkeypatch):

@@ -32,6 +32,7 @@ IDENTITY_FIELDS = ("id", "sync_pair", "direction", "src", "dest", "started_at", 
 SUMMARY_FIELDS = tuple(c.name for c in sync_iterations.columns if c.name not in IDENTITY_FIELDS)
 FILEPATH_MAX: int = sync_operations.c.filepath.type.length  # type: ignore[attr-defined]
 ERROR_MAX: int = sync_operations.c.error_message.type.length  # type: ignore[attr-defined]
+REASON_MAX: int = sync_operations.c.reason.type.length  # type: ignore[attr-defined]
 
 
 class RecordInvalid(ValueError):
@@ -153,6 +154,7 @@ def prepare_op(result: OpResult, dry_run: int) -> Prepared:
     size_before, size_after = size_of(op.dest), size_of(op.src)
     status = "success" if result.ok else "fail"
     md5_before, md5_after, error = op.md5_dest, op.md5_src, result.error
+    reason = f"{op.reason}: {op.detail}"[:REASON_MAX] if op.reason else None
     line = _LINE.format(
         dry_run=dry_run,
         operation=f'"{operation}"',
@@ -165,6 +167,7 @@ def prepare_op(result: OpResult, dry_run: int) -> Prepared:
         ended_at=f'"{ended_iso}"',
         status=f'"{status}"',
         error_message=_json_text(error),
+        reason=_json_text(reason),
         bytes=result.bytes,
     )
     row = _ROW(
@@ -180,6 +183,7 @@ def prepare_op(result: OpResult, dry_run: int) -> Prepared:
             "ended_at": ended_db,
             "status": status,
             "error_message": cut_error(error),
+            "reason": reason,
         }
     )
     return line, row, operation, result.ok, result.bytes, ended_iso

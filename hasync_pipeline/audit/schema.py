@@ -1,9 +1,12 @@
 """The audit tables, exactly as the seed's DDL on MySQL/MariaDB (and their nearest form on SQLite).
 
-Extra columns, both nullable (the seed allows nothing else):
-  sync_iterations.run_id         VARCHAR(64) UNIQUE - one id per run, so flushing an opslog twice never
-                                 duplicates an iteration (the opslog header carries it).
-  sync_iterations.dagster_run_id VARCHAR(64)        - the Dagster run, for links from the dashboard.
+Extra columns, all nullable (the seed allows nothing else), each added by a migration (migrations/):
+  sync_iterations.run_id           VARCHAR(64) UNIQUE - one id per run, so flushing an opslog twice never
+                                   duplicates an iteration (the opslog header carries it).          [0002]
+  sync_iterations.dagster_run_id   VARCHAR(64)        - the Dagster run, for links from the dashboard. [0002]
+  sync_iterations.files_conflicted INT                - paths changed on both sides (both kept).       [0003]
+  sync_operations.reason           VARCHAR(1024)      - why it is not a plain propagation: "conflict: ...",
+                                   "restored: ...", "moved: ...", "metadata: ..."                   [0003]
 And one extra index, idx_pair_dry_started (sync_pair, dry_run, started_at): "the last real / dry-run
 iteration of each pair" (dashboard, dry-run idempotency) is then one index lookup, not a sort.
 """
@@ -76,6 +79,7 @@ sync_iterations = Table(
     Column("error_message", Text),
     Column("run_id", String(64), nullable=True),
     Column("dagster_run_id", String(64), nullable=True),
+    Column("files_conflicted", Integer, nullable=True),
     Index("idx_pair", "sync_pair"),
     Index("idx_started", "started_at"),
     Index("idx_dry_run", "dry_run"),
@@ -100,6 +104,7 @@ sync_operations = Table(
     Column("ended_at", DATETIME3),
     Column("status", Enum(*OPERATION_STATUS, name="operation_status", native_enum=True), nullable=False),
     Column("error_message", String(4096)),
+    Column("reason", String(1024), nullable=True),
     Index("idx_iteration", "iteration_id"),
     ForeignKeyConstraint(["iteration_id"], ["sync_iterations.id"], name="fk_iteration"),
     **TABLE_OPTIONS,

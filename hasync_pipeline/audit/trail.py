@@ -20,7 +20,7 @@ ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has chang
 
 def plan_signature(plan: Plan) -> set[tuple[str, str, int | None]]:
     """What a dry-run writes, as the seed compares it: (filepath, operation, size_before) of every row."""
-    return {(encode_path(op.path), op.operation, size_of(op.dest)) for op in plan.ops + plan.conflicts}
+    return {(encode_path(op.path), op.operation, size_of(op.dest)) for op in plan.ops}
 
 
 class AuditTrail:
@@ -120,6 +120,7 @@ class AuditTrail:
             "files_skipped": report.skipped,
             "files_failed": report.failed,
             "total_bytes_transferred": report.bytes,
+            "files_conflicted": report.conflicts,
             "error_message": "\n".join(errors)[:60000] or None,
         }
         writer = self.writer

@@ -11,6 +11,7 @@ from .report import SyncReport
 
 class Status(StrEnum):
     SUCCESS = "success"
+    CONFLICTS = "conflicts"  # done, and some paths had changed on both sides: both versions kept, renamed
     ALREADY_CURRENT = "already_current"  # a dry-run whose plan equals the last one: nothing written
     LEASE_HELD = "lease_held"  # another live run has the pair: nothing done, not a failure
     PARTIAL_FAILURE = "partial_failure"  # some operations failed or some entries were skipped with an error
@@ -20,8 +21,11 @@ class Status(StrEnum):
 
 
 # ha-sync's documented exit codes (2, bad usage, is decided before a run exists)
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED = range(7)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED, EXIT_CONFLICTS = range(
+    8
+)
 EXIT_CODES = {
+    Status.CONFLICTS: EXIT_CONFLICTS,
     Status.SUCCESS: EXIT_OK,
     Status.ALREADY_CURRENT: EXIT_OK,
     Status.LEASE_HELD: EXIT_LEASE_HELD,
@@ -33,6 +37,7 @@ EXIT_CODES = {
 # the audit row's status (the seed's ENUM: running, success, partial_failure, failed)
 AUDIT_STATUS = {
     Status.SUCCESS: "success",
+    Status.CONFLICTS: "success",
     Status.PARTIAL_FAILURE: "partial_failure",
     Status.REFUSED: "failed",
     Status.INTERRUPTED: "failed",
@@ -59,7 +64,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.status in (Status.SUCCESS, *SKIPPED)
+        return self.status in (Status.SUCCESS, Status.CONFLICTS, *SKIPPED)
 
 
 class RunEnded(Exception):

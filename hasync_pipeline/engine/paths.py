@@ -10,7 +10,7 @@ import fnmatch
 import os
 import re
 
-INTERNAL_PREFIX = b".hasync-"
+INTERNAL_PREFIX = b".hasync"  # .hasync/ (journal, marker), .hasync-trash/, .hasync-tmp-*: never synced
 TRASH_DIR = b".hasync-trash"
 TMP_PREFIX = b".hasync-tmp-"
 

@@ -21,6 +21,8 @@ class SyncReport:
     failed: int = 0
     bytes: int = 0
     errors: list[str] = field(default_factory=list)  # entries that could not be synced (not operations)
+    conflicts: int = 0  # paths changed on both sides: both versions kept, one under a conflict name
+    notes: list[str] = field(default_factory=list)  # what the user must hear: conflicts, restores, first sync
     started: float = field(default_factory=time.time)
     duration: float = 0.0
 

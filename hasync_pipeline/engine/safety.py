@@ -1,7 +1,9 @@
 """Checks made before any change.  A refusal stops the whole run, loudly, with nothing touched.
 
-The classic ways a mirror destroys data: a source that is an unmounted (empty) mount point, roots that are
-the same folder or nested, a delete storm, and a disk that fills half-way.
+The classic ways a mirror destroys data: a root that is an unmounted (empty) mount point, roots that are the
+same folder or nested, a delete storm, and a disk that fills half-way.  A root that has synced before carries
+a marker (journal.py); one that lost it, or that is empty while the journal lists entries, is refused by both
+directions, before any change.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import stat
 from dataclasses import dataclass
 
 from . import fsutil
+from .journal import Baseline, RootState
 from .plan import DELETE, Plan
 from .walk import TreeListing
 
@@ -43,12 +46,34 @@ def check_roots(src: str, dest: str) -> None:
             raise SafetyRefusal(f"{inner} lies inside {outer}: source and destination must not be nested")
 
 
-def check_plan(plan: Plan, src: TreeListing, dest: TreeListing, limits: SafetyLimits) -> None:
-    if src.is_empty() and dest.entries > 0:
+def check_markers(
+    src: RootState, dest: RootState, src_tree: TreeListing, dest_tree: TreeListing, base: Baseline
+) -> None:
+    """Both roots carry their marker, or neither does (a first sync); neither is empty while the journal
+    lists entries; and before any journal exists an empty source is not taken for a deletion of everything."""
+    for root, other in ((src, dest), (dest, src)):
+        if root.root_id is None and other.root_id is not None:
+            raise SafetyRefusal(
+                f"{root.root} has no .hasync marker although {other.root} has one: is the share mounted? If "
+                f"this is a new, empty copy on purpose, remove {other.root}/.hasync to start over with a first "
+                "sync (a first sync deletes nothing)"
+            )
+    journal = base.journal
+    if journal is not None and journal.entries:
+        for tree in (src_tree, dest_tree):
+            if tree.is_empty():
+                raise SafetyRefusal(
+                    f"{tree.root} is empty but the journal lists {journal.entries} entries synced there: an "
+                    "unmounted share? Nothing was changed on either side"
+                )
+    elif src_tree.is_empty() and dest_tree.entries > 0:
         raise SafetyRefusal(
-            f"source {src.root} is empty but destination {dest.root} holds {dest.entries} entries; "
-            "refusing (an empty source is usually an unmounted volume)"
+            f"source {src_tree.root} is empty but destination {dest_tree.root} holds {dest_tree.entries} "
+            "entries and they have never synced; refusing (an empty source is usually an unmounted volume)"
         )
+
+
+def check_plan(plan: Plan, dest: TreeListing, limits: SafetyLimits) -> None:
     deletes = plan.count(DELETE)
     dest_files = dest.files + dest.symlinks
     if deletes and dest_files and deletes * 100.0 / dest_files > limits.max_delete_percent:

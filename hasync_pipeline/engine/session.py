@@ -2,9 +2,11 @@
 
     preflight  take the lease, flush the opslogs earlier runs left
     walk       list source and destination at once (each root checked first)
-    plan       compare, check the plan is safe, record conflicts; cut it into batches (a dry-run records it)
-    apply      one batch: stage copies, one syncfs + lease check, renames and deletes
-    finish     purge old trash, decide the outcome, close and flush the opslog
+    plan       read the journal, reconcile (reconcile.py: every two-way decision), check the plan is safe;
+               cut it into batches (a dry-run records it instead)
+    apply      one batch: conflict renames and moves, folders, stage copies, one syncfs + lease check,
+               renames into place and deletes
+    finish     purge old trash, write the journal, decide the outcome, close and flush the opslog
     close      expire old opslogs, give the lease back (always, whatever happened)
 
 `ha-sync` runs them in a loop (`SyncSession.run`); a Dagster job runs one per op.  Every way a run can end
@@ -16,14 +18,16 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
-from . import safety, trash
+from . import journal, safety, trash
 from .forking import Child, call_in_child, result_of
 from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
 from .paths import ExcludeMatcher, display
-from .plan import CompareOptions, Op, Plan, make_plan
+from .plan import Op, Plan
 from .ports import Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
+from .reconcile import Draft, ReconcileOptions, finalize, reconcile
 from .report import SyncReport
 from .transfer import cleanup_leftovers, describe_error
 from .walk import TreeListing, walk_tree
@@ -51,6 +55,7 @@ class SyncSession:
         on_result: Callable[[OpResult], None] = lambda result: None,
         stop_requested: Callable[[], None] = _noop,
         started_walks: tuple[Child | None, Child | None] = (None, None),
+        labels: tuple[str, str] = ("source", "destination"),
     ):
         self.src, self.dest = os.path.abspath(src), os.path.abspath(dest)
         self.opts, self.run_id = opts, run_id
@@ -68,6 +73,10 @@ class SyncSession:
         self.outcome: Outcome | None = None
         self.error: BaseException | None = None  # what ended the run early, if anything did
         self._recording = False  # the opslog is open: an ending is written to it
+        self.labels = labels
+        self.base: journal.Baseline | None = None
+        self.draft: Draft | None = None
+        self._done: dict[int, tuple[int, int] | None] = {}  # id(op) of each operation done -> its identity
 
     # ---- the steps -------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -96,9 +105,19 @@ class SyncSession:
         of batches to apply.  Ends the run when the plan is refused or a dry-run is already current."""
         assert self.src_tree is not None and self.dest_tree is not None, "walk() first"
         with self._ending():
-            plan = self.the_plan = plan_pair(self.src_tree, self.dest_tree, self.opts)
+            src_state, dest_state = journal.read_root(self.src), journal.read_root(self.dest)
+            self.base = journal.baseline(src_state, dest_state)
+            safety.check_markers(src_state, dest_state, self.src_tree, self.dest_tree, self.base)
+            plan, self.draft = plan_pair(self.src_tree, self.dest_tree, self.base, self.opts, self.labels)
+            self.the_plan = plan
             report = self.report
-            report.skipped = plan.skipped
+            report.skipped, report.conflicts = plan.skipped, plan.conflicts
+            if plan.first_sync:
+                report.notes.append(
+                    f"first-sync mode ({plan.first_sync}): both sides are merged, nothing is "
+                    "deleted, and differing content is kept twice as a conflict"
+                )
+            report.notes += plan.notes
             report.errors += [msg for _, msg in plan.errors]
             report.errors += [
                 f"{display(p)}: special file (FIFO, socket or device) skipped" for p in self.src_tree.special
@@ -110,8 +129,6 @@ class SyncSession:
                     raise self._end(Status.ALREADY_CURRENT, current)
             self.on_plan(plan)
             self.trail.begin()
-            for result in conflict_results(plan):
-                self._record(result)
             if self.opts.dry_run:
                 for op in plan.ops:
                     self._record(OpResult(op, True))
@@ -146,17 +163,52 @@ class SyncSession:
         with self._ending():
             if not self.opts.dry_run:
                 trash.purge(self.dest, self.opts.trash_retain_days)
-            status = Status.SUCCESS if self.report.clean else Status.PARTIAL_FAILURE
-            message = (
-                ""
-                if self.report.clean
-                else (f"{self.report.failed} operations failed, {len(self.report.errors)} entries not synced")
-            )
+                self._save_journal()
+            if not self.report.clean:
+                status = Status.PARTIAL_FAILURE
+            else:
+                status = Status.CONFLICTS if self.report.conflicts else Status.SUCCESS
+            message = {
+                Status.SUCCESS: "",
+                Status.CONFLICTS: f"{self.report.conflicts} conflicts: both versions kept, one renamed",
+                Status.PARTIAL_FAILURE: f"{self.report.failed} operations failed, {len(self.report.errors)} "
+                "entries not synced",
+            }[status]
             self.report.stop_clock()
             self.trail.finish(self.report, AUDIT_STATUS[status])
             self._recording = False
             self.outcome = Outcome(status, message, self.report, self.trail.warnings)
             return self.outcome
+
+    def _save_journal(self) -> None:
+        """Record what both sides now agree on, in both roots.  Nothing to record: nothing written.  A move
+        that failed leaves the old journal (the next run plans again from it)."""
+        assert self.base is not None and self.draft is not None
+        done = self._done
+        if any(id(move) not in done for move in self.draft.moves):
+            self.report.errors.append("a move failed: the journal is left as it was; the next run plans again")
+            return
+        if self.base.journal is not None and not self.draft.changed and not done:
+            return
+        try:
+            src_id, dest_id = journal.ensure_root_id(self.src), journal.ensure_root_id(self.dest)
+            dirs = finalize(self.draft, done)
+            if self.base.journal is not None:
+                sides, parent = self.base.journal.sides, self.base.journal.generation
+                swap = self.base.src_side == 1
+            else:
+                sides, parent, swap = (src_id, dest_id), None, False
+            journal.save(
+                (self.src, self.dest),
+                sides,
+                {rel: (pair[1], pair[0]) if swap else pair for rel, pair in dirs.items()},
+                parent,
+            )
+        except OSError as exc:
+            self.report.errors.append(
+                f"the journal could not be written ({describe_error(exc)}): the next run "
+                "compares without it (a first sync: nothing deleted)"
+            )
 
     def close(self, reason: str = "the run stopped before it finished") -> Outcome:
         """Expire old opslogs and give the lease back.  Always called, however the run ended; idempotent.
@@ -195,6 +247,8 @@ class SyncSession:
 
     # ---- how a run ends --------------------------------------------------------------------------------
     def _record(self, result: OpResult) -> None:
+        if result.ok:
+            self._done[id(result.op)] = result.ident
         self.report.add(result)
         self.trail.record(result)
         self.on_result(result)
@@ -252,15 +306,29 @@ def walk_pair(
     return src_tree, dest_tree
 
 
-def plan_pair(src_tree: TreeListing, dest_tree: TreeListing, opts: SyncOptions) -> Plan:
-    """Compare and check the plan is safe to apply; raises safety.SafetyRefusal otherwise."""
-    plan = make_plan(
-        src_tree, dest_tree, CompareOptions(opts.mtime_threshold, opts.delete_missing, max(1, opts.workers))
+def plan_pair(
+    src_tree: TreeListing,
+    dest_tree: TreeListing,
+    base: journal.Baseline,
+    opts: SyncOptions,
+    labels: tuple[str, str] = ("source", "destination"),
+) -> tuple[Plan, Draft]:
+    """Reconcile against the journal and check the plan is safe; raises safety.SafetyRefusal otherwise."""
+    plan, draft = reconcile(
+        src_tree,
+        dest_tree,
+        base,
+        ReconcileOptions(
+            int(opts.mtime_threshold * 1e9),
+            opts.delete_missing,
+            max(1, opts.workers),
+            labels,
+            datetime.now(UTC),
+            owners=os.geteuid() == 0,
+        ),
     )
-    safety.check_plan(
-        plan, src_tree, dest_tree, safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes)
-    )
-    return plan
+    safety.check_plan(plan, dest_tree, safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes))
+    return plan, draft
 
 
 def split_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[Op]]:
@@ -277,11 +345,6 @@ def split_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[Op]]
     if current:
         batches.append(current)
     return batches
-
-
-def conflict_results(plan: Plan) -> list[OpResult]:
-    """Conflicts are never applied; they are reported as failed operations so nobody misses them."""
-    return [OpResult(op, False, f"conflict: {op.detail}; left alone, resolve by hand") for op in plan.conflicts]
 
 
 def run_sync(src: str, dest: str, opts: SyncOptions, run_id: str = "test", **hooks: object) -> tuple[SyncReport, Plan]:

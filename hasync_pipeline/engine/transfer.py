@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from . import fsutil
 from .paths import TMP_PREFIX, display, split
-from .plan import COPY, Op
+from .plan import COPY, RENAME_SRC, Op
 from .trash import Trash
 from .walk import DIR, FILE, LINK, Entry
 
@@ -33,7 +33,8 @@ _TMP_OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _KIND_OF_MODE = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: LINK}
 
 # (op index, ok, error or None, bytes transferred, started, ended) - cheap to pickle between processes
-Outcome = tuple[int, bool, "str | None", int, float, float]
+# (op index, ok, error or None, bytes, started, ended, the destination's (inode, ctime) after it or None)
+Outcome = tuple[int, bool, "str | None", int, float, float, "tuple[int, int] | None"]
 T = TypeVar("T")
 
 
@@ -48,7 +49,10 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _same(st: os.stat_result, expected: Entry) -> bool:
+    """Is the entry on disk still the one the plan saw (kind, inode, and for files and links size and mtime)?"""
     if _KIND_OF_MODE.get(stat.S_IFMT(st.st_mode)) != expected.kind:
+        return False
+    if expected.ino and st.st_ino != expected.ino:
         return False
     return expected.kind == DIR or (st.st_size == expected.size and st.st_mtime_ns == expected.mtime_ns)
 
@@ -102,12 +106,12 @@ class FileOps:
         os.close(self.dest_fd)
 
     # ---- reporting -------------------------------------------------------------------------------
-    def _ok(self, idx: int, started: float, nbytes: int = 0) -> None:
-        self.emit((idx, True, None, nbytes, started, time.time()))
+    def _ok(self, idx: int, started: float, nbytes: int = 0, ident: tuple[int, int] | None = None) -> None:
+        self.emit((idx, True, None, nbytes, started, time.time(), ident))
 
     def _fail(self, idx: int, exc: BaseException, started: float | None = None) -> None:
         now = time.time()
-        self.emit((idx, False, describe_error(exc), 0, started or now, now))
+        self.emit((idx, False, describe_error(exc), 0, started or now, now, None))
 
     # ---- folders ---------------------------------------------------------------------------------
     def mkdir(self, idx: int) -> None:
@@ -126,6 +130,7 @@ class FileOps:
                     if self.preserve_owner:
                         os.fchown(dfd, op.src_entry.uid, op.src_entry.gid)
                     os.fchmod(dfd, op.src_entry.mode)
+                    ino = os.fstat(dfd).st_ino
                 finally:
                     os.close(dfd)
             finally:
@@ -134,7 +139,68 @@ class FileOps:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 exc = fsutil.UnsafePathError(exc.errno, "exists in destination but is not a directory")
             return self._fail(idx, exc, started)
-        self._ok(idx, started)
+        self._ok(idx, started, ident=(ino, 0))  # folders keep no ctime in the journal
+
+    # ---- renames, moves and metadata (few: run in the parent, one by one) ----------------------------------
+    def rename_in_place(self, idx: int) -> None:
+        """A conflict's losing version gets its conflict name, on its own side (RENAME_SRC / RENAME_DEST)."""
+        op = self.ops[idx]
+        on_src = op.action == RENAME_SRC
+        expected = op.src_entry if on_src else op.dest_entry
+        assert op.new_path is not None
+        self._rename(idx, self.src_fd if on_src else self.dest_fd, op.path, op.new_path, expected, ident=False)
+
+    def move(self, idx: int) -> None:
+        """Rename a destination entry to where the source's moved to (parents made as needed)."""
+        op = self.ops[idx]
+        assert op.new_path is not None
+        self._rename(idx, self.dest_fd, op.path, op.new_path, op.dest_entry, ident=True)
+
+    def _rename(self, idx: int, root_fd: int, old: bytes, new: bytes, expected: Entry, ident: bool) -> None:
+        (old_head, old_name), (new_head, new_name) = split(old), split(new)
+        started = time.time()
+        try:
+            ofd = fsutil.open_dir(root_fd, old_head)
+            try:
+                nfd = fsutil.open_dir(root_fd, new_head, create_mode=0o755)
+                try:
+                    current = _lstat(old_name, ofd)
+                    if current is None or not _same(current, expected):
+                        raise Changed("changed since the plan; left for the next run")
+                    fsutil.rename_noreplace(old_name, new_name, ofd, nfd)
+                    st = os.stat(new_name, dir_fd=nfd, follow_symlinks=False)
+                finally:
+                    os.close(nfd)
+            finally:
+                os.close(ofd)
+        except FileExistsError:
+            return self._fail(idx, Changed(f"{display(new)} exists already; left for the next run"), started)
+        except (OSError, Changed) as exc:
+            return self._fail(idx, exc, started)
+        self._ok(idx, started, ident=(st.st_ino, 0 if stat.S_ISDIR(st.st_mode) else st.st_ctime_ns) if ident else None)
+
+    def meta(self, idx: int) -> None:
+        """Mode (and, as root, owner) of a destination entry whose content did not change."""
+        op = self.ops[idx]
+        head, name = split(op.path)
+        started = time.time()
+        src = op.src_entry
+        try:
+            pfd = fsutil.open_dir(self.dest_fd, head)
+            try:
+                current = _lstat(name, pfd)
+                if current is None or not _same(current, op.dest_entry):
+                    raise Changed("destination changed since the plan; left for the next run")
+                if self.preserve_owner:
+                    os.chown(name, src.uid, src.gid, dir_fd=pfd, follow_symlinks=False)
+                if src.kind != LINK:  # a link's own mode means nothing on Linux
+                    os.chmod(name, src.mode, dir_fd=pfd)
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(pfd)
+        except (OSError, Changed) as exc:
+            return self._fail(idx, exc, started)
+        self._ok(idx, started, ident=(st.st_ino, 0 if src.kind == DIR else st.st_ctime_ns))
 
     def rmdir(self, idx: int) -> None:
         head, name = split(self.ops[idx].path)
@@ -266,17 +332,18 @@ class FileOps:
                         unlink_quietly(tmp, dfd)
                     continue
                 try:
-                    self._commit_one(self.ops[idx], tmp, dfd)
+                    ident = self._commit_one(self.ops[idx], tmp, dfd)
                 except (OSError, Changed) as exc:
                     if tmp is not None:
                         unlink_quietly(tmp, dfd)
                     self._fail(idx, exc, started)
                     continue
-                self._ok(idx, started, self.ops[idx].copy_bytes)
+                self._ok(idx, started, self.ops[idx].copy_bytes, ident)
         finally:
             os.close(dfd)
 
-    def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> None:
+    def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> tuple[int, int]:
+        """Put the staged file in place; returns its (inode, ctime) there, for the journal."""
         name = split(op.path)[1]
         if op.dest is None:
             assert tmp is not None, "a new entry is always staged"
@@ -284,14 +351,16 @@ class FileOps:
                 fsutil.rename_noreplace(tmp, name, dfd, dfd)  # fails, rather than replaces, if one appeared
             except FileExistsError:
                 raise Changed("appeared in the destination since the plan; left for the next run") from None
-            return
-        current = _lstat(name, dfd)
-        if current is None or not _same(current, op.dest_entry):
-            raise Changed("destination changed since the plan; left for the next run")
-        if tmp is None:
-            os.utime(name, ns=(current.st_atime_ns, op.src_entry.mtime_ns), dir_fd=dfd, follow_symlinks=False)
         else:
-            self.trash.keep_then_replace(dfd, name, op.path, tmp)
+            current = _lstat(name, dfd)
+            if current is None or not _same(current, op.dest_entry):
+                raise Changed("destination changed since the plan; left for the next run")
+            if tmp is None:
+                os.utime(name, ns=(current.st_atime_ns, op.src_entry.mtime_ns), dir_fd=dfd, follow_symlinks=False)
+            else:
+                self.trash.keep_then_replace(dfd, name, op.path, tmp)
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        return st.st_ino, st.st_ctime_ns
 
     def delete_group(self, head: bytes, indices: list[int]) -> None:
         """Move files that are not in the source into the trash, if they are still what the plan saw."""

@@ -31,7 +31,8 @@ KIND_NAMES = {FILE: "file", DIR: "directory", LINK: "symlink"}
 
 
 class Entry(NamedTuple):
-    """One entry, materialised only while comparing."""
+    """One entry, materialised only while comparing.  (ino, ctime_ns) is its identity on its side: any change
+    to its content or metadata moves ctime, which no user can set; the journal keeps it to tell an edit."""
 
     kind: int
     size: int
@@ -39,18 +40,23 @@ class Entry(NamedTuple):
     mode: int
     uid: int
     gid: int
+    ino: int = 0
+    ctime_ns: int = 0
     link: bytes | None = None
+
+
+Row = tuple[bytes, int, int, int, int, int, int, int, int]  # name, then Entry's fields but the link
 
 
 class DirListing:
     """The entries of one directory, sorted by name, stored as columns."""
 
-    __slots__ = ("names_blob", "kinds", "sizes", "mtimes", "modes", "uids", "gids", "links")
+    __slots__ = ("names_blob", "kinds", "sizes", "mtimes", "modes", "uids", "gids", "inos", "ctimes", "links")
 
-    def __init__(self, rows: list[tuple[bytes, int, int, int, int, int, int]], links: dict[bytes, bytes]):
+    def __init__(self, rows: list[Row], links: dict[bytes, bytes]):
         rows.sort()
-        names, kinds, sizes, mtimes, modes, uids, gids = (
-            zip(*rows, strict=True) if rows else ((),) * 7
+        names, kinds, sizes, mtimes, modes, uids, gids, inos, ctimes = (
+            zip(*rows, strict=True) if rows else ((),) * 9
         )  # rows -> columns
         self.names_blob = b"\0".join(names)
         self.kinds = bytes(kinds)
@@ -59,6 +65,8 @@ class DirListing:
         self.modes = array("I", modes)
         self.uids = array("I", uids)
         self.gids = array("I", gids)
+        self.inos = array("Q", inos)
+        self.ctimes = array("q", ctimes)
         self.links = links or None  # name -> target, symlinks only (rare)
 
     def __len__(self) -> int:
@@ -75,23 +83,28 @@ class DirListing:
             self.modes[i],
             self.uids[i],
             self.gids[i],
+            self.inos[i],
+            self.ctimes[i],
             self.links.get(name) if self.links else None,
         )
 
     def entries(self) -> Iterator[Entry]:
         """Every entry in name order, built at C speed (a new folder's 100k files: half the time of entry())."""
-        rows = map(Entry, self.kinds, self.sizes, self.mtimes, self.modes, self.uids, self.gids)
+        rows = map(Entry, self.kinds, self.sizes, self.mtimes, self.modes, self.uids, self.gids, self.inos, self.ctimes)
         if not self.links:
             return rows
         return (
             e._replace(link=self.links[n]) if e.kind == LINK else e for n, e in zip(self.names(), rows, strict=True)
         )
 
+    def columns(self) -> tuple[array[int], ...]:
+        return (self.sizes, self.mtimes, self.modes, self.uids, self.gids, self.inos, self.ctimes)
+
     def nbytes(self) -> int:
         return (
             len(self.names_blob)
             + len(self.kinds)
-            + sum(a.itemsize * len(a) for a in (self.sizes, self.mtimes, self.modes, self.uids, self.gids))
+            + sum(a.itemsize * len(a) for a in self.columns())
             + sum(len(k) + len(v) for k, v in (self.links or {}).items())
         )
 
@@ -137,7 +150,7 @@ def _list_one(
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != expect:
                 raise OSError("directory was replaced while walking")
-        rows: list[tuple[bytes, int, int, int, int, int, int]] = []
+        rows: list[Row] = []
         links: dict[bytes, bytes] = {}
         subdirs: list[tuple[bytes, tuple[int, int]]] = []
         special: list[bytes] = []
@@ -160,13 +173,37 @@ def _list_one(
                 mode = st.st_mode
                 fmt = mode & 0o170000
                 if fmt == _S_IFREG:
-                    add((name, FILE, st.st_size, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid))
+                    add(
+                        (
+                            name,
+                            FILE,
+                            st.st_size,
+                            st.st_mtime_ns,
+                            mode & 0o7777,
+                            st.st_uid,
+                            st.st_gid,
+                            st.st_ino,
+                            st.st_ctime_ns,
+                        )
+                    )
                 elif fmt == _S_IFDIR:
                     subdirs.append((join(rel, name), (st.st_dev, st.st_ino)))
-                    add((name, DIR, 0, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid))
+                    add((name, DIR, 0, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid, st.st_ino, 0))
                 elif fmt == _S_IFLNK:
                     links[name] = os.readlink(name, dir_fd=fd)
-                    add((name, LINK, st.st_size, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid))
+                    add(
+                        (
+                            name,
+                            LINK,
+                            st.st_size,
+                            st.st_mtime_ns,
+                            mode & 0o7777,
+                            st.st_uid,
+                            st.st_gid,
+                            st.st_ino,
+                            st.st_ctime_ns,
+                        )
+                    )
                 else:
                     special.append(join(rel, name))
         return DirListing(rows, links), subdirs, special, leftovers

@@ -20,7 +20,7 @@ from . import fsutil
 from .forking import Child, write_frame
 from .gcpause import cyclic_gc_paused
 from .paths import split
-from .plan import COPY, DELETE, MKDIR, RMDIR, SYMLINK, TOUCH, Op
+from .plan import COPY, DELETE, META, MKDIR, MOVE, RENAME_DEST, RENAME_SRC, RMDIR, SYMLINK, TOUCH, Op
 from .transfer import FileOps, Outcome
 
 _GO, _ABORT = b"G", b"A"
@@ -41,6 +41,7 @@ class OpResult:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     prepared: object = None  # what ApplyContext.prepare made of it, where the operation ran
+    ident: tuple[int, int] | None = None  # the destination's (inode, ctime) after it: for the journal
 
 
 @dataclass
@@ -203,8 +204,15 @@ class _Applier:
             cancelled=self._stop_if_requested,
         )
         try:
+            for idx, op in enumerate(self.ops):  # conflict renames and moves first: they free or take names
+                if op.action in (RENAME_SRC, RENAME_DEST):
+                    local.rename_in_place(idx)
+                elif op.action == MOVE:
+                    local.move(idx)
             for idx in (i for i, op in enumerate(self.ops) if op.action == MKDIR):
                 local.mkdir(idx)
+            for idx in (i for i, op in enumerate(self.ops) if op.action == META):
+                local.meta(idx)
             shares = _split_into_shares(self.ops, self.ctx.workers)
             if len(shares) > 1 and sum(s.weight for s in shares) >= _FORK_WORTH:
                 self._in_children(shares, local.dest_fd)
@@ -279,14 +287,16 @@ class _Applier:
         died = [pid for pid, status in statuses.items() if status != 0]
         if died:
             for idx, op in enumerate(self.ops):
-                if idx not in self.reported and op.action not in (MKDIR, RMDIR):
+                if idx not in self.reported and op.action in (COPY, SYMLINK, TOUCH, DELETE):
                     now = time.time()
-                    self.deliver((idx, False, f"worker process died (pids {died}); left for the next run", 0, now, now))
+                    self.deliver(
+                        (idx, False, f"worker process died (pids {died}); left for the next run", 0, now, now, None)
+                    )
 
 
 def _result(ops: list[Op], outcome: Outcome) -> OpResult:
-    idx, ok, error, nbytes, started, ended = outcome
-    return OpResult(ops[idx], ok, error, nbytes, started, ended)
+    idx, ok, error, nbytes, started, ended, ident = outcome
+    return OpResult(ops[idx], ok, error, nbytes, started, ended, ident=ident)
 
 
 def apply_batch(ops: list[Op], ctx: ApplyContext) -> list[OpResult]:

@@ -19,6 +19,7 @@ from .config import SyncConfig
 from .live import LiveRun, RunRef
 
 PAIR_TAG, DIRECTION_TAG, SKIPPED_TAG = "ha-sync/pair", "ha-sync/direction", "ha-sync/skipped"
+CONFLICTS_TAG = "ha-sync/conflicts"
 SKIP_TAG_VALUES = {Status.LEASE_HELD: "lease-held", Status.ALREADY_CURRENT: "dry-run-current"}
 T = TypeVar("T")
 
@@ -85,6 +86,7 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterato
         ),
         lease_name=f"the lease ha-sync-{pair_name}",
         take_lease=lambda: acquire_for_pair(pair_name, settings.lock_ttl, run_id, settings),
+        labels=sides(direction),
     )
     live.register(run_id, LiveRun(session, store))
     try:
@@ -150,7 +152,7 @@ def plan(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
         {
             "operations": len(the_plan.ops),
             "bytes_to_copy": the_plan.copy_bytes,
-            "conflicts": len(the_plan.conflicts),
+            "conflicts": the_plan.conflicts,
             "dry_run": session.opts.dry_run,
             **{a: the_plan.count(a) for a in ("mkdir", "copy", "touch", "symlink", "delete", "rmdir")},
         },
@@ -186,6 +188,10 @@ def flush_opslog(context: dg.OpExecutionContext, run: RunRef) -> RunRef:
     session = live.get(run.run_id)
     outcome = _step(context, session.finish)
     report = outcome.report
+    for note in report.notes:  # conflicts, restores, first-sync mode
+        context.log.warning(note)
+    if report.conflicts:
+        context.instance.add_run_tags(context.run_id, {CONFLICTS_TAG: str(report.conflicts)})
     context.add_output_metadata(
         {
             "status": outcome.status.value,
@@ -196,6 +202,7 @@ def flush_opslog(context: dg.OpExecutionContext, run: RunRef) -> RunRef:
             "failed": report.failed,
             "bytes": report.bytes,
             "errors": len(report.errors),
+            "conflicts": report.conflicts,
         }
     )
     return run
@@ -211,16 +218,16 @@ def cleanup(context: dg.OpExecutionContext, run: RunRef) -> None:
     outcome = live.end(run.run_id) or session.close()
     assert plan is not None
     stats = {
-        "dest_newer": plan.dest_newer,
-        "dest_only": plan.dest_only_kept,
-        "conflicts": len(plan.conflicts),
+        "left_for_the_opposite_run": plan.left_for_reverse,
+        "kept_deleted": plan.kept_deleted,
+        "conflicts": plan.conflicts,
         "ops": len(plan.ops),
     }
     dry_run = session.opts.dry_run
     agree = (
         outcome.status == Status.SUCCESS
-        and plan.dest_newer == 0
-        and plan.dest_only_kept == 0
+        and not plan.left_for_reverse
+        and not plan.kept_deleted
         and (not dry_run or not plan.ops)
     )
     check = dg.AssetCheckEvaluation(

@@ -1,0 +1,331 @@
+"""The journal: how every path of a pair looked at its last successful sync, on each side.  With it a run tells
+"deleted here" from "new there" and an edit from a stale copy (Unison's archives, rclone bisync's listings);
+every decision it feeds is in reconcile.py.
+
+Where: `<root>/.hasync/` in both roots (it travels with the data; never synced):
+    root-id        this root's identity, written at its first sync: the marker.  A root without it while the
+                   other has one is refused (an unmounted share, a swapped disk).
+    journal        the current generation;  journal.prev  the one before.
+Both copies carry the same generation id.  Anything else - a copy missing or corrupt, two generations (a
+side restored from a backup, or a run that stopped between writing the two), a root the journal does not
+know - means first-sync mode: nothing is deleted, differing content is a conflict, and the run says so.
+
+Format (a share-writable file must never be able to run code, so no pickle): a magic line, a JSON header
+(generation, parent, the two root ids, entry count, BLAKE2b of the body) and a zlib body of per-folder
+columns: the agreed state (kind, size, mtime, mode, owner, link target) and each side's identity (inode,
+ctime).  ~20 B/entry on disk for a typical tree plus its names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import struct
+import zlib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from . import fsutil
+from .walk import DIR, DirListing, Entry, Row
+
+STATE_DIR = b".hasync"
+ROOT_ID, JOURNAL, PREVIOUS = "root-id", "journal", "journal.prev"
+MAGIC = b"HASYNC-JOURNAL 1\n"
+_U32 = struct.Struct("<I")
+# the agreed state's columns (shared by both sides), then each side's identity
+_SHARED = (("sizes", "q"), ("mtimes", "q"))
+_PER_SIDE = (("modes", "I"), ("uids", "I"), ("gids", "I"), ("inos", "Q"), ("ctimes", "q"))
+
+
+class JournalError(Exception):
+    """A journal copy cannot be used (corrupt, foreign, unreadable); the message says which and why."""
+
+
+@dataclass
+class Journal:
+    """Per folder, two listings with the same names: how each side looked at the last sync (side 0 and
+    side 1 are the roots named in `sides`)."""
+
+    generation: str
+    parent: str | None
+    sides: tuple[str, str]
+    dirs: dict[bytes, tuple[DirListing, DirListing]] = field(default_factory=dict)
+
+    def side_of(self, root_id: str | None) -> int | None:
+        return self.sides.index(root_id) if root_id in self.sides else None
+
+    @property
+    def entries(self) -> int:
+        return sum(len(pair[0]) for pair in self.dirs.values())
+
+
+@dataclass
+class RootState:
+    """What a root says about itself before a run: its marker and its journal copy."""
+
+    root: str
+    root_id: str | None
+    journal: Journal | None
+    problem: str | None = None  # why its journal copy cannot be used
+
+
+# ---- markers ------------------------------------------------------------------------------------------
+
+
+def _state_fd(root: str, create: bool = False) -> int:
+    root_fd = fsutil.open_root(root)
+    try:
+        return fsutil.open_dir(root_fd, STATE_DIR, create_mode=0o700 if create else None)
+    finally:
+        os.close(root_fd)
+
+
+def _read_small(dir_fd: int, name: str, limit: int = 1 << 30) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit)
+
+
+def read_root(root: str) -> RootState:
+    """The root's marker and journal copy (None where absent); a journal that cannot be read is a problem,
+    never an exception: the run then goes to first-sync mode."""
+    try:
+        dfd = _state_fd(root)
+    except FileNotFoundError:
+        return RootState(root, None, None)
+    except OSError as exc:
+        return RootState(root, None, None, f"cannot open {root}/.hasync: {exc.strerror or exc}")
+    try:
+        raw_id = _read_small(dfd, ROOT_ID, 256)
+        root_id = raw_id.decode("ascii", "replace").strip() if raw_id else None
+        try:
+            data = _read_small(dfd, JOURNAL)
+            journal = decode(data) if data is not None else None
+        except (JournalError, OSError) as exc:
+            return RootState(root, root_id, None, f"{root}/.hasync/{JOURNAL}: {exc}")
+        return RootState(root, root_id, journal)
+    finally:
+        os.close(dfd)
+
+
+def ensure_root_id(root: str) -> str:
+    """This root's identity, made (and made durable) at its first sync."""
+    dfd = _state_fd(root, create=True)
+    try:
+        existing = _read_small(dfd, ROOT_ID, 256)
+        if existing:
+            return existing.decode("ascii", "replace").strip()
+        root_id = secrets.token_hex(8)
+        _write_atomically(dfd, ROOT_ID, (root_id + "\n").encode())
+        return root_id
+    finally:
+        os.close(dfd)
+
+
+# ---- choosing the journal -----------------------------------------------------------------------------
+
+
+@dataclass
+class Baseline:
+    """The journal this run compares against (None: first-sync mode, for `why`)."""
+
+    journal: Journal | None
+    why: str = ""
+    src_side: int = 0
+    dest_side: int = 1
+
+
+def baseline(src: RootState, dest: RootState) -> Baseline:
+    """Pick the journal from the two copies (see the module's docstring)."""
+    if src.root_id is None or dest.root_id is None:
+        return Baseline(None, "first sync of this pair: no journal yet")
+    problems = [p for p in (src.problem, dest.problem) if p]
+    if problems:
+        return Baseline(None, "; ".join(problems))
+    a, b = src.journal, dest.journal
+    if a is None or b is None:
+        missing = src.root if a is None else dest.root
+        return Baseline(None, f"the journal copy in {missing} is missing")
+    if a.generation != b.generation:
+        return Baseline(
+            None,
+            f"the two journal copies disagree (generation {a.generation} in {src.root}, "
+            f"{b.generation} in {dest.root}): was one side restored from a backup?",
+        )
+    chosen = a
+    s, d = chosen.side_of(src.root_id), chosen.side_of(dest.root_id)
+    if s is None or d is None or s == d:
+        return Baseline(None, "the journal does not know these two roots (a copy was swapped or re-created)")
+    return Baseline(chosen, "", s, d)
+
+
+# ---- writing -------------------------------------------------------------------------------------------
+
+
+def save(
+    roots: tuple[str, str], sides: tuple[str, str], dirs: dict[bytes, tuple[DirListing, DirListing]], parent: str | None
+) -> Journal:
+    """Write a new generation into both roots (the previous one kept as journal.prev).  Raises OSError."""
+    journal = Journal(secrets.token_hex(8), parent, sides, dirs)
+    data = encode(journal)
+    for root in roots:
+        dfd = _state_fd(root, create=True)
+        try:
+            try:
+                os.rename(JOURNAL, PREVIOUS, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            _write_atomically(dfd, JOURNAL, data)
+        finally:
+            os.close(dfd)
+    return journal
+
+
+def _write_atomically(dir_fd: int, name: str, data: bytes) -> None:
+    tmp = f".{name}.tmp-{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.fsync(dir_fd)
+
+
+# ---- the format ------------------------------------------------------------------------------------------
+
+
+def encode(journal: Journal) -> bytes:
+    parts: list[bytes] = []
+    for rel in sorted(journal.dirs):
+        side0, side1 = journal.dirs[rel]
+        links = {
+            n.decode("utf-8", "surrogateescape"): t.decode("utf-8", "surrogateescape")
+            for n, t in (side0.links or {}).items()
+        }
+        columns = [
+            side0.kinds,
+            *(getattr(side0, name).tobytes() for name, _ in _SHARED),
+            *(getattr(side, name).tobytes() for side in (side0, side1) for name, _ in _PER_SIDE),
+            json.dumps(links).encode(),
+        ]
+        parts += [_U32.pack(len(rel)), rel, _U32.pack(len(side0)), _U32.pack(len(side0.names_blob)), side0.names_blob]
+        for column in columns:
+            parts += [_U32.pack(len(column)), bytes(column)]
+    body = zlib.compress(b"".join(parts), 1)
+    header = {
+        "generation": journal.generation,
+        "parent": journal.parent,
+        "sides": list(journal.sides),
+        "entries": journal.entries,
+        "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "blake2b": hashlib.blake2b(body, digest_size=16).hexdigest(),
+    }
+    return MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def decode(data: bytes) -> Journal:
+    if not data.startswith(MAGIC):
+        raise JournalError("not an HA Sync journal")
+    end = data.find(b"\n", len(MAGIC))
+    try:
+        header = json.loads(data[len(MAGIC) : end])
+        generation, parent, sides = str(header["generation"]), header["parent"], header["sides"]
+        expected = header["blake2b"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise JournalError(f"bad header ({exc})") from None
+    body = data[end + 1 :]
+    if hashlib.blake2b(body, digest_size=16).hexdigest() != expected:
+        raise JournalError("checksum mismatch (damaged)")
+    try:
+        raw = zlib.decompress(body)
+        dirs = dict(_read_dirs(memoryview(raw)))
+    except (zlib.error, struct.error, ValueError, IndexError) as exc:
+        raise JournalError(f"unreadable body ({exc})") from None
+    if len(sides) != 2:
+        raise JournalError("bad header (sides)")
+    return Journal(generation, parent, (str(sides[0]), str(sides[1])), dirs)
+
+
+def _read_dirs(raw: memoryview) -> Iterator[tuple[bytes, tuple[DirListing, DirListing]]]:
+    pos = 0
+
+    def take() -> bytes:
+        nonlocal pos
+        (size,) = _U32.unpack_from(raw, pos)
+        chunk = bytes(raw[pos + 4 : pos + 4 + size])
+        if len(chunk) != size:
+            raise ValueError("truncated")
+        pos += 4 + size
+        return chunk
+
+    while pos < len(raw):
+        rel = take()
+        (count,) = _U32.unpack_from(raw, pos)
+        pos += 4
+        names_blob = take()
+        kinds = take()
+        shared = {}
+        for name, code in _SHARED:
+            shared[name] = array(code, take())
+        sides = [{name: array(code, take()) for name, code in _PER_SIDE} for _ in range(2)]
+        links = {
+            k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
+            for k, v in json.loads(take()).items()
+        }
+        columns = [*shared.values(), *sides[0].values(), *sides[1].values()]
+        if len(kinds) != count or any(len(a) != count for a in columns):
+            raise ValueError(f"folder {rel!r}: columns of different lengths")
+        yield (
+            rel,
+            (
+                _listing(names_blob, kinds, {**shared, **sides[0]}, links),
+                _listing(names_blob, kinds, {**shared, **sides[1]}, links),
+            ),
+        )
+
+
+def _listing(
+    names_blob: bytes,
+    kinds: bytes,
+    columns: dict[str, array[int]],
+    links: dict[bytes, bytes],
+) -> DirListing:
+    """A DirListing over existing columns (the two sides share the agreed content's)."""
+    listing = DirListing.__new__(DirListing)
+    listing.names_blob, listing.kinds, listing.links = names_blob, kinds, links or None
+    for name, column in columns.items():
+        setattr(listing, name, column)
+    return listing
+
+
+def pair_listing(rows: list[tuple[bytes, Entry, Entry]]) -> tuple[DirListing, DirListing]:
+    """Two listings of one folder from (name, entry on side 0, entry on side 1) rows: the agreed content (size,
+    mtime, link) is side 0's; mode, owner and identity are each side's own (a non-root run cannot chown, so
+    the owners may differ); folders keep no ctime (it moves whenever their contents do)."""
+    rows.sort(key=lambda r: r[0])
+    zero: list[Row] = []
+    one: list[Row] = []
+    links: dict[bytes, bytes] = {}
+    for name, a, b in rows:
+        zero.append((name, a.kind, a.size, a.mtime_ns, a.mode, a.uid, a.gid, a.ino, 0 if a.kind == DIR else a.ctime_ns))
+        one.append((name, a.kind, a.size, a.mtime_ns, b.mode, b.uid, b.gid, b.ino, 0 if b.kind == DIR else b.ctime_ns))
+        if a.link is not None:
+            links[name] = a.link
+    side0, side1 = DirListing(zero, links), DirListing(one, links)
+    for column, _ in _SHARED:  # one copy of the agreed state
+        setattr(side1, column, getattr(side0, column))
+    return side0, side1
