@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -130,3 +133,21 @@ def test_exclude_flag_is_repeatable(pair, tmp_path):
     write(dell / "c.txt", "c")
     assert run_cli(*base_args(dell, hp, tmp_path, "--exclude", "*.part", "--exclude", "*.tmp")).returncode == 0
     assert sorted(snapshot(hp)) == [b"c.txt"]
+
+
+@pytest.mark.skipif(shutil.which("faketime") is None, reason="Debian's faketime is not installed")
+def test_a_clock_an_hour_off_is_reported_and_changes_no_decision(pair, tmp_path):
+    """This machine's clock an hour ahead of the one that stamps the files (libfaketime, the real CLI)."""
+    dell, hp = pair
+    write(dell / "a", "a")
+    proc = subprocess.run(
+        ["faketime", "-f", "+1h", sys.executable, "-m", "hasync_pipeline.cli", *base_args(dell, hp, tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"clock skew: files written in {dell} get mtimes -3600 s off" in proc.stdout
+    assert (hp / "a").read_text() == "a"
+    plain = run_cli(*base_args(dell, hp, tmp_path))
+    assert plain.returncode == 0 and "clock skew" not in plain.stdout

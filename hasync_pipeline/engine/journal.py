@@ -93,9 +93,10 @@ def _read_small(dir_fd: int, name: str, limit: int = 1 << 30) -> bytes | None:
         return f.read(limit)
 
 
-def read_root(root: str) -> RootState:
+def read_root(root: str, with_body: bool = True) -> RootState:
     """The root's marker and journal copy (None where absent); a journal that cannot be read is a problem,
-    never an exception: the run then goes to first-sync mode."""
+    never an exception: the run then goes to first-sync mode.  Without the body, only the header is read
+    (and the checksum checked): a run uses the source's copy once both agree."""
     try:
         dfd = _state_fd(root)
     except FileNotFoundError:
@@ -107,7 +108,7 @@ def read_root(root: str) -> RootState:
         root_id = raw_id.decode("ascii", "replace").strip() if raw_id else None
         try:
             data = _read_small(dfd, JOURNAL)
-            journal = decode(data) if data is not None else None
+            journal = decode(data, with_body) if data is not None else None
         except (JournalError, OSError) as exc:
             return RootState(root, root_id, None, f"{root}/.hasync/{JOURNAL}: {exc}")
         return RootState(root, root_id, journal)
@@ -159,7 +160,7 @@ def baseline(src: RootState, dest: RootState) -> Baseline:
             f"the two journal copies disagree (generation {a.generation} in {src.root}, "
             f"{b.generation} in {dest.root}): was one side restored from a backup?",
         )
-    chosen = a
+    chosen = a  # the source's copy, read whole (the destination's was read for its header only)
     s, d = chosen.side_of(src.root_id), chosen.side_of(dest.root_id)
     if s is None or d is None or s == d:
         return Baseline(None, "the journal does not know these two roots (a copy was swapped or re-created)")
@@ -237,7 +238,7 @@ def encode(journal: Journal) -> bytes:
     return MAGIC + json.dumps(header).encode() + b"\n" + body
 
 
-def decode(data: bytes) -> Journal:
+def decode(data: bytes, with_body: bool = True) -> Journal:
     if not data.startswith(MAGIC):
         raise JournalError("not an HA Sync journal")
     end = data.find(b"\n", len(MAGIC))
@@ -250,13 +251,15 @@ def decode(data: bytes) -> Journal:
     body = data[end + 1 :]
     if hashlib.blake2b(body, digest_size=16).hexdigest() != expected:
         raise JournalError("checksum mismatch (damaged)")
+    if len(sides) != 2:
+        raise JournalError("bad header (sides)")
+    if not with_body:
+        return Journal(generation, parent, (str(sides[0]), str(sides[1])))
     try:
         raw = zlib.decompress(body)
         dirs = dict(_read_dirs(memoryview(raw)))
     except (zlib.error, struct.error, ValueError, IndexError) as exc:
         raise JournalError(f"unreadable body ({exc})") from None
-    if len(sides) != 2:
-        raise JournalError("bad header (sides)")
     return Journal(generation, parent, (str(sides[0]), str(sides[1])), dirs)
 
 

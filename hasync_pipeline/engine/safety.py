@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import dataclass
 
 from . import fsutil
@@ -93,3 +94,23 @@ def check_plan(plan: Plan, dest: TreeListing, limits: SafetyLimits) -> None:
                 f"copies need {needed} bytes but {dest.root} has {available} bytes free "
                 f"(keeping {limits.free_space_reserve_bytes} in reserve); refusing before starting"
             )
+
+
+def clock_skew(root: str) -> float:
+    """How far the clock that stamps files in `root` (the file server's, on NFS) is from this machine's, in
+    seconds: a file is made there and its mtime compared.  Decisions never compare clocks; conflict copies'
+    names and the mtime threshold of a first sync do, so a skew is reported."""
+    fd = fsutil.open_root(root)
+    name = f".hasync-tmp-clock-{os.getpid()}"
+    try:
+        before = time.time()
+        probe = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=fd)
+        try:
+            os.write(probe, b".")
+            stamped = os.fstat(probe).st_mtime
+        finally:
+            os.close(probe)
+            os.unlink(name, dir_fd=fd)
+        return stamped - (before + time.time()) / 2
+    finally:
+        os.close(fd)

@@ -105,7 +105,7 @@ class SyncSession:
         of batches to apply.  Ends the run when the plan is refused or a dry-run is already current."""
         assert self.src_tree is not None and self.dest_tree is not None, "walk() first"
         with self._ending():
-            src_state, dest_state = journal.read_root(self.src), journal.read_root(self.dest)
+            src_state, dest_state = journal.read_root(self.src), journal.read_root(self.dest, with_body=False)
             self.base = journal.baseline(src_state, dest_state)
             safety.check_markers(src_state, dest_state, self.src_tree, self.dest_tree, self.base)
             plan, self.draft = plan_pair(self.src_tree, self.dest_tree, self.base, self.opts, self.labels)
@@ -134,6 +134,7 @@ class SyncSession:
                     self._record(OpResult(op, True))
                 return 0
             report.errors += cleanup_leftovers(self.dest, self.dest_tree.leftovers)
+            report.notes += self._clock_skews()
             self.trash_stamp = trash.new_stamp(self.run_id, self.opts.trash_retain_days)
             self.batches = split_batches(plan.ops, self.opts.batch_max_ops, self.opts.batch_max_bytes)
             return len(self.batches)
@@ -179,6 +180,22 @@ class SyncSession:
             self._recording = False
             self.outcome = Outcome(status, message, self.report, self.trail.warnings)
             return self.outcome
+
+    def _clock_skews(self) -> list[str]:
+        notes = []
+        for root in (self.src, self.dest):
+            try:
+                skew = safety.clock_skew(root)
+            except OSError as exc:
+                notes.append(f"could not check the clock of {root}: {describe_error(exc)}")
+                continue
+            if abs(skew) > self.opts.mtime_threshold:
+                notes.append(
+                    f"clock skew: files written in {root} get mtimes {skew:+.0f} s off this machine's "
+                    "clock (no decision depends on it; conflict copies' names and first-sync "
+                    "comparisons do); check NTP on its server"
+                )
+        return notes
 
     def _save_journal(self) -> None:
         """Record what both sides now agree on, in both roots.  Nothing to record: nothing written.  A move
