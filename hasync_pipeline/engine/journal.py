@@ -38,7 +38,9 @@ MAGIC = b"HASYNC-JOURNAL 1\n"
 _U32 = struct.Struct("<I")
 # the agreed state's columns (shared by both sides), then each side's identity
 _SHARED = (("sizes", "q"), ("mtimes", "q"))
-_PER_SIDE = (("modes", "I"), ("uids", "I"), ("gids", "I"), ("inos", "Q"), ("ctimes", "q"))
+_OWNER = (("modes", "I"), ("uids", "I"), ("gids", "I"))  # side 1's stored only where it differs from side 0's
+_IDENTITY = (("inos", "Q"), ("ctimes", "q"))
+_SAME_AS_SIDE_0 = b""
 
 
 class JournalError(Exception):
@@ -217,10 +219,13 @@ def encode(journal: Journal) -> bytes:
             n.decode("utf-8", "surrogateescape"): t.decode("utf-8", "surrogateescape")
             for n, t in (side0.links or {}).items()
         }
+        owner1 = [getattr(side1, name) for name, _ in _OWNER]
+        same_owner = all(a == getattr(side0, name) for a, (name, _) in zip(owner1, _OWNER, strict=True))
         columns = [
             side0.kinds,
-            *(getattr(side0, name).tobytes() for name, _ in _SHARED),
-            *(getattr(side, name).tobytes() for side in (side0, side1) for name, _ in _PER_SIDE),
+            *(getattr(side0, name).tobytes() for name, _ in _SHARED + _OWNER + _IDENTITY),
+            *(_SAME_AS_SIDE_0 if same_owner else a.tobytes() for a in owner1),
+            *(getattr(side1, name).tobytes() for name, _ in _IDENTITY),
             json.dumps(links).encode(),
         ]
         parts += [_U32.pack(len(rel)), rel, _U32.pack(len(side0)), _U32.pack(len(side0.names_blob)), side0.names_blob]
@@ -266,37 +271,43 @@ def decode(data: bytes, with_body: bool = True) -> Journal:
 def _read_dirs(raw: memoryview) -> Iterator[tuple[bytes, tuple[DirListing, DirListing]]]:
     pos = 0
 
-    def take() -> bytes:
+    def take() -> memoryview:
         nonlocal pos
         (size,) = _U32.unpack_from(raw, pos)
-        chunk = bytes(raw[pos + 4 : pos + 4 + size])
+        chunk = raw[pos + 4 : pos + 4 + size]
         if len(chunk) != size:
             raise ValueError("truncated")
         pos += 4 + size
         return chunk
 
+    def column(code: str) -> array[int]:
+        values = array(code)
+        values.frombytes(take())  # one copy, at C speed
+        return values
+
     while pos < len(raw):
-        rel = take()
+        rel = bytes(take())
         (count,) = _U32.unpack_from(raw, pos)
         pos += 4
-        names_blob = take()
-        kinds = take()
-        shared = {}
-        for name, code in _SHARED:
-            shared[name] = array(code, take())
-        sides = [{name: array(code, take()) for name, code in _PER_SIDE} for _ in range(2)]
+        names_blob, kinds = bytes(take()), bytes(take())
+        shared = {name: column(code) for name, code in _SHARED}
+        side0 = {name: column(code) for name, code in _OWNER + _IDENTITY}
+        side1 = {name: column(code) for name, code in _OWNER}
+        side1 = {name: side1[name] if len(side1[name]) else side0[name] for name, _ in _OWNER}
+        side1.update({name: column(code) for name, code in _IDENTITY})
+        encoded_links = bytes(take())
         links = {
             k.encode("utf-8", "surrogateescape"): v.encode("utf-8", "surrogateescape")
-            for k, v in json.loads(take()).items()
+            for k, v in (json.loads(encoded_links).items() if encoded_links != b"{}" else ())
         }
-        columns = [*shared.values(), *sides[0].values(), *sides[1].values()]
+        columns = [*shared.values(), *side0.values(), *side1.values()]
         if len(kinds) != count or any(len(a) != count for a in columns):
             raise ValueError(f"folder {rel!r}: columns of different lengths")
         yield (
             rel,
             (
-                _listing(names_blob, kinds, {**shared, **sides[0]}, links),
-                _listing(names_blob, kinds, {**shared, **sides[1]}, links),
+                _listing(names_blob, kinds, {**shared, **side0}, links),
+                _listing(names_blob, kinds, {**shared, **side1}, links),
             ),
         )
 
