@@ -10,17 +10,16 @@ import uuid
 from types import FrameType
 from typing import TextIO
 
-from .audit import AuditStore, AuditTrail, DsnError
+from .audit import AuditStore, DsnError
 from .engine.forking import Child
 from .engine.options import SyncOptions
 from .engine.outcome import EXIT_USAGE, Outcome, Status
 from .engine.paths import display
 from .engine.plan import Plan
 from .engine.ports import Interrupted
-from .engine.session import SyncSession
 from .engine.workers import OpResult
-from .lease import acquire_for_pair
 from .progress import Progress, summary
+from .session_factory import build_session
 from .settings import BY_NAME, Settings
 
 _SIGNALLED: list[str] = []
@@ -115,29 +114,20 @@ def run_from_cli(
     _SIGNALLED.clear()
     previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        session = SyncSession(
-            args.src,
-            args.dest,
+        session = build_session(
+            settings,
             opts,
-            run_id,
-            trail=AuditTrail(
-                store,
-                settings.log_dir,
-                run_id=run_id,
-                pair=args.pair,
-                direction=args.direction,
-                src=args.src,
-                dest=args.dest,
-                dry_run=opts.dry_run,
-                log_retain_days=settings.log_retain_days,
-            ),
-            lease_name=f"the lease ha-sync-{args.pair}",
-            take_lease=lambda: acquire_for_pair(args.pair, settings.lock_ttl, run_id, settings),
+            store,
+            run_id=run_id,
+            pair=args.pair,
+            direction=args.direction,
+            src=args.src,
+            dest=args.dest,
+            labels=side_labels(args.direction),
             on_plan=terminal.on_plan,
             on_result=terminal.on_result,
             stop_requested=_stop_if_signalled,
             started_walks=walks,
-            labels=side_labels(args.direction),
         )
         outcome = session.run()
         terminal.ended(outcome)

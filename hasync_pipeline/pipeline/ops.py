@@ -7,12 +7,11 @@ from typing import Any, TypeVar
 
 import dagster as dg
 
-from ..audit import AuditStore, AuditTrail, DsnError
+from ..audit import AuditStore, DsnError
 from ..engine.fingerprint import fingerprint
 from ..engine.outcome import Outcome, RunEnded, Status
-from ..engine.session import SyncSession
-from ..lease import acquire_for_pair
 from ..pairs import RegistryError, load_registry, sides
+from ..session_factory import build_session
 from ..settings import SettingError
 from . import live
 from .config import SyncConfig
@@ -67,26 +66,17 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterato
     src, dest = registry.get(pair_name).endpoints(direction, settings)
     run_id = context.run_id
     opts = settings.sync_options()
-    session = SyncSession(
-        src,
-        dest,
+    session = build_session(
+        settings,
         opts,
-        run_id,
-        trail=AuditTrail(
-            store,
-            settings.log_dir,
-            run_id=run_id,
-            pair=pair_name,
-            direction=direction,
-            src=src,
-            dest=dest,
-            dry_run=opts.dry_run,
-            dagster_run_id=run_id,
-            log_retain_days=settings.log_retain_days,
-        ),
-        lease_name=f"the lease ha-sync-{pair_name}",
-        take_lease=lambda: acquire_for_pair(pair_name, settings.lock_ttl, run_id, settings),
+        store,
+        run_id=run_id,
+        pair=pair_name,
+        direction=direction,
+        src=src,
+        dest=dest,
         labels=sides(direction),
+        dagster_run_id=run_id,
     )
     live.register(run_id, LiveRun(session, store))
     try:
