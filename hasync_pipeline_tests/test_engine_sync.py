@@ -341,3 +341,15 @@ def test_special_files_are_skipped_and_reported(pair):
     report, _ = sync(dell, hp)
     assert not (hp / "a-fifo").exists() and (hp / "f").exists()
     assert any("a-fifo" in e and "special" in e for e in report.errors)
+
+
+def test_the_same_path_trashed_twice_in_one_trash_folder_keeps_both(pair):
+    """Two runs with the same trash folder (same second, same run id) each trash 'doc': both versions stay."""
+    dell, hp = pair
+    write(dell / "doc", "first", T0)
+    synced(dell, hp)
+    for n, text in enumerate(("second", "third")):
+        write(dell / "doc", text, T0 + 100 + n)
+        sync(dell, hp, run_id="same-run")
+    kept = sorted(p.read_text() for p in (hp / ".hasync-trash").rglob("doc*"))
+    assert kept == ["first", "second"] and (hp / "doc").read_text() == "third"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from . import fsutil
@@ -52,7 +53,7 @@ class Trash:
         if self.base is None:
             os.unlink(name, dir_fd=dir_fd)
             return
-        os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=self._dir(split(rel)[0]))
+        _into(name, dir_fd, self._dir(split(rel)[0]), fsutil.rename_noreplace)
 
     def keep_then_replace(self, dir_fd: int, name: bytes, rel: bytes, new_name: bytes) -> None:
         """Put the current `name` in the trash and `new_name` in its place.  With a hard link the real name
@@ -62,19 +63,37 @@ class Trash:
             return
         tfd = self._dir(split(rel)[0])
         try:
-            os.link(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd, follow_symlinks=False)
+            kept = _into(name, dir_fd, tfd, _hard_link)
             linked = True
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV):
                 raise
-            os.rename(name, name, src_dir_fd=dir_fd, dst_dir_fd=tfd)
+            kept = _into(name, dir_fd, tfd, fsutil.rename_noreplace)
             linked = False
         try:
             os.rename(new_name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except OSError:
             if not linked:  # put the old version back where it was
-                os.rename(name, name, src_dir_fd=tfd, dst_dir_fd=dir_fd)
+                os.rename(kept, name, src_dir_fd=tfd, dst_dir_fd=dir_fd)
             raise
+
+
+def _hard_link(name: bytes, new_name: bytes, src_dir_fd: int, dst_dir_fd: int) -> None:
+    os.link(name, new_name, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+
+
+def _into(name: bytes, dir_fd: int, trash_fd: int, place: Callable[[bytes, bytes, int, int], None]) -> bytes:
+    """Put `name` into the trash folder with `place` (rename or link), never over a version already there
+    (the same path trashed twice in one trash folder keeps both: name, name.1, name.2...).  Returns its name
+    in the trash."""
+    for n in range(1000):
+        kept = name if n == 0 else name + b".%d" % n
+        try:
+            place(name, kept, dir_fd, trash_fd)
+            return kept
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "1000 versions of this name in one trash folder")
 
 
 def purge(root: str, retain_days: float, now: datetime | None = None) -> list[str]:
