@@ -303,3 +303,37 @@ def test_file_changed_after_the_plan_is_left_for_the_next_run(pair):
     assert "destination changed since the plan" in results[0].error
     assert (hp / "f").read_text() == "edited by a user meanwhile"
     assert internal_leftovers(hp) == []
+
+
+def test_a_symlinked_trash_folder_is_never_followed(pair, tmp_path):
+    """.hasync-trash swapped for a link to a folder outside the pair: no purge, no trash move goes there."""
+    dell, hp = pair
+    outside = tmp_path / "elsewhere"
+    write(outside / "20200101T000000Z-old" / "precious", "not ours")  # looks like an old trash folder
+    write(dell / "doc", "v1", T0)
+    write(dell / "gone", "g", T0)
+    synced(dell, hp)
+    os.symlink(outside, hp / ".hasync-trash")
+    write(dell / "doc", "v2", T0 + 100)
+    os.remove(dell / "gone")
+    report, _ = sync(dell, hp, delete_missing=True, trash_retain_days=1)
+    assert (outside / "20200101T000000Z-old" / "precious").read_text() == "not ours"
+    assert sorted(os.listdir(outside)) == ["20200101T000000Z-old"]  # nothing moved in either
+    assert (hp / "doc").read_text() == "v1" and (hp / "gone").exists()  # their old versions had no safe trash
+    assert report.failed == 2 and any("trash not purged" in e for e in report.errors)
+
+
+def test_a_fifo_where_a_file_was_never_deletes_the_other_side_s_file(pair):
+    dell, hp = pair
+    write(dell / "data", "the real file", T0)
+    write(dell / "other", "o", T0)
+    synced(dell, hp)
+    os.remove(dell / "data")
+    os.mkfifo(dell / "data")  # replaced by a FIFO on the source
+    report, plan = sync(dell, hp, delete_missing=True)
+    assert plan.ops == [] and (hp / "data").read_text() == "the real file"
+    assert any("data: special file" in e for e in report.errors)
+    os.mkfifo(hp / "pipe")
+    write(dell / "pipe", "a file where the other side has a FIFO", T0)
+    report, plan = sync(dell, hp, delete_missing=True)
+    assert plan.ops == [] and os.path.exists(hp / "pipe") and not os.path.isfile(hp / "pipe")

@@ -166,6 +166,7 @@ class _Reconciler:
         self.to_touch: list[Op] = []
         self.gone_files: dict[int, tuple[bytes, bytes, Entry, Entry, Entry]] = {}  # src inode -> deleted path
         self.fresh: set[bytes] = set()  # folders (re)created whole on the destination: their journal is moot
+        self.special = set(src.special) | set(dest.special)  # FIFOs, sockets, devices: never acted on
         self._sorted_dirs: list[bytes] | None = None
 
     def j_pair(self, rel: bytes) -> tuple[DirListing, DirListing] | None:
@@ -218,6 +219,9 @@ class _Reconciler:
             s = s_l.entry(s_at[name], name) if name in s_at else None
             o = o_l.entry(o_at[name], name) if name in o_at else None
             j = (js_l.entry(js_at[name], name), jo_l.entry(js_at[name], name)) if name in js_at else None
+            if self.special and join(rel, name) in self.special:
+                self.draft.keep(rel, name, *(j or (None, None)))  # a special file here: that path is left
+                continue  # alone on both sides (reported as an error), never deleted or replaced
             if self._path(rel, name, s, j, o):
                 recurse.add(join(rel, name))
 

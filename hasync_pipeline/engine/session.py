@@ -163,7 +163,10 @@ class SyncSession:
         """Purge old trash, decide the outcome, close the opslog with its summary and flush it."""
         with self._ending():
             if not self.opts.dry_run:
-                trash.purge(self.dest, self.opts.trash_retain_days)
+                try:
+                    trash.purge(self.dest, self.opts.trash_retain_days)
+                except OSError as exc:
+                    self.report.errors.append(f"old trash not purged: {describe_error(exc)}")
                 self._save_journal()
             if not self.report.clean:
                 status = Status.PARTIAL_FAILURE

@@ -97,20 +97,32 @@ def _into(name: bytes, dir_fd: int, trash_fd: int, place: Callable[[bytes, bytes
 
 
 def purge(root: str, retain_days: float, now: datetime | None = None) -> list[str]:
-    """Delete trash folders older than `retain_days` (0: all of them).  Returns the folders removed."""
+    """Delete trash folders older than `retain_days` (0: all of them).  Returns the folders removed.
+
+    Reached through directory fds without following a symlink: a `.hasync-trash` that is a symlink (to
+    anywhere) raises UnsafePathError and nothing is deleted; a stamp folder that is a link is skipped."""
     now = now or datetime.now(UTC)
-    trash_root = os.path.join(os.fsencode(root), TRASH_DIR)
     removed: list[str] = []
+    root_fd = fsutil.open_root(root)
     try:
-        stamps = os.listdir(trash_root)
-    except FileNotFoundError:
-        return removed
-    for stamp in stamps:
         try:
-            made = datetime.strptime(stamp[:16].decode(), STAMP_FORMAT).replace(tzinfo=UTC)
-        except ValueError:
-            continue  # not ours: leave it
-        if retain_days <= 0 or now - made > timedelta(days=retain_days):
-            shutil.rmtree(os.path.join(trash_root, stamp))
-            removed.append(stamp.decode())
+            trash_fd = fsutil.open_dir(root_fd, TRASH_DIR)
+        except FileNotFoundError:
+            return removed
+        try:
+            for stamp in os.listdir(trash_fd):
+                try:
+                    made = datetime.strptime(stamp[:16], STAMP_FORMAT).replace(tzinfo=UTC)
+                except ValueError:
+                    continue  # not ours: leave it
+                if retain_days <= 0 or now - made > timedelta(days=retain_days):
+                    try:
+                        shutil.rmtree(stamp, dir_fd=trash_fd)  # fd-based: never follows a symlink
+                    except OSError:
+                        continue  # a link, or gone meanwhile: left as it is
+                    removed.append(stamp)
+        finally:
+            os.close(trash_fd)
+    finally:
+        os.close(root_fd)
     return removed
