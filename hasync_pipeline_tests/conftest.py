@@ -144,6 +144,18 @@ def snapshot(root: Path) -> dict[bytes, tuple]:
     return out
 
 
+def largest_temp_file(root: Path) -> int:
+    """The size of the biggest temp file under root now (0 if none): for waiting until a copy is under way.
+    A temp file can be renamed into place, or a probe removed, between the listing and the stat."""
+    sizes = [0]
+    for path in internal_leftovers(root):
+        try:
+            sizes.append(os.path.getsize(path))
+        except FileNotFoundError:
+            continue
+    return max(sizes)
+
+
 def internal_leftovers(root: Path) -> list[str]:
     """Temp files anywhere under root (there must be none after any run, killed runs excepted)."""
     return [os.path.join(d, f) for d, _, files in os.walk(root) for f in files if f.startswith(".hasync-tmp-")]

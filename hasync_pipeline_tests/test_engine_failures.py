@@ -17,6 +17,7 @@ from hasync_pipeline_tests.conftest import (
     NOBODY,
     as_user,
     internal_leftovers,
+    largest_temp_file,
     options,
     snapshot,
     sync,
@@ -139,7 +140,7 @@ def test_process_killed_mid_copy_leaves_no_partial_file_and_next_run_converges(p
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
-    while not any(os.path.getsize(p) > (1 << 20) for p in internal_leftovers(hp)):  # copy under way
+    while largest_temp_file(hp) <= 1 << 20:  # copy under way
         assert proc.poll() is None and time.monotonic() < deadline, "the copy finished before it was seen"
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)

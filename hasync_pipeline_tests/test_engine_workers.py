@@ -11,7 +11,17 @@ import time
 import pytest
 
 from hasync_pipeline.engine import run_sync
-from hasync_pipeline_tests.conftest import NOBODY, as_user, internal_leftovers, options, snapshot, sync, synced, write
+from hasync_pipeline_tests.conftest import (
+    NOBODY,
+    as_user,
+    internal_leftovers,
+    largest_temp_file,
+    options,
+    snapshot,
+    sync,
+    synced,
+    write,
+)
 
 T0 = time.time() - 10_000
 
@@ -91,7 +101,7 @@ def test_sigterm_stops_workers_and_leaves_no_temp_files(pair):
         text=True,
     )
     deadline = time.monotonic() + 60
-    while not any(os.path.getsize(p) > (8 << 20) for p in internal_leftovers(hp)):
+    while largest_temp_file(hp) <= 8 << 20:
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.001)
     proc.send_signal(signal.SIGTERM)
