@@ -38,6 +38,14 @@ def options(**overrides) -> SyncOptions:
 NOBODY = 65534
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the real MariaDB server are slow (it starts in ~2 s); their SQLite twins stay in the fast set."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "mariadb" in getattr(item, "fixturenames", ()) or params.get("db_dsn") == "mariadb":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def isolated_state(tmp_path_factory, monkeypatch):
     """Every test gets its own state folder (embedded SQLite, local leases) and no inherited DSN."""

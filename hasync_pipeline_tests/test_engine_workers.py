@@ -31,6 +31,7 @@ def make_many(root, count, folders=7, size=300, mtime=T0):
         write(root / f"dir{i % folders}" / f"file{i:05d}", os.urandom(size), mtime)
 
 
+@pytest.mark.slow
 def test_many_files_through_four_workers_converge(pair):
     dell, hp = pair
     make_many(dell, 200)

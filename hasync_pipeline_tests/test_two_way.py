@@ -266,6 +266,7 @@ def test_a_dry_run_never_writes_the_journal_or_a_marker(pair):
     assert not (hp / "b.txt").exists()
 
 
+@pytest.mark.slow
 def test_the_journal_is_compact_and_both_copies_agree(synced):
     dell, hp = synced
     for i in range(2000):
