@@ -447,6 +447,20 @@ class _Reconciler:
                 if got[0] == got[1]:
                     op.action, op.detail = TOUCH, "same bytes, only the mtime differs"
 
+    def _same_bytes(self, pairs: list[tuple[bytes, bytes]]) -> dict[tuple[bytes, bytes], bool]:
+        """For (path on the source, path on the destination) pairs: do the two files hold the same bytes?"""
+
+        def compare(pair: tuple[bytes, bytes]) -> tuple[tuple[bytes, bytes], bool]:
+            try:
+                return pair, md5_of(self.src.root, pair[0]) == md5_of(self.dest.root, pair[1])
+            except OSError:
+                return pair, False
+
+        if not pairs:
+            return {}
+        with ThreadPoolExecutor(max_workers=max(1, self.opts.hash_threads), thread_name_prefix="md5") as pool:
+            return dict(pool.map(compare, pairs))
+
     def _md5_both(self, paths: Iterable[bytes]) -> dict[bytes, tuple[str, str]]:
         def both(path: bytes) -> tuple[bytes, tuple[str, str] | None]:
             try:
@@ -462,19 +476,26 @@ class _Reconciler:
 
     # ---- moves ---------------------------------------------------------------------------------------------
     def _moved_files(self) -> None:
-        """A new file on the source whose inode was a deleted path's: rename there instead of copy + delete."""
+        """A new file on the source whose inode was a deleted path's, with the same size, mtime and bytes:
+        rename there instead of copy + delete.  The bytes are read because filesystems reuse a freed inode:
+        a new file of the same size and mtime is not proof of a move (found by the random test)."""
         if not self.gone_files:
             return
-        for op in list(self.ops):
+        candidates: list[tuple[Op, tuple[bytes, bytes, Entry, Entry, Entry]]] = []
+        for op in self.ops:
             if op.action not in (COPY, SYMLINK) or op.dest is not None or op.reason or op.src is None:
                 continue
             gone = self.gone_files.pop(op.src.ino, None)
             if gone is None:
                 continue
-            rel_a, name_a, j_s, _j_o, o = gone
-            if (j_s.kind, j_s.size, j_s.mtime_ns, j_s.link) != (op.src.kind, op.src.size, op.src.mtime_ns, op.src.link):
-                continue  # moved and edited: copy and delete as usual
+            j_s = gone[2]
+            if (j_s.kind, j_s.size, j_s.mtime_ns, j_s.link) == (op.src.kind, op.src.size, op.src.mtime_ns, op.src.link):
+                candidates.append((op, gone))  # else moved and edited: copy and delete as usual
+        same = self._same_bytes([(op.path, join(gone[0], gone[1])) for op, gone in candidates if op.action == COPY])
+        for op, (rel_a, name_a, _j_s, _j_o, o) in candidates:
             old = join(rel_a, name_a)
+            if op.action == COPY and not same.get((op.path, old)):
+                continue
             if not any(x.action == DELETE and x.path == old for x in self.ops):
                 self.plan.kept_deleted -= 1  # it was kept (delete propagation off): a move is no delete
             self.ops = [x for x in self.ops if not (x.action == DELETE and x.path == old)]
