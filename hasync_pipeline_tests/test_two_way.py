@@ -324,10 +324,10 @@ def _mutate(rnd, root: Path, counter: int) -> None:
         write(root / f"nd{counter}" / "x.txt", f"nd {counter} on {root.name}", T0)
     elif action in ("dir-rename", "dir-delete") and dirs:
         folder = rnd.choice(dirs)
-        if folder.exists():
-            folder.rename(folder.with_name(f"dr{counter}-{folder.name}")) if action == "dir-rename" else shutil.rmtree(
-                folder
-            )
+        if folder.exists() and action == "dir-rename":
+            folder.rename(folder.with_name(f"dr{counter}-{folder.name}"))
+        elif folder.exists():
+            shutil.rmtree(folder)
     else:
         target = rnd.choice(files)
         if action == "edit":
