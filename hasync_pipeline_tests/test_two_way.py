@@ -393,3 +393,43 @@ def test_a_reused_inode_is_not_taken_for_a_move(synced, monkeypatch):
     assert MOVE not in [op.action for op in plan.ops]
     assert (hp / "other.txt").read_text() == "ORIGINAL" and not (hp / "doc.txt").exists()
     assert b"original" in contents(hp / ".hasync-trash")
+
+
+def test_a_second_conflict_on_a_path_in_the_same_second_gets_a_numbered_copy(synced):
+    """Conflict copies are named to the second: a name already taken gets -2 (the runs used to stay stuck)."""
+    dell, hp = synced
+    names = set()
+    for n in range(2):
+        write(dell / "doc.txt", f"dell's edit {n}", T0 + 100 + n)
+        write(hp / "doc.txt", f"hp's edit {n}, newer", T0 + 200 + n)
+        (report, _), _ = cycle(dell, hp)
+        assert report.failed == 0 and report.conflicts == 1
+        names |= {p for p in os.listdir(dell) if "sync-conflict" in p}
+    converged(dell, hp)
+    assert {"dell's edit 0", "dell's edit 1"} <= {
+        (dell / p).read_text() for p in os.listdir(dell) if "sync-conflict" in p
+    }
+
+
+def test_a_new_folder_on_a_reused_inode_is_not_taken_for_a_moved_one(synced, monkeypatch):
+    """photos/ deleted and albums/ made with the freed inode (the walk reports it so): no rename there,
+    since nothing inside albums/ was inside photos/ (a renamed folder keeps its files untouched)."""
+    from hasync_pipeline.engine import session as session_mod
+
+    dell, hp = synced
+    old_ino = (dell / "photos").stat().st_ino
+    shutil.rmtree(dell / "photos")
+    write(dell / "albums" / "a.jpg", "PHOTO A", (hp / "photos" / "a.jpg").stat().st_mtime)  # same size, mtime
+    real_walk = session_mod.walk_pair
+
+    def walk_reusing_the_inode(*args, **kwargs):
+        src_tree, dest_tree = real_walk(*args, **kwargs)
+        if src_tree.root == str(dell):
+            listing = src_tree.dirs[b""]
+            listing.inos[listing.names().index(b"albums")] = old_ino
+        return src_tree, dest_tree
+
+    monkeypatch.setattr(session_mod, "walk_pair", walk_reusing_the_inode)
+    report, plan = to_hp(dell, hp, delete_missing=True, max_delete_percent=100)
+    assert MOVE not in [op.action for op in plan.ops]
+    assert (hp / "albums" / "a.jpg").read_text() == "PHOTO A" and not (hp / "photos").exists()

@@ -314,13 +314,12 @@ class _Reconciler:
         return (e.mode, e.uid, e.gid) if self.opts.owners else (e.mode,)
 
     def _unchanged_content(self, s: Entry, j: tuple[Entry, Entry] | None) -> bool:
-        return (
-            j is not None
-            and s.kind == j[0].kind
-            and s.size == j[0].size
-            and s.mtime_ns == j[0].mtime_ns
-            and s.link == j[0].link
-        )
+        """Only metadata can have changed: the same inode (modified in place, not replaced: a replaced file
+        of the same size and mtime is read, as Unison's fastcheck does) with the same size, mtime and link."""
+        if j is None:
+            return False
+        then = j[0]
+        return (s.kind, s.ino, s.size, s.mtime_ns, s.link) == (then.kind, then.ino, then.size, then.mtime_ns, then.link)
 
     def _propagate(
         self, rel: bytes, name: bytes, path: bytes, s: Entry, j: tuple[Entry, Entry] | None, o: Entry | None
@@ -507,9 +506,9 @@ class _Reconciler:
             self.draft.moves.append(move)
 
     def _moved_folders(self) -> None:
-        """A folder gone from one path of the source and new at another with the same inode, still at its old
-        path on the destination: rename it there first, and compare its contents as if it had always been at
-        the new path (in the journal and the destination's listing)."""
+        """A folder gone from one path of the source and new at another with the same inode and some of the
+        same files inside, still at its old path on the destination: rename it there first, and compare its
+        contents as if it had always been at the new path (in the journal and the destination's listing)."""
         assert self.journal is not None
         j_only = self.journal.dirs.keys() - self.src.dirs.keys()
         s_only = self.src.dirs.keys() - self.journal.dirs.keys()
@@ -529,7 +528,7 @@ class _Reconciler:
             if old is None or any(old.startswith(a + b"/") or old == a for a, _ in moved):
                 continue
             o = _entry_of(self.dest.dirs, old)
-            if o is None or o.kind != DIR or entry is None:
+            if o is None or o.kind != DIR or entry is None or not self._carried_along(old, new):
                 continue
             moved.append((old, new))
             move = Op(MOVE, old, entry, o, f"folder moved to {display(new)}", new_path=new, reason=MOVED)
@@ -537,6 +536,15 @@ class _Reconciler:
             self.draft.moves.append(move)
             self.draft.changed = True
             self._rename_subtree(old, new)
+
+    def _carried_along(self, old: bytes, new: bytes) -> bool:
+        """Evidence that `new` is `old` renamed, not a new folder that got a freed inode: at least one file
+        inside it with the same inode and ctime as in the journal (a rename leaves its contents untouched)."""
+        pair, now = self.j_pair(old), self.src.dirs.get(new)
+        if pair is None or now is None:
+            return False
+        then = {(i, c) for k, i, c in zip(pair[0].kinds, pair[0].inos, pair[0].ctimes, strict=True) if k != DIR}
+        return any((i, c) in then for k, i, c in zip(now.kinds, now.inos, now.ctimes, strict=True) if k != DIR)
 
     def _entry_in_journal(self, rel: bytes) -> Entry | None:
         head, name = split(rel)

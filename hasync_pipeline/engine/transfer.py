@@ -148,7 +148,9 @@ class FileOps:
         on_src = op.action == RENAME_SRC
         expected = op.src_entry if on_src else op.dest_entry
         assert op.new_path is not None
-        self._rename(idx, self.src_fd if on_src else self.dest_fd, op.path, op.new_path, expected, ident=False)
+        self._rename(
+            idx, self.src_fd if on_src else self.dest_fd, op.path, op.new_path, expected, ident=False, numbered=True
+        )
 
     def move(self, idx: int) -> None:
         """Rename a destination entry to where the source's moved to (parents made as needed)."""
@@ -156,7 +158,11 @@ class FileOps:
         assert op.new_path is not None
         self._rename(idx, self.dest_fd, op.path, op.new_path, op.dest_entry, ident=True)
 
-    def _rename(self, idx: int, root_fd: int, old: bytes, new: bytes, expected: Entry, ident: bool) -> None:
+    def _rename(
+        self, idx: int, root_fd: int, old: bytes, new: bytes, expected: Entry, ident: bool, numbered: bool = False
+    ) -> None:
+        """Rename, never over an existing entry.  `numbered`: a conflict copy whose name is taken (a second
+        conflict on the same path within the same second) takes name-2.ext, name-3.ext... instead."""
         (old_head, old_name), (new_head, new_name) = split(old), split(new)
         started = time.time()
         try:
@@ -167,8 +173,15 @@ class FileOps:
                     current = _lstat(old_name, ofd)
                     if current is None or not _same(current, expected):
                         raise Changed("changed since the plan; left for the next run")
-                    fsutil.rename_noreplace(old_name, new_name, ofd, nfd)
-                    st = os.stat(new_name, dir_fd=nfd, follow_symlinks=False)
+                    for n in range(1, 1000 if numbered else 2):
+                        try:
+                            target = new_name if n == 1 else numbered_name(new_name, n)
+                            fsutil.rename_noreplace(old_name, target, ofd, nfd)
+                            break
+                        except FileExistsError:
+                            if not numbered:
+                                raise
+                    st = os.stat(target, dir_fd=nfd, follow_symlinks=False)
                 finally:
                     os.close(nfd)
             finally:
@@ -394,6 +407,14 @@ class FileOps:
             unlink_quietly(tmp, dfd)
             os.close(dfd)
         self.staged = []
+
+
+def numbered_name(name: bytes, n: int) -> bytes:
+    """name.ext -> name-N.ext (a name without an extension, or a dot-file: name-N)."""
+    stem, dot, ext = name.rpartition(b".")
+    if not stem or not dot:
+        return name + b"-%d" % n
+    return stem + b"-%d." % n + ext
 
 
 def cleanup_leftovers(root: str, leftovers: list[bytes]) -> list[str]:
