@@ -315,10 +315,22 @@ def _everything(root: Path) -> set[bytes]:
 
 def _mutate(rnd, root: Path, counter: int) -> None:
     """One random change a user might make on one side."""
-    files = sorted(p for p in root.rglob("*") if ".hasync" not in str(p) and p.is_file())
-    dirs = sorted(p for p in root.rglob("*") if ".hasync" not in str(p) and p.is_dir())
-    action = rnd.choice(["edit", "edit", "new", "delete", "rename", "dir-rename", "dir-delete", "chmod", "new-dir"])
-    if action == "new" or not files:
+    files = sorted(p for p in root.rglob("*") if ".hasync" not in str(p) and p.is_file() and not p.is_symlink())
+    dirs = sorted(p for p in root.rglob("*") if ".hasync" not in str(p) and p.is_dir() and not p.is_symlink())
+    action = rnd.choice(
+        ["edit", "edit", "new", "delete", "rename", "dir-rename", "dir-delete", "chmod", "new-dir", "link", "both"]
+    )
+    if action == "link":
+        link = rnd.choice([*dirs, root]) / f"l{counter}"
+        if not link.exists() and not link.is_symlink():
+            os.symlink(rnd.choice(["x", "../y", "f1.txt"]), link)
+    elif action == "both" and files:  # the same file edited on both sides before the next cycle
+        target = rnd.choice(files)
+        other = root.parent / ("hp" if root.name == "dell" else "dell") / target.relative_to(root)
+        write(target, f"both {counter} on {root.name}", T0 + rnd.randint(0, 999))
+        if other.parent.is_dir() and not other.is_symlink():
+            write(other, f"both {counter} on the other side", T0 + rnd.randint(0, 999))
+    elif action == "new" or not files:
         write(rnd.choice([*dirs, root]) / f"n{counter}.txt", f"new {counter} on {root.name}", T0 + rnd.randint(0, 999))
     elif action == "new-dir":
         write(root / f"nd{counter}" / "x.txt", f"nd {counter} on {root.name}", T0)
