@@ -213,6 +213,12 @@ class _Reconciler:
             self.plan.unchanged += len(s_l) - s_l.kinds.count(DIR)
             recurse.update(join(rel, n) for n, k in zip(s_l.names(), s_l.kinds, strict=True) if k == DIR)
             return
+        if jp is None and not o_l:  # a folder only the source has (and never had in the journal): all new
+            for name, s in zip(s_l.names(), s_l.entries(), strict=True):
+                self._create(rel, name, join(rel, name), s, None)
+                if s.kind == DIR:
+                    recurse.add(join(rel, name))
+            return
         js_l, jo_l = jp if jp is not None else (_EMPTY, _EMPTY)
         s_at, js_at, o_at = _index(s_l), _index(js_l), _index(o_l)
         for name in sorted(s_at.keys() | js_at.keys() | o_at.keys()):
