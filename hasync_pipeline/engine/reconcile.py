@@ -214,9 +214,9 @@ class _Reconciler:
             recurse.update(join(rel, n) for n, k in zip(s_l.names(), s_l.kinds, strict=True) if k == DIR)
             return
         if jp is None and not o_l:  # a folder only the source has (and never had in the journal): all new
-            for name, s in zip(s_l.names(), s_l.entries(), strict=True):
-                self._create(rel, name, join(rel, name), s, None)
-                if s.kind == DIR:
+            for name, new in zip(s_l.names(), s_l.entries(), strict=True):
+                self._create(rel, name, join(rel, name), new, None)
+                if new.kind == DIR:
                     recurse.add(join(rel, name))
             return
         js_l, jo_l = jp if jp is not None else (_EMPTY, _EMPTY)
