@@ -53,6 +53,14 @@ def ha_sync(src: str, dest: str, logs: str, *extra: str) -> list[str]:
     ]
 
 
+def unpaired(*roots: str) -> None:
+    """Forget the pairing of these roots (their .hasync marker and journal): the next run into a fresh
+    destination is a first sync, as each round of an initial-copy case must be (a root that has a marker
+    refuses a partner without one)."""
+    for root in roots:
+        shutil.rmtree(os.path.join(root, ".hasync"), ignore_errors=True)
+
+
 def make_small_tree(root: str, files: int, per_dir: int = 1000) -> None:
     rnd = random.Random(42)
     payload = os.urandom(8192)
@@ -108,12 +116,14 @@ def bench_small(base: str, files: int, rounds: int) -> list[str]:
         in_turn(
             r,
             lambda d_rsync=d_rsync: theirs_a.append(run(["rsync", "-a", src + "/", d_rsync + "/"])),
-            lambda d_ours=d_ours: ours_a.append(run(ha_sync(src, d_ours, logs))),
+            lambda d_ours=d_ours: (unpaired(src), ours_a.append(run(ha_sync(src, d_ours, logs)))),
         )
     for r in range(1, rounds):  # only round 0's copies are used below; the rest would fill a tmpfs
         for d in (f"ours{r}", f"rsync{r}"):
             shutil.rmtree(os.path.join(base, d))
     d_ours, d_rsync = os.path.join(base, "ours0"), os.path.join(base, "rsync0")
+    unpaired(src, d_ours)  # pair src with ours0 again (the later rounds paired it with their copies)
+    run(ha_sync(src, d_ours, logs))  # untimed: two equal trees, a first sync records the journal
     out = [row(f"(a) initial copy, {files} files", ours_a, theirs_a, "rsync -a")]
     print(out[-1], flush=True)
     ours_b, theirs_b = [], []
@@ -149,7 +159,7 @@ def bench_big(base: str, count: int, rounds: int) -> list[str]:
         in_turn(
             r,
             lambda d_cp=d_cp: theirs.append(run(["cp", "-a", src, d_cp])),
-            lambda d_ours=d_ours: ours.append(run(ha_sync(src, d_ours, logs))),
+            lambda d_ours=d_ours: (unpaired(src), ours.append(run(ha_sync(src, d_ours, logs)))),
         )
         shutil.rmtree(d_cp)
         subprocess.run(["sync"])

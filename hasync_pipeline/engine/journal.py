@@ -306,13 +306,13 @@ def _read_dirs(raw: memoryview) -> Iterator[tuple[bytes, tuple[DirListing, DirLi
         yield (
             rel,
             (
-                _listing(names_blob, kinds, {**shared, **side0}, links),
-                _listing(names_blob, kinds, {**shared, **side1}, links),
+                listing_over(names_blob, kinds, {**shared, **side0}, links),
+                listing_over(names_blob, kinds, {**shared, **side1}, links),
             ),
         )
 
 
-def _listing(
+def listing_over(
     names_blob: bytes,
     kinds: bytes,
     columns: dict[str, array[int]],

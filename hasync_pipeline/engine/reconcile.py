@@ -21,14 +21,18 @@ on the source with the same inode is a move: renamed on the destination, no data
 
 from __future__ import annotations
 
+import re
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import compress
+from operator import ne
 
 from .gcpause import cyclic_gc_paused
-from .journal import Baseline, Journal, pair_listing
+from .journal import Baseline, Journal, listing_over, pair_listing
 from .paths import display, join, split
 from .plan import (
     CONFLICT,
@@ -103,6 +107,8 @@ class Draft:
 
     kept: dict[bytes, tuple[DirListing, DirListing]] = field(default_factory=dict)
     rows: dict[bytes, dict[bytes, tuple[str, Entry | None, Entry | None, Op | None]]] = field(default_factory=dict)
+    # folders whose names did not change: the journal's listings, with `rows` patched in by index
+    patched: dict[bytes, tuple[DirListing, DirListing]] = field(default_factory=dict)
     moves: list[Op] = field(default_factory=list)
     changed: bool = False
 
@@ -129,22 +135,69 @@ def finalize(draft: Draft, done: dict[int, tuple[int, int] | None]) -> dict[byte
     """The next journal's folders, (source, destination) listings each, once the operations have run:
     `done` maps id(op) of each successful operation to the destination's (inode, ctime) after it."""
     out = dict(draft.kept)
+    out.update(draft.patched)  # folders whose names did not change and that have no row: as they were
     for rel, names in draft.rows.items():
-        rows: list[tuple[bytes, Entry, Entry]] = []
-        for name, (kind, src, dest, op) in names.items():
-            if kind == _OP:
-                assert op is not None
-                if id(op) in done:
-                    ident = done[id(op)]
-                    if op.action in (DELETE, RMDIR) or ident is None:
-                        continue
-                    src = op.src_entry
-                    dest = src._replace(ino=ident[0], ctime_ns=ident[1])
-            if src is not None and dest is not None:
-                rows.append((name, src, dest))
-        if rows:
-            out[rel] = pair_listing(rows)
+        resolved = {name: _resolve(row, done) for name, row in names.items()}
+        base = draft.patched.get(rel)
+        if base is not None and all(pair is not None for pair in resolved.values()):
+            out[rel] = _patch(base, resolved)  # type: ignore[arg-type]
+            continue
+        rows = {name: (a, b) for name, a, b in _rows_of_pair(base)} if base is not None else {}
+        rows.update(resolved)  # type: ignore[arg-type]
+        kept = [(name, pair[0], pair[1]) for name, pair in rows.items() if pair is not None]
+        if kept:
+            out[rel] = pair_listing(kept)
+        else:
+            out.pop(rel, None)
     return out
+
+
+def _resolve(
+    row: tuple[str, Entry | None, Entry | None, Op | None], done: dict[int, tuple[int, int] | None]
+) -> tuple[Entry, Entry] | None:
+    """A draft row -> (source, destination) entries for the journal, or None: not in it."""
+    kind, src, dest, op = row
+    if kind == _OP:
+        assert op is not None
+        if id(op) in done:
+            ident = done[id(op)]
+            if op.action in (DELETE, RMDIR) or ident is None:
+                return None
+            src = op.src_entry
+            dest = src._replace(ino=ident[0], ctime_ns=ident[1])
+    return (src, dest) if src is not None and dest is not None else None
+
+
+_SIDE_COLUMNS = ("modes", "uids", "gids", "inos", "ctimes")
+
+
+def _patch(
+    base: tuple[DirListing, DirListing], rows: dict[bytes, tuple[Entry, Entry]]
+) -> tuple[DirListing, DirListing]:
+    """The journal's listings of a folder with a few entries replaced in place (same names): copies of its
+    columns, patched by index, instead of a rebuild of every entry."""
+    a, b = base
+    at = {name: i for i, name in enumerate(a.names())}
+    kinds = bytearray(a.kinds)
+    shared = {c: array(getattr(a, c).typecode, getattr(a, c)) for c in ("sizes", "mtimes")}
+    sides = [{c: array(getattr(x, c).typecode, getattr(x, c)) for c in _SIDE_COLUMNS} for x in (a, b)]
+    links = dict(a.links or {})
+    for name, entries in rows.items():
+        i = at[name]
+        src = entries[0]
+        kinds[i] = src.kind
+        shared["sizes"][i], shared["mtimes"][i] = src.size, src.mtime_ns
+        for cols, e in zip(sides, entries, strict=True):
+            cols["modes"][i], cols["uids"][i], cols["gids"][i] = e.mode, e.uid, e.gid
+            cols["inos"][i], cols["ctimes"][i] = e.ino, 0 if e.kind == DIR else e.ctime_ns
+        if src.link is not None:
+            links[name] = src.link
+        else:
+            links.pop(name, None)
+    return (
+        listing_over(a.names_blob, bytes(kinds), {**shared, **sides[0]}, links),
+        listing_over(a.names_blob, bytes(kinds), {**shared, **sides[1]}, links),
+    )
 
 
 # ---- the planner ----------------------------------------------------------------------------------------
@@ -213,6 +266,13 @@ class _Reconciler:
             self.plan.unchanged += len(s_l) - s_l.kinds.count(DIR)
             recurse.update(join(rel, n) for n, k in zip(s_l.names(), s_l.kinds, strict=True) if k == DIR)
             return
+        if (
+            jp is not None
+            and s_l.names_blob == jp[0].names_blob == o_l.names_blob
+            and s_l.kinds == jp[0].kinds == o_l.kinds
+        ):
+            self._same_names(rel, s_l, jp, o_l, recurse)  # a few entries changed: found column by column
+            return
         if jp is None and not o_l:  # a folder only the source has (and never had in the journal): all new
             for name, new in zip(s_l.names(), s_l.entries(), strict=True):
                 self._create(rel, name, join(rel, name), new, None)
@@ -229,6 +289,25 @@ class _Reconciler:
                 self.draft.keep(rel, name, *(j or (None, None)))  # a special file here: that path is left
                 continue  # alone on both sides (reported as an error), never deleted or replaced
             if self._path(rel, name, s, j, o):
+                recurse.add(join(rel, name))
+
+    def _same_names(
+        self, rel: bytes, s_l: DirListing, jp: tuple[DirListing, DirListing], o_l: DirListing, recurse: set[bytes]
+    ) -> None:
+        """A folder holding the same names on both sides and in the journal, some entry changed: only the
+        entries whose identity or metadata differ go through the table; the rest stay as the journal has them
+        (the draft patches them in by index)."""
+        changed = _differing(s_l, jp[0]) | _differing(o_l, jp[1])
+        names, kinds = s_l.names(), s_l.kinds
+        self.draft.patched[rel] = jp
+        for m in _A_DIR.finditer(kinds):
+            if m.start() not in changed:
+                recurse.add(join(rel, names[m.start()]))
+        self.plan.unchanged += len(kinds) - kinds.count(DIR) - sum(1 for i in changed if kinds[i] != DIR)
+        for i in sorted(changed):
+            name = names[i]
+            j = (jp[0].entry(i, name), jp[1].entry(i, name))
+            if self._path(rel, name, s_l.entry(i, name), j, o_l.entry(i, name)):
                 recurse.add(join(rel, name))
 
     def _keep_subtree(self, rel: bytes) -> None:
@@ -582,6 +661,19 @@ class _Reconciler:
             target_l = self.dest.dirs.get(new_head)
             others = list(zip(target_l.names(), target_l.entries(), strict=True)) if target_l else []
             self.dest.dirs[new_head] = _listing_of([*others, (new_name, moved_entry)])
+
+
+_A_DIR = re.compile(re.escape(bytes([DIR])))
+
+
+def _differing(now: DirListing, then: DirListing) -> set[int]:
+    """Indices whose identity, mode or owner differ between two listings of the same names."""
+    out: set[int] = set()
+    for column in _SIDE_COLUMNS:
+        mine, theirs = getattr(now, column), getattr(then, column)
+        if mine != theirs:
+            out.update(compress(range(len(mine)), map(ne, mine, theirs)))
+    return out
 
 
 def _unchanged(now: DirListing, then: DirListing) -> bool:
