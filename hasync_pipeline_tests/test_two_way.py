@@ -445,3 +445,28 @@ def test_a_new_folder_on_a_reused_inode_is_not_taken_for_a_moved_one(synced, mon
     report, plan = to_hp(dell, hp, delete_missing=True, max_delete_percent=100)
     assert MOVE not in [op.action for op in plan.ops]
     assert (hp / "albums" / "a.jpg").read_text() == "PHOTO A" and not (hp / "photos").exists()
+
+
+def test_a_pair_synced_by_an_unprivileged_user_stays_quiet(pair):
+    """A user cannot chown: the folders it makes are its own.  The journal records the destination as it is,
+    so the next runs, either way, find nothing to do (they used to see the folders' owners as changes)."""
+    from hasync_pipeline_tests.conftest import NOBODY, as_user
+
+    dell, hp = pair
+    write(dell / "photos" / "a.jpg", "a", T0)  # owned by root, readable by all
+    for root in (dell, hp):  # both roots the user's (the journal lives in both), the source's files root's
+        os.chown(root, NOBODY, NOBODY)
+
+    def two_runs():
+        to_hp(dell, hp)
+        return [op.describe() for op in to_hp(dell, hp)[1].ops], [
+            op.describe() for op in to_dell(dell, hp, dry_run=True)[1].ops
+        ]
+
+    again, back = as_user(NOBODY, two_runs)
+    assert (hp / "photos").stat().st_uid == NOBODY
+    assert again == [] and back == []
+    state = journal_mod.read_root(str(dell))
+    assert state.journal is not None
+    recorded = {listing.entry(0, b"photos").ino: listing.entry(0, b"photos").uid for listing in state.journal.dirs[b""]}
+    assert recorded[(hp / "photos").stat().st_ino] == NOBODY  # the destination as it is, not the source's owner

@@ -54,6 +54,7 @@ from .plan import (
     Plan,
     md5_of,
 )
+from .transfer import Ident
 from .walk import DIR, FILE, KIND_NAMES, LINK, DirListing, Entry, TreeListing
 
 # one side of one path, against the journal
@@ -131,7 +132,7 @@ class Draft:
         self.rows.get(rel, {}).pop(name, None)
 
 
-def finalize(draft: Draft, done: dict[int, tuple[int, int] | None]) -> dict[bytes, tuple[DirListing, DirListing]]:
+def finalize(draft: Draft, done: dict[int, Ident | None]) -> dict[bytes, tuple[DirListing, DirListing]]:
     """The next journal's folders, (source, destination) listings each, once the operations have run:
     `done` maps id(op) of each successful operation to the destination's (inode, ctime) after it."""
     out = dict(draft.kept)
@@ -153,7 +154,7 @@ def finalize(draft: Draft, done: dict[int, tuple[int, int] | None]) -> dict[byte
 
 
 def _resolve(
-    row: tuple[str, Entry | None, Entry | None, Op | None], done: dict[int, tuple[int, int] | None]
+    row: tuple[str, Entry | None, Entry | None, Op | None], done: dict[int, Ident | None]
 ) -> tuple[Entry, Entry] | None:
     """A draft row -> (source, destination) entries for the journal, or None: not in it."""
     kind, src, dest, op = row
@@ -164,7 +165,8 @@ def _resolve(
             if op.action in (DELETE, RMDIR) or ident is None:
                 return None
             src = op.src_entry
-            dest = src._replace(ino=ident[0], ctime_ns=ident[1])
+            ino, ctime_ns, mode, uid, gid = ident  # the destination as the operation left it
+            dest = src._replace(ino=ino, ctime_ns=ctime_ns, mode=mode, uid=uid, gid=gid)
     return (src, dest) if src is not None and dest is not None else None
 
 

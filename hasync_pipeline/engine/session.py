@@ -29,7 +29,7 @@ from .plan import Op, Plan
 from .ports import Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
 from .reconcile import Draft, ReconcileOptions, finalize, reconcile
 from .report import SyncReport
-from .transfer import cleanup_leftovers, describe_error
+from .transfer import Ident, cleanup_leftovers, describe_error
 from .walk import TreeListing, walk_tree
 from .workers import ApplyContext, OpResult, apply_batch
 
@@ -76,7 +76,7 @@ class SyncSession:
         self.labels = labels
         self.base: journal.Baseline | None = None
         self.draft: Draft | None = None
-        self._done: dict[int, tuple[int, int] | None] = {}  # id(op) of each operation done -> its identity
+        self._done: dict[int, Ident | None] = {}  # id(op) of each operation done -> its identity
 
     # ---- the steps -------------------------------------------------------------------------------------
     def preflight(self) -> None:

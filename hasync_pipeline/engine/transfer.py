@@ -33,8 +33,18 @@ _TMP_OPEN = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _KIND_OF_MODE = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: LINK}
 
 # (op index, ok, error or None, bytes transferred, started, ended) - cheap to pickle between processes
-# (op index, ok, error or None, bytes, started, ended, the destination's (inode, ctime) after it or None)
-Outcome = tuple[int, bool, "str | None", int, float, float, "tuple[int, int] | None"]
+# the destination entry's (inode, ctime, mode, uid, gid) after an operation: what the journal records for it
+# (folders keep no ctime: it moves whenever their contents do)
+Ident = tuple[int, int, int, int, int]
+# (op index, ok, error or None, bytes, started, ended, Ident or None)
+Outcome = tuple[int, bool, "str | None", int, float, float, "Ident | None"]
+
+
+def ident_of(st: os.stat_result) -> Ident:
+    folder = stat.S_ISDIR(st.st_mode)
+    return st.st_ino, 0 if folder else st.st_ctime_ns, st.st_mode & 0o7777, st.st_uid, st.st_gid
+
+
 T = TypeVar("T")
 
 
@@ -106,7 +116,7 @@ class FileOps:
         os.close(self.dest_fd)
 
     # ---- reporting -------------------------------------------------------------------------------
-    def _ok(self, idx: int, started: float, nbytes: int = 0, ident: tuple[int, int] | None = None) -> None:
+    def _ok(self, idx: int, started: float, nbytes: int = 0, ident: Ident | None = None) -> None:
         self.emit((idx, True, None, nbytes, started, time.time(), ident))
 
     def _fail(self, idx: int, exc: BaseException, started: float | None = None) -> None:
@@ -130,7 +140,7 @@ class FileOps:
                     if self.preserve_owner:
                         os.fchown(dfd, op.src_entry.uid, op.src_entry.gid)
                     os.fchmod(dfd, op.src_entry.mode)
-                    ino = os.fstat(dfd).st_ino
+                    after = ident_of(os.fstat(dfd))
                 finally:
                     os.close(dfd)
             finally:
@@ -139,7 +149,7 @@ class FileOps:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 exc = fsutil.UnsafePathError(exc.errno, "exists in destination but is not a directory")
             return self._fail(idx, exc, started)
-        self._ok(idx, started, ident=(ino, 0))  # folders keep no ctime in the journal
+        self._ok(idx, started, ident=after)
 
     # ---- renames, moves and metadata (few: run in the parent, one by one) ----------------------------------
     def rename_in_place(self, idx: int) -> None:
@@ -190,7 +200,7 @@ class FileOps:
             return self._fail(idx, Changed(f"{display(new)} exists already; left for the next run"), started)
         except (OSError, Changed) as exc:
             return self._fail(idx, exc, started)
-        self._ok(idx, started, ident=(st.st_ino, 0 if stat.S_ISDIR(st.st_mode) else st.st_ctime_ns) if ident else None)
+        self._ok(idx, started, ident=ident_of(st) if ident else None)
 
     def meta(self, idx: int) -> None:
         """Mode (and, as root, owner) of a destination entry whose content did not change."""
@@ -213,7 +223,7 @@ class FileOps:
                 os.close(pfd)
         except (OSError, Changed) as exc:
             return self._fail(idx, exc, started)
-        self._ok(idx, started, ident=(st.st_ino, 0 if src.kind == DIR else st.st_ctime_ns))
+        self._ok(idx, started, ident=ident_of(st))
 
     def rmdir(self, idx: int) -> None:
         head, name = split(self.ops[idx].path)
@@ -355,8 +365,8 @@ class FileOps:
         finally:
             os.close(dfd)
 
-    def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> tuple[int, int]:
-        """Put the staged file in place; returns its (inode, ctime) there, for the journal."""
+    def _commit_one(self, op: Op, tmp: bytes | None, dfd: int) -> Ident:
+        """Put the staged file in place; returns what it is there, for the journal."""
         name = split(op.path)[1]
         if op.dest is None:
             assert tmp is not None, "a new entry is always staged"
@@ -372,8 +382,7 @@ class FileOps:
                 os.utime(name, ns=(current.st_atime_ns, op.src_entry.mtime_ns), dir_fd=dfd, follow_symlinks=False)
             else:
                 self.trash.keep_then_replace(dfd, name, op.path, tmp)
-        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        return st.st_ino, st.st_ctime_ns
+        return ident_of(os.stat(name, dir_fd=dfd, follow_symlinks=False))
 
     def delete_group(self, head: bytes, indices: list[int]) -> None:
         """Move files that are not in the source into the trash, if they are still what the plan saw."""

@@ -21,7 +21,7 @@ from .forking import Child, write_frame
 from .gcpause import cyclic_gc_paused
 from .paths import split
 from .plan import COPY, DELETE, META, MKDIR, MOVE, RENAME_DEST, RENAME_SRC, RMDIR, SYMLINK, TOUCH, Op
-from .transfer import FileOps, Outcome
+from .transfer import FileOps, Ident, Outcome
 
 _GO, _ABORT = b"G", b"A"
 _GROUP = 64  # operations per folder group handed to a worker...
@@ -41,7 +41,7 @@ class OpResult:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     prepared: object = None  # what ApplyContext.prepare made of it, where the operation ran
-    ident: tuple[int, int] | None = None  # the destination's (inode, ctime) after it: for the journal
+    ident: Ident | None = None  # what the destination entry is after it: for the journal
 
 
 @dataclass
