@@ -207,6 +207,11 @@ def as_user(uid: int, fn, *args):
     return value
 
 
+def pair_args(src: Path | str, dest: Path | str, pair: str = "media") -> tuple[str, ...]:
+    """`ha-sync`'s required arguments."""
+    return ("--src", str(src), "--dest", str(dest), "--pair", pair)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """The real `ha-sync` entry point in a subprocess."""
     full_env = {**os.environ, **(env or {})}

@@ -29,7 +29,7 @@ from hasync_pipeline.audit import (
 from hasync_pipeline.audit.opslog import OpslogWriter, read_opslog
 from hasync_pipeline.audit.schema import sync_iterations, sync_operations
 from hasync_pipeline.devtools.mariadb import PASSWORD
-from hasync_pipeline_tests.conftest import options, run_cli, synced, write, write_deep
+from hasync_pipeline_tests.conftest import options, pair_args, run_cli, synced, write, write_deep
 
 SEED_DDL = Path(__file__).parent / "data" / "seed_schema.sql"
 T0 = time.time() - 10_000
@@ -46,12 +46,7 @@ def rows(dsn: str, table, *where):
 
 def cli_sync(src, dest, logs, dsn, *extra, pair="media"):
     return run_cli(
-        "--src",
-        str(src),
-        "--dest",
-        str(dest),
-        "--pair",
-        pair,
+        *pair_args(src, dest, pair),
         "--direction",
         "dell-to-hp",
         "--log-dir",

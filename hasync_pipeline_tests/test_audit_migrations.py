@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from hasync_pipeline.audit import AuditStore, AuditUnavailable
 from hasync_pipeline.audit.migrations import HEAD
 from hasync_pipeline.audit.schema import metadata
-from hasync_pipeline_tests.conftest import run_cli, write
+from hasync_pipeline_tests.conftest import pair_args, run_cli, write
 from hasync_pipeline_tests.test_audit import _describe
 
 DATA = Path(__file__).parent / "data"
@@ -71,12 +71,7 @@ def test_a_go_tool_database_is_upgraded_in_place_and_the_cli_flushes_into_it(mar
     write(dell / "a.txt", "a")
     logs = tmp_path / "logs"
     proc = run_cli(
-        "--src",
-        str(dell),
-        "--dest",
-        str(hp),
-        "--pair",
-        "media",
+        *pair_args(dell, hp, "media"),
         "--log-dir",
         str(logs),
         "--db-dsn",

@@ -9,19 +9,14 @@ import sys
 
 import pytest
 
-from hasync_pipeline_tests.conftest import run_cli, snapshot, write
+from hasync_pipeline_tests.conftest import pair_args, run_cli, snapshot, write
 
 T0 = 1_700_000_000
 
 
 def base_args(src, dest, tmp_path, *extra):
     return (
-        "--src",
-        str(src),
-        "--dest",
-        str(dest),
-        "--pair",
-        "media",
+        *pair_args(src, dest, "media"),
         "--log-dir",
         str(tmp_path / "logs"),
         "--no-dry-run",

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from hasync_pipeline.dashboard.app import create_app
 from hasync_pipeline.devtools.mariadb import PASSWORD, free_port
-from hasync_pipeline_tests.conftest import run_cli, write
+from hasync_pipeline_tests.conftest import pair_args, run_cli, write
 
 T0 = 1_700_000_000
 
@@ -27,12 +27,7 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
     write(dell / "dir" / "b.txt", "bb")
     assert (
         run_cli(
-            "--src",
-            str(dell),
-            "--dest",
-            str(hp),
-            "--pair",
-            "media",
+            *pair_args(dell, hp, "media"),
             "--direction",
             "dell_to_hp",
             "--log-dir",
@@ -45,12 +40,7 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
     )
     assert (
         run_cli(
-            "--src",
-            str(dell),
-            "--dest",
-            str(hp),
-            "--pair",
-            "media",
+            *pair_args(dell, hp, "media"),
             "--direction",
             "dell_to_hp",
             "--log-dir",
@@ -64,12 +54,7 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
     os.mkfifo(dell / "a-fifo")  # cannot be synced: a partial failure
     assert (
         run_cli(
-            "--src",
-            str(dell),
-            "--dest",
-            str(hp),
-            "--pair",
-            "media",
+            *pair_args(dell, hp, "media"),
             "--direction",
             "dell_to_hp",
             "--log-dir",
@@ -215,12 +200,7 @@ def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_pat
         rows_before = page.locator("#activity tbody tr").count()
         write(dell / "later.txt", "new")  # a new iteration appears while the page is open
         assert run_cli(
-            "--src",
-            str(dell),
-            "--dest",
-            str(hp),
-            "--pair",
-            "photos",
+            *pair_args(dell, hp, "photos"),
             "--log-dir",
             str(tmp_path / "logs"),
             "--db-dsn",

@@ -22,7 +22,7 @@ from hasync_pipeline.definitions import defs
 from hasync_pipeline.engine.outcome import EXIT_CODES, Status
 from hasync_pipeline.lease.local import acquire_local
 from hasync_pipeline.pipeline.ops import CONFLICTS_TAG, SKIP_TAG_VALUES, SKIPPED_TAG
-from hasync_pipeline_tests.conftest import NOBODY, as_user, snapshot, write
+from hasync_pipeline_tests.conftest import NOBODY, as_user, pair_args, snapshot, write
 
 T0 = 1_700_000_000
 VOLATILE = {"id", "started_at", "ended_at", "run_id", "dagster_run_id", "iteration_id"}
@@ -112,12 +112,7 @@ def through_cli(dell: Path, hp: Path, dry_run: bool) -> Status:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(
             [
-                "--src",
-                str(dell),
-                "--dest",
-                str(hp),
-                "--pair",
-                "media",
+                *pair_args(dell, hp, "media"),
                 "--direction",
                 "dell_to_hp",
                 "--dry-run" if dry_run else "--no-dry-run",

@@ -17,7 +17,7 @@ from hasync_pipeline.engine import run_sync
 from hasync_pipeline.lease import LeaseHeld, LeaseLost
 from hasync_pipeline.lease.kube import acquire_kube
 from hasync_pipeline.lease.local import acquire_local
-from hasync_pipeline_tests.conftest import internal_leftovers, options, run_cli, snapshot, write
+from hasync_pipeline_tests.conftest import internal_leftovers, options, pair_args, run_cli, snapshot, write
 from hasync_pipeline_tests.fake_kube import FakeKube
 
 NS = "infrastructure"
@@ -161,12 +161,7 @@ def start_cli(dell, hp, tmp_path, env):
             sys.executable,
             "-m",
             "hasync_pipeline.cli",
-            "--src",
-            str(dell),
-            "--dest",
-            str(hp),
-            "--pair",
-            "media",
+            *pair_args(dell, hp, "media"),
             "--log-dir",
             str(tmp_path / "logs"),
             "--lock-ttl",
@@ -212,12 +207,7 @@ def test_sigkill_leaves_the_lease_to_expire_then_it_is_taken_over(kube, pair, tm
     proc.wait()
     dead_holder = kube.lease("ha-sync-media")["spec"]["holderIdentity"]
     blocked = run_cli(
-        "--src",
-        str(dell),
-        "--dest",
-        str(hp),
-        "--pair",
-        "media",
+        *pair_args(dell, hp, "media"),
         "--log-dir",
         str(tmp_path / "logs"),
         "--no-dry-run",
@@ -226,12 +216,7 @@ def test_sigkill_leaves_the_lease_to_expire_then_it_is_taken_over(kube, pair, tm
     assert blocked.returncode == 5 and dead_holder in blocked.stderr and "since" in blocked.stderr
     kube.age("ha-sync-media", 3600)  # the ttl has passed
     again = run_cli(
-        "--src",
-        str(dell),
-        "--dest",
-        str(hp),
-        "--pair",
-        "media",
+        *pair_args(dell, hp, "media"),
         "--log-dir",
         str(tmp_path / "logs"),
         "--no-dry-run",
@@ -300,21 +285,14 @@ def test_cli_with_a_held_local_lease_exits_5_and_changes_nothing(pair, tmp_path)
     dell, hp = pair
     write(dell / "a", "a")
     holder = acquire_local(deployment().state_dir, "media", "someone-else/run-9", 60)
-    proc = run_cli(
-        "--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"), "--no-dry-run"
-    )
+    proc = run_cli(*pair_args(dell, hp, "media"), "--log-dir", str(tmp_path / "logs"), "--no-dry-run")
     assert proc.returncode == 5
     assert "lease ha-sync-media is held by someone-else/run-9 since" in proc.stderr
     assert snapshot(hp) == {}
     holder.release()
     assert (
         run_cli(
-            "--src",
-            str(dell),
-            "--dest",
-            str(hp),
-            "--pair",
-            "media",
+            *pair_args(dell, hp, "media"),
             "--log-dir",
             str(tmp_path / "logs"),
             "--no-dry-run",
@@ -327,12 +305,7 @@ def test_cli_says_clearly_when_no_lease_can_be_taken(pair, tmp_path):
     dell, hp = pair
     write(dell / "a", "a")
     base = (
-        "--src",
-        str(dell),
-        "--dest",
-        str(hp),
-        "--pair",
-        "media",
+        *pair_args(dell, hp, "media"),
         "--log-dir",
         str(tmp_path / "logs"),
         "--no-dry-run",

@@ -9,7 +9,7 @@ from hasync_pipeline.cli import build_parser, settings_from_args
 from hasync_pipeline.pairs import RegistryError, load_registry
 from hasync_pipeline.pipeline.config import SyncConfig
 from hasync_pipeline.settings import RUN_SETTINGS, SETTINGS, SettingError, resolve
-from hasync_pipeline_tests.conftest import run_cli
+from hasync_pipeline_tests.conftest import pair_args, run_cli
 
 PAIRS = """
 [defaults]
@@ -82,12 +82,7 @@ def test_the_cli_refuses_a_bad_variable_in_one_line_and_changes_nothing(pair, tm
     dell, hp = pair
     (dell / "a").write_text("a")
     proc = run_cli(
-        "--src",
-        str(dell),
-        "--dest",
-        str(hp),
-        "--pair",
-        "media",
+        *pair_args(dell, hp, "media"),
         "--no-dry-run",
         env={"HA_SYNC_MAX_DELETE": "200", "HA_SYNC_LOG_DIR": str(tmp_path / "logs")},
     )
@@ -99,6 +94,6 @@ def test_the_cli_refuses_a_bad_variable_in_one_line_and_changes_nothing(pair, tm
 def test_the_cli_dry_runs_unless_told_otherwise(pair, tmp_path):
     dell, hp = pair
     (dell / "a").write_text("a")
-    proc = run_cli("--src", str(dell), "--dest", str(hp), "--pair", "media", "--log-dir", str(tmp_path / "logs"))
+    proc = run_cli(*pair_args(dell, hp, "media"), "--log-dir", str(tmp_path / "logs"))
     assert proc.returncode == 0 and "copy     a" in proc.stdout and "Dry-run success" in proc.stdout
     assert list(hp.iterdir()) == []
