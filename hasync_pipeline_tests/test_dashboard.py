@@ -233,3 +233,25 @@ def test_page_says_when_the_database_is_down(browser, tmp_path):
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_page_shows_a_run_s_conflicts(pair, tmp_path, browser):
+    """A run that found a file changed on both sides: its card and its row say how many conflicts."""
+    dell, hp = pair
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    write(dell / "doc.txt", "dell's", T0 + 100)
+    write(hp / "doc.txt", "hp's, other", T0)
+    args = (*pair_args(dell, hp), "--log-dir", str(tmp_path / "logs"), "--db-dsn", dsn, "--no-dry-run")
+    assert run_cli(*args).returncode == 7  # the first sync: both versions kept
+    port = free_port()
+    ui = start_ui(dsn, port)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("article.card[data-pair=media] .badge.conflict")
+        assert page.locator("article.card[data-pair=media] .badge.conflict").inner_text() == "1 conflict"
+        assert page.locator("#activity tbody tr .badge.conflict").count() == 1
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
