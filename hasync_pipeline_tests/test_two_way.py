@@ -470,3 +470,32 @@ def test_a_pair_synced_by_an_unprivileged_user_stays_quiet(pair):
     assert state.journal is not None
     recorded = {listing.entry(0, b"photos").ino: listing.entry(0, b"photos").uid for listing in state.journal.dirs[b""]}
     assert recorded[(hp / "photos").stat().st_ino] == NOBODY  # the destination as it is, not the source's owner
+
+
+def test_an_unreadable_folder_keeps_its_journal_entries_whatever_the_names_below(synced):
+    """A folder the run cannot read keeps every journal entry under it, names of any bytes included (the
+    kept range is found by prefix in the sorted folder list), so nothing there is forgotten."""
+    from hasync_pipeline_tests.conftest import NOBODY, as_user
+
+    dell, hp = synced
+    odd = os.fsdecode(b"\xff\xfe-raw")
+    write(dell / "private" / odd / "deep.txt", "deep", T0)
+    write(dell / "private" / "plain" / "deep.txt", "plain", T0)
+    for root in (dell.parent,):
+        for d, dirs, files in os.walk(root):
+            for n in [d, *(os.path.join(d, x) for x in dirs + files)]:
+                os.chown(n, NOBODY, NOBODY)
+    as_user(NOBODY, lambda: cycle(dell, hp))
+    before = journal_mod.read_root(str(dell)).journal
+    write(dell / "new.txt", "a change elsewhere, so that the run writes the journal", T0)
+    os.chown(dell / "new.txt", NOBODY, NOBODY)
+    os.chmod(dell / "private", 0)
+    try:
+        as_user(NOBODY, lambda: to_hp(dell, hp, delete_missing=True))
+    finally:
+        os.chmod(dell / "private", 0o755)
+    after = journal_mod.read_root(str(dell)).journal
+    assert before is not None and after is not None
+    under = {k for k in before.dirs if k.startswith(b"private/")}
+    assert under == {b"private/plain", b"private/\xff\xfe-raw"} and under <= set(after.dirs)
+    assert after.generation != before.generation  # it was rewritten, and kept them

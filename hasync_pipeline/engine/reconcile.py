@@ -320,12 +320,13 @@ class _Reconciler:
         if self._sorted_dirs is None:
             self._sorted_dirs = sorted(self.journal.dirs)
         keys = self._sorted_dirs
-        start = bisect_left(keys, rel) if rel else 0
-        for key in keys[start:]:
-            if rel and key != rel and not key.startswith(rel + b"/"):
-                if key > rel + b"/\xff":
-                    break
-                continue
+        prefix = rel + b"/" if rel else b""
+        below = [rel] if rel in self.journal.dirs else []
+        i = bisect_left(keys, prefix)  # every folder below rel sorts together, right after rel + "/"
+        while i < len(keys) and keys[i].startswith(prefix):
+            below.append(keys[i])
+            i += 1
+        for key in below:
             pair = self.j_pair(key)
             if pair is not None:
                 self.draft.kept[key] = pair
