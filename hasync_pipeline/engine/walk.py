@@ -171,41 +171,20 @@ def _list_one(
                 except FileNotFoundError:
                     continue  # vanished since readdir: as if never there
                 mode = st.st_mode
-                fmt = mode & 0o170000
+                fmt, perm = mode & 0o170000, mode & 0o7777
                 if fmt == _S_IFREG:
-                    add(
-                        (
-                            name,
-                            FILE,
-                            st.st_size,
-                            st.st_mtime_ns,
-                            mode & 0o7777,
-                            st.st_uid,
-                            st.st_gid,
-                            st.st_ino,
-                            st.st_ctime_ns,
-                        )
-                    )
+                    kind = FILE
                 elif fmt == _S_IFDIR:
                     subdirs.append((join(rel, name), (st.st_dev, st.st_ino)))
-                    add((name, DIR, 0, st.st_mtime_ns, mode & 0o7777, st.st_uid, st.st_gid, st.st_ino, 0))
+                    add((name, DIR, 0, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, 0))
+                    continue  # a folder keeps no ctime (it moves whenever its contents do)
                 elif fmt == _S_IFLNK:
                     links[name] = os.readlink(name, dir_fd=fd)
-                    add(
-                        (
-                            name,
-                            LINK,
-                            st.st_size,
-                            st.st_mtime_ns,
-                            mode & 0o7777,
-                            st.st_uid,
-                            st.st_gid,
-                            st.st_ino,
-                            st.st_ctime_ns,
-                        )
-                    )
+                    kind = LINK
                 else:
                     special.append(join(rel, name))
+                    continue
+                add((name, kind, st.st_size, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, st.st_ctime_ns))
         return DirListing(rows, links), subdirs, special, leftovers
     finally:
         os.close(fd)
