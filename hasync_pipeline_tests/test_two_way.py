@@ -382,25 +382,33 @@ def test_random_changes_on_both_sides_lose_nothing_and_converge(pair, seed):
         assert snapshot(dell) == snapshot(hp)
 
 
+def walk_reporting_inode(monkeypatch, root: Path, name: bytes, ino: int) -> None:
+    """Make the walk report `ino` for `name` at the top of `root`: a freed inode the filesystem reused (the
+    kernel does not reuse one on request)."""
+    from hasync_pipeline.engine import session as session_mod
+
+    real_walk = session_mod.walk_pair
+
+    def walk(*args, **kwargs):
+        src_tree, dest_tree = real_walk(*args, **kwargs)
+        for tree in (src_tree, dest_tree):
+            if tree.root == str(root):
+                listing = tree.dirs[b""]
+                listing.inos[listing.names().index(name)] = ino
+        return src_tree, dest_tree
+
+    monkeypatch.setattr(session_mod, "walk_pair", walk)
+
+
 def test_a_reused_inode_is_not_taken_for_a_move(synced, monkeypatch):
     """Filesystems reuse a freed inode: doc.txt deleted and other.txt created with doc's inode, size and
     mtime but other bytes is a delete and a new file, not a rename (found by the random test on ext4)."""
-    from hasync_pipeline.engine import session as session_mod
 
     dell, hp = synced
     old_ino = (dell / "doc.txt").stat().st_ino
     os.remove(dell / "doc.txt")
     write(dell / "other.txt", "ORIGINAL", (hp / "doc.txt").stat().st_mtime)  # same size as "original"
-    real_walk = session_mod.walk_pair
-
-    def walk_reusing_the_inode(*args, **kwargs):
-        src_tree, dest_tree = real_walk(*args, **kwargs)
-        if src_tree.root == str(dell):
-            listing = src_tree.dirs[b""]
-            listing.inos[listing.names().index(b"other.txt")] = old_ino
-        return src_tree, dest_tree
-
-    monkeypatch.setattr(session_mod, "walk_pair", walk_reusing_the_inode)
+    walk_reporting_inode(monkeypatch, dell, b"other.txt", old_ino)
     report, plan = to_hp(dell, hp, delete_missing=True)
     assert MOVE not in [op.action for op in plan.ops]
     assert (hp / "other.txt").read_text() == "ORIGINAL" and not (hp / "doc.txt").exists()
@@ -426,22 +434,12 @@ def test_a_second_conflict_on_a_path_in_the_same_second_gets_a_numbered_copy(syn
 def test_a_new_folder_on_a_reused_inode_is_not_taken_for_a_moved_one(synced, monkeypatch):
     """photos/ deleted and albums/ made with the freed inode (the walk reports it so): no rename there,
     since nothing inside albums/ was inside photos/ (a renamed folder keeps its files untouched)."""
-    from hasync_pipeline.engine import session as session_mod
 
     dell, hp = synced
     old_ino = (dell / "photos").stat().st_ino
     shutil.rmtree(dell / "photos")
     write(dell / "albums" / "a.jpg", "PHOTO A", (hp / "photos" / "a.jpg").stat().st_mtime)  # same size, mtime
-    real_walk = session_mod.walk_pair
-
-    def walk_reusing_the_inode(*args, **kwargs):
-        src_tree, dest_tree = real_walk(*args, **kwargs)
-        if src_tree.root == str(dell):
-            listing = src_tree.dirs[b""]
-            listing.inos[listing.names().index(b"albums")] = old_ino
-        return src_tree, dest_tree
-
-    monkeypatch.setattr(session_mod, "walk_pair", walk_reusing_the_inode)
+    walk_reporting_inode(monkeypatch, dell, b"albums", old_ino)
     report, plan = to_hp(dell, hp, delete_missing=True, max_delete_percent=100)
     assert MOVE not in [op.action for op in plan.ops]
     assert (hp / "albums" / "a.jpg").read_text() == "PHOTO A" and not (hp / "photos").exists()
