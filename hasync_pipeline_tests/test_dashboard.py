@@ -25,46 +25,11 @@ def populate(dell: Path, hp: Path, logs: Path, dsn: str) -> None:
     """Three runs of media: a dry-run, a real run, one with a FIFO in the source (a partial failure)."""
     write(dell / "a.txt", "a")
     write(dell / "dir" / "b.txt", "bb")
-    assert (
-        run_cli(
-            *pair_args(dell, hp, "media"),
-            "--direction",
-            "dell_to_hp",
-            "--log-dir",
-            str(logs),
-            "--db-dsn",
-            dsn,
-            "--dry-run",
-        ).returncode
-        == 0
-    )
-    assert (
-        run_cli(
-            *pair_args(dell, hp, "media"),
-            "--direction",
-            "dell_to_hp",
-            "--log-dir",
-            str(logs),
-            "--db-dsn",
-            dsn,
-            "--no-dry-run",
-        ).returncode
-        == 0
-    )
+    common = (*pair_args(dell, hp, "media"), "--direction", "dell_to_hp", "--log-dir", str(logs), "--db-dsn", dsn)
+    assert run_cli(*common, "--dry-run").returncode == 0
+    assert run_cli(*common, "--no-dry-run").returncode == 0
     os.mkfifo(dell / "a-fifo")  # cannot be synced: a partial failure
-    assert (
-        run_cli(
-            *pair_args(dell, hp, "media"),
-            "--direction",
-            "dell_to_hp",
-            "--log-dir",
-            str(logs),
-            "--db-dsn",
-            dsn,
-            "--no-dry-run",
-        ).returncode
-        == 3
-    )
+    assert run_cli(*common, "--no-dry-run").returncode == 3
 
 
 @pytest.fixture
