@@ -441,6 +441,33 @@ def test_corrupt_file_is_quarantined_never_deleted(tmp_path, db_dsn):
     assert rows(db_dsn, sync_iterations) == []
 
 
+@pytest.mark.parametrize(
+    "line, value",
+    [
+        (0, {"run_id": None}),  # a header without its run id
+        (0, {"started_at": "yesterday"}),  # a start that is not a date
+        (-1, {"ended_at": None}),  # a summary without its end
+        (1, {"status": None}),  # an operation with no status
+    ],
+)
+def test_valid_json_that_breaks_the_schema_is_quarantined_and_blocks_nothing(tmp_path, line, value):
+    """Each of these once crashed every later run of every pair sharing the log folder."""
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    log_dir = tmp_path / "logs"
+    bad = make_opslog(log_dir, "run-bad", 3)
+    lines = [json.loads(x) for x in Path(bad).read_text().splitlines()]
+    lines[line].update(value)
+    Path(bad).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    make_opslog(log_dir, "run-good", 2)
+    outcomes, db_error = flush_pending(AuditStore(dsn), str(log_dir))
+    assert db_error is None
+    [quarantined] = [o for o in outcomes if o.quarantined_to]
+    assert os.path.exists(quarantined.quarantined_to) and not os.path.exists(bad)  # kept, out of the way
+    assert "run-bad" not in str([r["run_id"] for r in rows(dsn, sync_iterations)])
+    assert [r["run_id"] for r in rows(dsn, sync_iterations)] == ["run-good"]  # the other file went through
+    assert flush_pending(AuditStore(dsn), str(log_dir)) == ([], None)  # and later runs are not bothered
+
+
 def test_a_file_still_being_written_is_not_flushed(tmp_path, db_dsn):
     writer = OpslogWriter(
         str(tmp_path),
