@@ -334,3 +334,21 @@ def test_a_fifo_where_a_file_was_never_deletes_the_other_side_s_file(pair):
     write(dell / "pipe", "a file where the other side has a FIFO", T0)
     report, plan = sync(dell, hp, delete_missing=True)
     assert plan.ops == [] and os.path.exists(hp / "pipe") and not os.path.isfile(hp / "pipe")
+
+
+def test_a_deleted_folder_holding_only_excluded_names_is_kept_without_an_error(pair):
+    """It once made every later run end in a partial failure (rmdir: not empty), forever."""
+    dell, hp = pair
+    write(dell / "build" / "out.bin", "synced", T0)
+    write(dell / "README", "stays", T0)
+    synced(dell, hp, excludes=["*.tmp"])
+    write(hp / "build" / "scratch.tmp", "excluded: never synced, never deleted", T0)
+    (dell / "build" / "out.bin").unlink()
+    (dell / "build").rmdir()
+    for _ in range(2):  # and again: the same answer, no error, nothing brought back
+        report, plan = sync(dell, hp, excludes=["*.tmp"], delete_missing=True)
+        assert report.clean and report.failed == 0, report.errors
+        assert (hp / "build" / "scratch.tmp").exists() and not (hp / "build" / "out.bin").exists()
+        assert any("build: deleted on the source; kept here, it holds excluded names" in n for n in plan.notes)
+        report, plan = sync(hp, dell, excludes=["*.tmp"], delete_missing=True)
+        assert report.clean and not (dell / "build").exists()  # the other direction does not resurrect it

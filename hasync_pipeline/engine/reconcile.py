@@ -222,6 +222,7 @@ class _Reconciler:
         self.gone_files: dict[int, tuple[bytes, bytes, Entry, Entry, Entry]] = {}  # src inode -> deleted path
         self.fresh: set[bytes] = set()  # folders (re)created whole on the destination: their journal is moot
         self.special = set(src.special) | set(dest.special)  # FIFOs, sockets, devices: never acted on
+        self.held = _with_ancestors(dest.holding_hidden)  # destination folders that stay: they hold excluded names
         self._sorted_dirs: list[bytes] | None = None
 
     def j_pair(self, rel: bytes) -> tuple[DirListing, DirListing] | None:
@@ -461,6 +462,10 @@ class _Reconciler:
             self.draft.keep(rel, name, *j)
             self.plan.kept_deleted += 0 if o.kind == DIR else 1
             return o.kind == DIR
+        if o.kind == DIR and path in self.held:  # its synced contents go; the folder stays, in the journal too,
+            self.draft.keep(rel, name, *j)  # so the other direction does not bring it back
+            self.plan.notes.append(f"{display(path)}: deleted on the source; kept here, it holds excluded names")
+            return True
         self._op(rel, name, Op(RMDIR if o.kind == DIR else DELETE, path, None, o, "deleted on the source"), j)
         return o.kind == DIR
 
@@ -689,6 +694,15 @@ def _unchanged(now: DirListing, then: DirListing) -> bool:
         and now.uids == then.uids
         and now.gids == then.gids
     )
+
+
+def _with_ancestors(folders: Iterable[bytes]) -> set[bytes]:
+    found: set[bytes] = set()
+    for rel in folders:
+        while rel and rel not in found:
+            found.add(rel)
+            rel = rel.rpartition(b"/")[0]
+    return found
 
 
 def _index(listing: DirListing) -> dict[bytes, int]:

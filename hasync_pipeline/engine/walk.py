@@ -116,6 +116,9 @@ class TreeListing:
     unreadable: dict[bytes, str] = field(default_factory=dict)  # dir rel path -> reason (never "empty")
     special: list[bytes] = field(default_factory=list)  # FIFOs, sockets, devices: skipped
     leftovers: list[bytes] = field(default_factory=list)  # temp files of an interrupted run
+    # folders holding names ha-sync leaves alone (excluded or internal): never removed as "emptied"
+    holding_hidden: set[bytes] = field(default_factory=set)
+    mounts: list[bytes] = field(default_factory=list)  # folders on another filesystem than the root
     files: int = 0
     directories: int = 0
     symlinks: int = 0
@@ -134,8 +137,9 @@ class WalkError(OSError):
     """The root itself could not be listed."""
 
 
-# one folder listed: its listing, its subfolders (with their identity), special files, leftover temp files
-_Listed = tuple[DirListing, list[tuple[bytes, tuple[int, int]]], list[bytes], list[bytes]]
+# one folder listed: its listing, its subfolders (with their identity), special files, leftover temp files,
+# whether it holds names left alone (excluded or internal)
+_Listed = tuple[DirListing, list[tuple[bytes, tuple[int, int]]], list[bytes], list[bytes], bool]
 
 
 def _list_one(
@@ -157,14 +161,18 @@ def _list_one(
         leftovers: list[bytes] = []
         add = rows.append
         excluded = excludes.excluded if excludes else None
+        hidden = False
         with os.scandir(fd) as it:
             for e in it:  # the per-entry hot path: kept flat on purpose
                 name = e.name.encode("utf-8", "surrogateescape")
                 if name[0] == _DOT and name.startswith(INTERNAL_PREFIX):
                     if name.startswith(TMP_PREFIX):
-                        leftovers.append(join(rel, name))
+                        leftovers.append(join(rel, name))  # removed before any change: not kept
+                    else:
+                        hidden = True
                     continue
                 if excluded is not None and excluded(join(rel, name), name):
+                    hidden = True
                     continue
                 try:
                     st = e.stat(follow_symlinks=False)
@@ -185,7 +193,7 @@ def _list_one(
                     special.append(join(rel, name))
                     continue
                 add((name, kind, st.st_size, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, st.st_ctime_ns))
-        return DirListing(rows, links), subdirs, special, leftovers
+        return DirListing(rows, links), subdirs, special, leftovers, hidden
     finally:
         os.close(fd)
 
@@ -210,15 +218,22 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
     except OSError as exc:
         raise WalkError(exc.errno, f"cannot open {root}: {exc.strerror}") from None
 
-    def record(rel: bytes, listing: DirListing, special: list[bytes], leftovers: list[bytes]) -> None:
+    root_dev = os.fstat(root_fd).st_dev
+
+    def record(rel: bytes, listed: _Listed) -> list[tuple[bytes, tuple[int, int]]]:
+        listing, subdirs, special, leftovers, hidden = listed
         tree.dirs[rel] = listing
         tree.special.extend(special)
         tree.leftovers.extend(leftovers)
+        if hidden:
+            tree.holding_hidden.add(rel)
+        tree.mounts.extend(sub for sub, (dev, _) in subdirs if dev != root_dev)
         kinds = listing.kinds
         tree.files += kinds.count(FILE)
         tree.directories += kinds.count(DIR)
         tree.symlinks += kinds.count(LINK)
         tree.bytes += sum(listing.sizes)
+        return subdirs
 
     def failed(rel: bytes, exc: OSError) -> None:
         if not rel:
@@ -231,12 +246,11 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
             while stack:
                 rel, ident = stack.pop()
                 try:
-                    listing, subdirs, special, leftovers = _list_one(root_fd, rel, ident, excludes)
+                    listed = _list_one(root_fd, rel, ident, excludes)
                 except OSError as exc:
                     failed(rel, exc)
                     continue
-                record(rel, listing, special, leftovers)
-                stack.extend(subdirs)
+                stack.extend(record(rel, listed))
         else:
             from concurrent.futures import ThreadPoolExecutor  # only here: ha-sync's start-up stays light
 
@@ -254,12 +268,11 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
                     rel, fut = done.get()
                     pending -= 1
                     try:
-                        listing, subdirs, special, leftovers = fut.result()
+                        listed = fut.result()
                     except OSError as exc:
                         failed(rel, exc)
                         continue
-                    record(rel, listing, special, leftovers)
-                    for sub_rel, ident in subdirs:
+                    for sub_rel, ident in record(rel, listed):
                         submit(sub_rel, ident)
                         pending += 1
     finally:
