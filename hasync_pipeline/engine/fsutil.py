@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from collections.abc import Callable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -61,6 +62,16 @@ def open_dir(root_fd: int, rel: bytes, create_mode: int | None = None) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def chmod_dir(dir_fd: int, mode: int, st: os.stat_result) -> None:
+    """fchmod a folder, unless that would silently drop a set-gid bit the kernel gave it: a user outside
+    the folder's group loses the bit on any chmod, and with it the group new files inherit there."""
+    if st.st_mode & 0o7777 == mode:
+        return
+    if st.st_mode & stat.S_ISGID and os.geteuid() != 0 and st.st_gid not in (os.getegid(), *os.getgroups()):
+        return
+    os.fchmod(dir_fd, mode)
 
 
 def rename_noreplace(name: bytes, new_name: bytes, src_dir_fd: int, dst_dir_fd: int) -> None:

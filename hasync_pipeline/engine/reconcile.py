@@ -55,7 +55,7 @@ from .plan import (
     md5_of,
 )
 from .transfer import Ident
-from .walk import DIR, FILE, KIND_NAMES, LINK, DirListing, Entry, TreeListing
+from .walk import DIR, FILE, KIND_NAMES, LINK, DirListing, Entry, TreeListing, entry_at
 
 # one side of one path, against the journal
 NONE, NEW, SAME, CHANGED, GONE = "none", "new", "same", "changed", "gone"
@@ -616,11 +616,11 @@ class _Reconciler:
         for new in sorted(s_only):
             if any(new.startswith(b + b"/") for _, b in moved) or new in self.dest.dirs:
                 continue
-            entry = _entry_of(self.src.dirs, new)
+            entry = entry_at(self.src.dirs, new)
             old = gone.get(entry.ino) if entry is not None else None
             if old is None or any(old.startswith(a + b"/") or old == a for a, _ in moved):
                 continue
-            o = _entry_of(self.dest.dirs, old)
+            o = entry_at(self.dest.dirs, old)
             if o is None or o.kind != DIR or entry is None or not self._carried_along(old, new):
                 continue
             moved.append((old, new))
@@ -715,15 +715,6 @@ def _differ(s: Entry, o: Entry) -> str:
     if s.kind == LINK:
         return "links to different targets"
     return "different content on both sides"
-
-
-def _entry_of(dirs: dict[bytes, DirListing], rel: bytes) -> Entry | None:
-    head, name = split(rel)
-    listing = dirs.get(head)
-    if listing is None:
-        return None
-    names = listing.names()
-    return listing.entry(names.index(name), name) if name in names else None
 
 
 def _rows_of_pair(pair: tuple[DirListing, DirListing]) -> list[tuple[bytes, Entry, Entry]]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from . import journal, safety, trash
+from .folders import FolderSettler
 from .forking import Child, call_in_child, result_of
 from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
@@ -77,6 +78,7 @@ class SyncSession:
         self.base: journal.Baseline | None = None
         self.draft: Draft | None = None
         self._done: dict[int, Ident | None] = {}  # id(op) of each operation done -> its identity
+        self.folders: FolderSettler | None = None  # the folders a real run touched: settled in finish()
 
     # ---- the steps -------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -134,6 +136,7 @@ class SyncSession:
                     self._record(OpResult(op, True))
                 return 0
             report.errors += cleanup_leftovers(self.dest, self.dest_tree.leftovers)
+            self.folders = FolderSettler(self.src, self.dest, self.dest_tree)
             report.notes += self._clock_skews()
             self.trash_stamp = trash.new_stamp(self.run_id, self.opts.trash_retain_days)
             self.batches = split_batches(plan.ops, self.opts.batch_max_ops, self.opts.batch_max_bytes)
@@ -167,6 +170,7 @@ class SyncSession:
                     trash.purge(self.dest, self.opts.trash_retain_days)
                 except OSError as exc:
                     self.report.errors.append(f"old trash not purged: {describe_error(exc)}")
+                self._settle_folders()
                 self._save_journal()
             if not self.report.clean:
                 status = Status.PARTIAL_FAILURE
@@ -199,6 +203,17 @@ class SyncSession:
                     "comparisons do); check NTP on its server"
                 )
         return notes
+
+    def _settle_folders(self) -> None:
+        """Folders get their final mode and mtime now that their contents are in (folders.py)."""
+        if self.folders is None:
+            return
+        try:
+            idents, errors = self.folders.settle()
+        except OSError as exc:
+            idents, errors = {}, [f"folder modes and mtimes not set: {describe_error(exc)}"]
+        self._done.update((key, ident) for key, ident in idents.items() if key in self._done)
+        self.report.errors += errors
 
     def _save_journal(self) -> None:
         """Record what both sides now agree on, in both roots.  Nothing to record: nothing written.  A move
@@ -269,6 +284,8 @@ class SyncSession:
     def _record(self, result: OpResult) -> None:
         if result.ok:
             self._done[id(result.op)] = result.ident
+        if self.folders is not None:
+            self.folders.saw(result.op, result.ok)
         self.report.add(result)
         self.trail.record(result)
         self.on_result(result)

@@ -115,6 +115,15 @@ class FileOps:
         os.close(self.src_fd)
         os.close(self.dest_fd)
 
+    def _writable(self, dir_fd: int) -> None:
+        """Make a read-only destination folder we own writable for us (not as root: root writes anyway);
+        folders.py puts its mode back at the end of the run."""
+        if self._uid == 0:
+            return
+        st = os.fstat(dir_fd)
+        if st.st_mode & 0o300 != 0o300 and st.st_uid == self._uid:
+            os.fchmod(dir_fd, st.st_mode & 0o7777 | 0o300)
+
     # ---- reporting -------------------------------------------------------------------------------
     def _ok(self, idx: int, started: float, nbytes: int = 0, ident: Ident | None = None) -> None:
         self.emit((idx, True, None, nbytes, started, time.time(), ident))
@@ -131,15 +140,18 @@ class FileOps:
         try:
             pfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755)
             try:
+                self._writable(pfd)
                 try:
-                    os.mkdir(name, 0o700, dir_fd=pfd)
+                    os.mkdir(name, op.src_entry.mode & 0o777 | 0o700, dir_fd=pfd)
                 except FileExistsError:
                     pass  # made meanwhile: the open below checks it is a real directory
                 dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
                 try:
                     if self.preserve_owner:
                         os.fchown(dfd, op.src_entry.uid, op.src_entry.gid)
-                    os.fchmod(dfd, op.src_entry.mode)
+                    # writable for us while it is filled (set-gid at once: what goes in inherits the group);
+                    # folders.py gives it its final mode and mtime after its contents
+                    fsutil.chmod_dir(dfd, op.src_entry.mode | 0o700, os.fstat(dfd))
                     after = ident_of(os.fstat(dfd))
                 finally:
                     os.close(dfd)
@@ -180,6 +192,9 @@ class FileOps:
             try:
                 nfd = fsutil.open_dir(root_fd, new_head, create_mode=0o755)
                 try:
+                    if root_fd == self.dest_fd:
+                        self._writable(ofd)
+                        self._writable(nfd)
                     current = _lstat(old_name, ofd)
                     if current is None or not _same(current, expected):
                         raise Changed("changed since the plan; left for the next run")
@@ -231,6 +246,7 @@ class FileOps:
         try:
             pfd = fsutil.open_dir(self.dest_fd, head)
             try:
+                self._writable(pfd)
                 os.rmdir(name, dir_fd=pfd)
             finally:
                 os.close(pfd)
@@ -246,6 +262,11 @@ class FileOps:
         """(source folder fd or -1 when not asked for, destination folder fd), or None: all failed."""
         try:
             dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755 if with_src else None)
+            try:
+                self._writable(dfd)
+            except OSError:
+                os.close(dfd)
+                raise
         except OSError as exc:
             for idx in indices:
                 self._fail(idx, exc)

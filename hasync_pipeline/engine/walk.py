@@ -119,6 +119,7 @@ class TreeListing:
     # folders holding names ha-sync leaves alone (excluded or internal): never removed as "emptied"
     holding_hidden: set[bytes] = field(default_factory=set)
     mounts: list[bytes] = field(default_factory=list)  # folders on another filesystem than the root
+    root_mode: int = 0  # the root folder's permission bits
     files: int = 0
     directories: int = 0
     symlinks: int = 0
@@ -131,6 +132,16 @@ class TreeListing:
     def is_empty(self) -> bool:
         root = self.dirs.get(b"")
         return root is not None and len(root) == 0
+
+
+def entry_at(dirs: dict[bytes, DirListing], rel: bytes) -> Entry | None:
+    """The entry at `rel` (not the root), or None.  Linear in its folder's size: for a few lookups."""
+    head, _, name = rel.rpartition(b"/")
+    listing = dirs.get(head)
+    if listing is None:
+        return None
+    names = listing.names()
+    return listing.entry(names.index(name), name) if name in names else None
 
 
 class WalkError(OSError):
@@ -218,7 +229,8 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
     except OSError as exc:
         raise WalkError(exc.errno, f"cannot open {root}: {exc.strerror}") from None
 
-    root_dev = os.fstat(root_fd).st_dev
+    root_st = os.fstat(root_fd)
+    root_dev, tree.root_mode = root_st.st_dev, root_st.st_mode & 0o7777
 
     def record(rel: bytes, listed: _Listed) -> list[tuple[bytes, tuple[int, int]]]:
         listing, subdirs, special, leftovers, hidden = listed

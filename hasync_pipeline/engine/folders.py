@@ -1,0 +1,103 @@
+"""Folders get their final mode and mtime after their contents, as `rsync -a` leaves them.
+
+While a run fills a folder it must be writable for us: a new folder is made u+rwx (with its set-gid bit at
+once, so what goes in inherits its group), and an existing read-only folder we own is made u+w for the run
+(`FileOps` does both; root writes anyway).  Once every batch is done, `settle` gives each folder the run
+touched its final mode (the source's for folders made or re-moded this run, else the one the walk saw) and
+the source folder's mtime, deepest first.  Without this a 0555 source folder synced by a non-root user
+arrived empty, run after run, and every folder's mtime was the time of the sync.
+
+Cost: a folder the run did not touch costs nothing; a touched one ~6 syscalls (open, fstat, [fchmod],
+utime, close, and a stat of the source folder).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+
+from . import fsutil
+from .paths import display
+from .plan import COPY, DELETE, META, MKDIR, MOVE, RENAME_DEST, RMDIR, SYMLINK, Op
+from .transfer import Ident, describe_error, ident_of
+from .walk import DIR, TreeListing, entry_at
+
+_CHANGES_ITS_FOLDER = (COPY, SYMLINK, MKDIR, DELETE, RMDIR, MOVE, RENAME_DEST)
+
+
+def folders_touched(op: Op) -> Iterator[bytes]:
+    """The destination folders whose entries `op` adds, replaces or removes (their mtime moves)."""
+    if op.action in _CHANGES_ITS_FOLDER:
+        yield op.path.rpartition(b"/")[0]
+    if op.action in (MOVE, RENAME_DEST) and op.new_path is not None:
+        yield op.new_path.rpartition(b"/")[0]
+
+
+def gets_source_mode(op: Op) -> bool:
+    """A folder this operation made or re-moded: its final mode is the source's."""
+    return op.action in (MKDIR, META) and op.src is not None and op.src.kind == DIR
+
+
+class FolderSettler:
+    """Collects the folders a run touched (from each operation's outcome) and settles them at the end."""
+
+    def __init__(self, src_root: str, dest_root: str, dest_tree: TreeListing):
+        self.src_root, self.dest_root, self.dest_tree = src_root, dest_root, dest_tree
+        self.modes: dict[bytes, int | None] = {}  # folder -> final mode (None: the mode the walk saw)
+        self.made: dict[bytes, Op] = {}  # folders made or re-moded: the journal needs what they are after
+
+    def saw(self, op: Op, ok: bool) -> None:
+        for folder in folders_touched(op):
+            self.modes.setdefault(folder, None)
+        if ok and gets_source_mode(op):
+            self.modes[op.path] = op.src_entry.mode
+            self.made[op.path] = op
+
+    def _walked_mode(self, rel: bytes) -> int | None:
+        if not rel:
+            return self.dest_tree.root_mode
+        entry = entry_at(self.dest_tree.dirs, rel)
+        return entry.mode if entry is not None and entry.kind == DIR else None
+
+    def settle(self) -> tuple[dict[int, Ident], list[str]]:
+        """Final mode and mtime for each folder touched, deepest first.  Returns the new identity of each
+        folder made or re-moded (by id of its op, for the journal) and the errors."""
+        idents: dict[int, Ident] = {}
+        errors: list[str] = []
+        if not self.modes:
+            return idents, errors
+        src_fd, dest_fd = fsutil.open_root(self.src_root), fsutil.open_root(self.dest_root)
+        try:
+            for rel in sorted(self.modes, key=lambda r: r.count(b"/") + bool(r), reverse=True):
+                want = self.modes[rel]
+                want = self._walked_mode(rel) if want is None else want
+                try:
+                    after = _settle_one(src_fd, dest_fd, rel, want)
+                except OSError as exc:
+                    errors.append(f"{display(rel)}: folder mode and mtime not set: {describe_error(exc)}")
+                    continue
+                if rel in self.made:
+                    idents[id(self.made[rel])] = after
+        finally:
+            os.close(src_fd)
+            os.close(dest_fd)
+        self.modes.clear()
+        return idents, errors
+
+
+def _settle_one(src_fd: int, dest_fd: int, rel: bytes, mode: int | None) -> Ident:
+    try:
+        src = os.stat(rel or b".", dir_fd=src_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        src = None  # gone from the source meanwhile: its mtime is left as it is
+    dfd = fsutil.open_dir(dest_fd, rel)
+    try:
+        st = os.fstat(dfd)
+        if mode is not None:
+            fsutil.chmod_dir(dfd, mode, st)
+        if src is not None and stat.S_ISDIR(src.st_mode) and st.st_mtime_ns != src.st_mtime_ns:
+            os.utime(dfd, ns=(st.st_atime_ns, src.st_mtime_ns))
+        return ident_of(os.fstat(dfd))
+    finally:
+        os.close(dfd)
