@@ -177,6 +177,25 @@ SETTINGS: tuple[Setting, ...] = (
         pair=True,
     ),
     Setting(
+        "xattrs",
+        bool,
+        True,
+        "copy extended attributes and POSIX ACLs, and propagate changes to them alone (rsync -XA)",
+        cli=True,
+        run=True,
+        pair=True,
+    ),
+    Setting(
+        "hard_links",
+        bool,
+        True,
+        "files hard-linked together in the source are linked the same way in the destination (rsync -H)",
+        cli=True,
+        run=True,
+        pair=True,
+    ),
+    Setting("sparse", bool, True, "holes in sparse files stay holes (rsync -S)", cli=True, run=True, pair=True),
+    Setting(
         "lock_ttl", int, 3600, "lease duration; renewed every ttl/3", "s", cli=True, run=True, pair=True, minimum=1
     ),
     Setting(
@@ -286,6 +305,9 @@ class Settings(Mapping[str, Any]):
             max_delete_percent=v["max_delete"],
             trash_retain_days=v["trash_retain_days"],
             excludes=tuple(v["exclude"]),
+            xattrs=v["xattrs"],
+            hard_links=v["hard_links"],
+            sparse=v["sparse"],
             **internal,
         )
 

@@ -23,6 +23,9 @@ _INTERNAL = set(SyncOptions.__dataclass_fields__) - {
     "max_delete_percent",
     "trash_retain_days",
     "excludes",
+    "xattrs",
+    "hard_links",
+    "sparse",
 }
 _SETTING_NAME = {"max_delete_percent": "max_delete", "excludes": "exclude"}
 

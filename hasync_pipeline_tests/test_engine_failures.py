@@ -93,8 +93,8 @@ def test_file_growing_during_its_copy_is_not_installed(pair, monkeypatch):
     src_file = write(dell / "growing.log", b"x" * 100_000, T0)
     real_copy = fsutil.copy_data
 
-    def copy_while_another_writer_appends(src_fd, dst_fd, cancelled=lambda: False, expected=None):
-        n = real_copy(src_fd, dst_fd, cancelled, expected)
+    def copy_while_another_writer_appends(src_fd, dst_fd, cancelled=lambda: False, expected=None, sparse=False):
+        n = real_copy(src_fd, dst_fd, cancelled, expected, sparse)
         with open(src_file, "ab") as f:  # a real write to the source, exactly mid-operation
             f.write(b"more")
         return n

@@ -218,15 +218,6 @@ def test_modes_and_mtime_nanoseconds_are_preserved(pair):
     assert st.st_mtime_ns == 1_600_000_000_123_456_789
 
 
-def test_hard_links_become_separate_files(pair):
-    dell, hp = pair
-    write(dell / "a", "shared")
-    os.link(dell / "a", dell / "b")
-    sync(dell, hp)
-    assert (hp / "a").read_text() == (hp / "b").read_text() == "shared"
-    assert (hp / "a").stat().st_ino != (hp / "b").stat().st_ino
-
-
 def test_excludes_and_internal_names_are_never_synced(pair):
     dell, hp = pair
     write(dell / "movie.part", "partial")

@@ -48,7 +48,7 @@ def metadata(root: Path) -> dict[str, tuple]:
                 stat.filemode(st.st_mode),
                 st.st_uid,
                 st.st_gid,
-                st.st_mtime_ns,
+                None if stat.S_ISLNK(st.st_mode) else st.st_mtime_ns,  # this rsync leaves a link's mtime
                 st.st_size,
                 st.st_blocks if stat.S_ISREG(st.st_mode) else None,
                 None if stat.S_ISLNK(st.st_mode) else xattrs(path),
@@ -95,7 +95,6 @@ def rich_tree(root: Path) -> None:
 
 
 @needs_rsync
-@pytest.mark.xfail(strict=True, reason="xattrs/ACLs, holes and hard links come in the next commits")
 def test_a_first_sync_leaves_what_rsync_aHAXS_leaves(tmp_path):
     src, ours, theirs = tmp_path / "src", tmp_path / "ours", tmp_path / "rsync"
     for d in (src, ours, theirs):
@@ -106,10 +105,10 @@ def test_a_first_sync_leaves_what_rsync_aHAXS_leaves(tmp_path):
     assert report.clean, report.errors
     assert metadata(ours) == metadata(theirs) == metadata(src)
     assert os.stat(ours / "disk.img").st_blocks * 512 < 2 << 20  # the holes stayed holes
+    assert os.lstat(ours / "latest").st_mtime_ns == os.lstat(src / "latest").st_mtime_ns  # we keep it
 
 
 @needs_rsync
-@pytest.mark.xfail(strict=True, reason="xattrs/ACLs, holes and hard links come in the next commits")
 def test_metadata_only_changes_propagate_as_rsync_aHAXS_would(tmp_path):
     src, ours, theirs = tmp_path / "src", tmp_path / "ours", tmp_path / "rsync"
     for d in (src, ours, theirs):
@@ -180,3 +179,24 @@ def test_a_set_gid_destination_folder_gives_its_group_to_what_a_user_syncs_in(tm
     assert as_user(NOBODY, run)
     assert os.stat(dest / "team").st_gid == os.stat(dest / "team" / "plan.txt").st_gid == 1000
     assert os.stat(dest / "team").st_mode & stat.S_ISGID  # and it passes the group on
+
+
+def test_a_new_name_for_a_synced_file_is_linked_to_its_twin_not_copied(pair):
+    dell, hp = pair
+    write(dell / "video.mkv", "big", T0)
+    synced(dell, hp)
+    os.link(dell / "video.mkv", dell / "video-alias.mkv")
+    report, plan = sync(dell, hp)
+    assert [(op.action, op.path, op.new_path) for op in plan.ops] == [("hardlink", b"video-alias.mkv", b"video.mkv")]
+    assert report.clean and report.bytes == 0
+    assert os.stat(hp / "video-alias.mkv").st_ino == os.stat(hp / "video.mkv").st_ino
+    report, plan = sync(hp, dell)  # the other way: nothing to do, nothing flagged
+    assert report.clean and plan.ops == []
+
+
+def test_with_hard_links_off_each_name_is_a_copy_of_its_own(pair):
+    dell, hp = pair
+    write(dell / "a", "same inode", T0)
+    os.link(dell / "a", dell / "b")
+    report, _ = sync(dell, hp, hard_links=False)
+    assert report.clean and os.stat(hp / "a").st_ino != os.stat(hp / "b").st_ino

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 
 from . import fsutil
 from .paths import display
-from .plan import COPY, DELETE, META, MKDIR, MOVE, RENAME_DEST, RMDIR, SYMLINK, Op
+from .plan import COPY, DELETE, HARDLINK, META, MKDIR, MOVE, RENAME_DEST, RMDIR, SYMLINK, Op
 from .transfer import Ident, describe_error, ident_of
 from .walk import DIR, TreeListing, entry_at
 
-_CHANGES_ITS_FOLDER = (COPY, SYMLINK, MKDIR, DELETE, RMDIR, MOVE, RENAME_DEST)
+_CHANGES_ITS_FOLDER = (COPY, SYMLINK, HARDLINK, MKDIR, DELETE, RMDIR, MOVE, RENAME_DEST)
 
 
 def folders_touched(op: Op) -> Iterator[bytes]:

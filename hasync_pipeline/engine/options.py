@@ -17,6 +17,9 @@ class SyncOptions:
     max_delete_percent: float
     trash_retain_days: float
     excludes: tuple[str, ...]
+    xattrs: bool
+    hard_links: bool
+    sparse: bool
     free_space_reserve_bytes: int = 64 << 20
     batch_max_ops: int = 20_000
     batch_max_bytes: int = 2 << 30

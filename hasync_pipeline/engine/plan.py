@@ -14,12 +14,14 @@ from .walk import Entry
 # operations, in the order a batch applies them
 RENAME_SRC, RENAME_DEST, MOVE = "rename-src", "rename-dest", "move"  # conflicts' losers; moves on the destination
 MKDIR, COPY, TOUCH, SYMLINK, META, DELETE, RMDIR = "mkdir", "copy", "touch", "symlink", "meta", "delete", "rmdir"
-ORDER = (RENAME_SRC, RENAME_DEST, MOVE, MKDIR, COPY, TOUCH, SYMLINK, META, DELETE, RMDIR)
+HARDLINK = "hardlink"  # a second name of a file copied (or kept) elsewhere: linked to it, not copied
+ORDER = (RENAME_SRC, RENAME_DEST, MOVE, MKDIR, COPY, TOUCH, SYMLINK, HARDLINK, META, DELETE, RMDIR)
 _AUDIT_OPERATION = {
     MKDIR: "create",
     COPY: "update",
     TOUCH: "update",
     SYMLINK: "update",
+    HARDLINK: "update",
     META: "update",
     DELETE: "delete",
     RMDIR: "delete",
@@ -40,13 +42,13 @@ class Op:
     detail: str = ""
     md5_src: str | None = None
     md5_dest: str | None = None
-    new_path: bytes | None = None  # RENAME_*: the conflict copy's name; MOVE: where it goes
+    new_path: bytes | None = None  # RENAME_*: the conflict copy's name; MOVE: where it goes; HARDLINK: its twin
     reason: str | None = None
 
     @property
     def operation(self) -> str:
         """The audit trail's create/update/delete."""
-        if self.action in (COPY, SYMLINK) and self.dest is None:
+        if self.action in (COPY, SYMLINK, HARDLINK) and self.dest is None:
             return "create"
         return _AUDIT_OPERATION[self.action]
 

@@ -31,6 +31,7 @@ from datetime import datetime
 from itertools import compress
 from operator import ne
 
+from . import xattrs
 from .gcpause import cyclic_gc_paused
 from .journal import Baseline, Journal, listing_over, pair_listing
 from .paths import display, join, split
@@ -38,6 +39,7 @@ from .plan import (
     CONFLICT,
     COPY,
     DELETE,
+    HARDLINK,
     META,
     METADATA,
     MKDIR,
@@ -70,6 +72,8 @@ class ReconcileOptions:
     labels: tuple[str, str]  # what to call the source and the destination in a conflict copy's name
     now: datetime
     owners: bool = True  # mode and owner are compared (root); mode only otherwise (a user cannot chown)
+    xattrs: bool = False  # a file whose only change is its xattrs or ACLs gets them (read only for such files)
+    hard_links: bool = False  # names of one source inode stay one inode on the destination
 
 
 def state(now: Entry | None, then: Entry | None) -> str:
@@ -245,6 +249,8 @@ class _Reconciler:
                 self._folder(rel, recurse)
         self._moved_files()
         self._settle_by_md5()
+        if self.opts.hard_links:
+            self._hard_links()
         self.ops.sort(key=lambda op: ORDER.index(op.action))
         rmdirs = [op for op in self.ops if op.action == RMDIR]
         self.plan.ops = [op for op in self.ops if op.action != RMDIR] + rmdirs[::-1]  # deepest folders first
@@ -420,6 +426,8 @@ class _Reconciler:
         if s.kind == o.kind == DIR or (s.kind == o.kind and self._unchanged_content(s, j)):
             if self._metadata(s) != self._metadata(o):
                 self._op(rel, name, Op(META, path, s, o, "mode or owner changed", reason=METADATA), j)
+            elif self.opts.xattrs and s.kind == FILE and xattrs.differ(self.src.root, self.dest.root, path):
+                self._op(rel, name, Op(META, path, s, o, "xattrs or ACLs changed", reason=METADATA), j)
             else:
                 self.draft.set(rel, name, s, o)  # ctime moved, nothing we copy changed (e.g. a new hard link)
             return s.kind == DIR
@@ -565,6 +573,33 @@ class _Reconciler:
             return {}
         with ThreadPoolExecutor(max_workers=max(1, self.opts.hash_threads), thread_name_prefix="md5") as pool:
             return {p: d for p, d in pool.map(both, todo) if d is not None}
+
+    def _hard_links(self) -> None:
+        """Names of one source inode (hard links) stay one inode: of the names copied, the first is copied and
+        the others link to it; a name that is a new link to a file already in place links to its twin there.
+        Costs nothing without copies; with them, one pass over the source's inode columns."""
+        by_ino: dict[int, list[Op]] = {}
+        for op in self.ops:
+            if op.action == COPY and op.src_entry.ino:
+                by_ino.setdefault(op.src_entry.ino, []).append(op)
+        if not by_ino:
+            return
+        copying = {op.path for ops in by_ino.values() for op in ops}
+        in_place: dict[int, bytes] = {}
+        for rel, listing in self.src.dirs.items():
+            if by_ino.keys().isdisjoint(listing.inos):
+                continue
+            for name, kind, ino in zip(listing.names(), listing.kinds, listing.inos, strict=True):
+                if kind == FILE and ino in by_ino and join(rel, name) not in copying:
+                    in_place.setdefault(ino, join(rel, name))
+        for ino, ops in by_ino.items():
+            twin = in_place.get(ino)
+            if twin is None:
+                if len(ops) < 2:
+                    continue
+                twin, ops = ops[0].path, ops[1:]
+            for op in ops:
+                op.action, op.new_path, op.detail = HARDLINK, twin, "hard link"
 
     # ---- moves ---------------------------------------------------------------------------------------------
     def _moved_files(self) -> None:

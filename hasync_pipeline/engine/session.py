@@ -30,7 +30,7 @@ from .plan import Op, Plan
 from .ports import Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
 from .reconcile import Draft, ReconcileOptions, finalize, reconcile
 from .report import SyncReport
-from .transfer import Ident, cleanup_leftovers, describe_error
+from .transfer import Ident, Preserve, cleanup_leftovers, describe_error
 from .walk import TreeListing, walk_tree
 from .workers import ApplyContext, OpResult, apply_batch
 
@@ -150,6 +150,7 @@ class SyncSession:
             self.dest,
             self.trash_stamp,
             workers=self.opts.workers,
+            preserve=Preserve(xattrs=self.opts.xattrs, sparse=self.opts.sparse),
             durable=self.opts.durable,
             check_lease=self.lease.check,
             on_result=self._record,
@@ -362,6 +363,8 @@ def plan_pair(
             labels,
             datetime.now(UTC),
             owners=os.geteuid() == 0,
+            xattrs=opts.xattrs,
+            hard_links=opts.hard_links,
         ),
     )
     safety.check_plan(plan, dest_tree, safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes))

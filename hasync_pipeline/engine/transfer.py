@@ -20,9 +20,10 @@ import secrets
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from . import fsutil
+from . import fsutil, xattrs
 from .paths import TMP_PREFIX, display, split
 from .plan import COPY, RENAME_SRC, Op
 from .trash import Trash
@@ -46,6 +47,15 @@ def ident_of(st: os.stat_result) -> Ident:
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Preserve:
+    """What a copy keeps besides content, mode and mtime (rsync -o -g, -X -A, -S)."""
+
+    owner: bool = field(default_factory=lambda: os.geteuid() == 0)  # only root can give files away
+    xattrs: bool = True
+    sparse: bool = True
 
 
 class Changed(Exception):
@@ -96,12 +106,12 @@ class FileOps:
         src_root: str,
         dest_root: str,
         trash_stamp: bytes | None,
-        preserve_owner: bool,
+        preserve: Preserve,
         emit: Callable[[Outcome], None],
         cancelled: Callable[[], bool] = lambda: False,
     ):
         self.ops, self.emit, self.cancelled = ops, emit, cancelled
-        self.preserve_owner = preserve_owner
+        self.preserve = preserve
         self.src_fd = fsutil.open_root(src_root)
         self.dest_fd = fsutil.open_root(dest_root)
         self.trash = Trash(self.dest_fd, trash_stamp)
@@ -114,6 +124,13 @@ class FileOps:
         self.trash.close()
         os.close(self.src_fd)
         os.close(self.dest_fd)
+
+    def _xattrs_from_source(self, rel: bytes, dst_fd: int) -> None:
+        sfd = xattrs.open_entry(self.src_fd, rel)
+        try:
+            xattrs.sync_fd(sfd, dst_fd)
+        finally:
+            os.close(sfd)
 
     def _writable(self, dir_fd: int) -> None:
         """Make a read-only destination folder we own writable for us (not as root: root writes anyway);
@@ -147,11 +164,13 @@ class FileOps:
                     pass  # made meanwhile: the open below checks it is a real directory
                 dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
                 try:
-                    if self.preserve_owner:
+                    if self.preserve.owner:
                         os.fchown(dfd, op.src_entry.uid, op.src_entry.gid)
                     # writable for us while it is filled (set-gid at once: what goes in inherits the group);
                     # folders.py gives it its final mode and mtime after its contents
                     fsutil.chmod_dir(dfd, op.src_entry.mode | 0o700, os.fstat(dfd))
+                    if self.preserve.xattrs:
+                        self._xattrs_from_source(op.path, dfd)
                     after = ident_of(os.fstat(dfd))
                 finally:
                     os.close(dfd)
@@ -229,16 +248,65 @@ class FileOps:
                 current = _lstat(name, pfd)
                 if current is None or not _same(current, op.dest_entry):
                     raise Changed("destination changed since the plan; left for the next run")
-                if self.preserve_owner:
+                if self.preserve.owner:
                     os.chown(name, src.uid, src.gid, dir_fd=pfd, follow_symlinks=False)
-                if src.kind != LINK:  # a link's own mode means nothing on Linux
+                if src.kind != LINK:  # a link's own mode (and xattrs) mean nothing on Linux
                     os.chmod(name, src.mode, dir_fd=pfd)
+                    if self.preserve.xattrs:
+                        efd = os.open(name, xattrs.OPEN_ANY, dir_fd=pfd)
+                        try:
+                            self._xattrs_from_source(op.path, efd)
+                        finally:
+                            os.close(efd)
                 st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
             finally:
                 os.close(pfd)
         except (OSError, Changed) as exc:
             return self._fail(idx, exc, started)
         self._ok(idx, started, ident=ident_of(st))
+
+    def hardlink(self, idx: int) -> None:
+        """A second name of a source inode: a link to its twin in the destination (which must hold the
+        source's size and mtime), put in place like a copy (a replaced version goes to the trash)."""
+        op = self.ops[idx]
+        assert op.new_path is not None
+        (twin_head, twin_name), head = split(op.new_path), split(op.path)[0]
+        src = op.src_entry
+        started = time.time()
+        try:
+            tfd = fsutil.open_dir(self.dest_fd, twin_head)
+            try:
+                dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755)
+                try:
+                    self._writable(dfd)
+                    twin = _lstat(twin_name, tfd)
+                    if (
+                        twin is None
+                        or not stat.S_ISREG(twin.st_mode)
+                        or (twin.st_size, twin.st_mtime_ns)
+                        != (
+                            src.size,
+                            src.mtime_ns,
+                        )
+                    ):
+                        raise Changed(
+                            f"its hard-linked twin {display(op.new_path)} is not in place; left for the next run"
+                        )
+                    tmp, _ = self._new_tmp(
+                        lambda t: os.link(twin_name, t, src_dir_fd=tfd, dst_dir_fd=dfd, follow_symlinks=False)
+                    )
+                    try:
+                        ident = self._commit_one(op, tmp, dfd)
+                    except BaseException:
+                        unlink_quietly(tmp, dfd)
+                        raise
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(tfd)
+        except (OSError, Changed) as exc:
+            return self._fail(idx, exc, started)
+        self._ok(idx, started, ident=ident)
 
     def rmdir(self, idx: int) -> None:
         head, name = split(self.ops[idx].path)
@@ -325,7 +393,7 @@ class FileOps:
             tmp, dfd = self._new_tmp(lambda t: os.open(t, _TMP_OPEN, mode, dir_fd=dfd_dir))
             try:
                 try:
-                    copied = fsutil.copy_data(sfd, dfd, self.cancelled, op.src_entry.size)
+                    copied = fsutil.copy_data(sfd, dfd, self.cancelled, op.src_entry.size, self.preserve.sparse)
                     st = os.fstat(sfd)  # the source must still be exactly what the plan saw
                     if (
                         not stat.S_ISREG(st.st_mode)
@@ -333,11 +401,13 @@ class FileOps:
                         or (st.st_size, st.st_mtime_ns) != (op.src_entry.size, op.src_entry.mtime_ns)
                     ):
                         raise Changed("source changed during the copy; left for the next run")
-                    if self.preserve_owner and (st.st_uid, st.st_gid) != (self._uid, self._gid):
+                    if self.preserve.owner and (st.st_uid, st.st_gid) != (self._uid, self._gid):
                         os.fchown(dfd, st.st_uid, st.st_gid)
                         os.fchmod(dfd, mode)  # chown clears set-id bits
                     elif mode & self._umask:
                         os.fchmod(dfd, mode)
+                    if self.preserve.xattrs:  # after the mode: an ACL sets the group bits (its mask) itself
+                        xattrs.sync_fd(sfd, dfd)
                     os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 finally:
                     os.close(dfd)  # on NFS, close() is where a full disk shows up
@@ -355,7 +425,7 @@ class FileOps:
             raise Changed("source symlink changed since the plan; left for the next run")
         tmp, _ = self._new_tmp(lambda t: os.symlink(target, t, dir_fd=dfd_dir))
         try:
-            if self.preserve_owner:
+            if self.preserve.owner:
                 os.chown(tmp, op.src_entry.uid, op.src_entry.gid, dir_fd=dfd_dir, follow_symlinks=False)
             os.utime(tmp, ns=(op.src_entry.mtime_ns, op.src_entry.mtime_ns), dir_fd=dfd_dir, follow_symlinks=False)
         except BaseException:

@@ -20,8 +20,8 @@ from . import fsutil
 from .forking import Child, write_frame
 from .gcpause import cyclic_gc_paused
 from .paths import split
-from .plan import COPY, DELETE, META, MKDIR, MOVE, RENAME_DEST, RENAME_SRC, RMDIR, SYMLINK, TOUCH, Op
-from .transfer import FileOps, Ident, Outcome
+from .plan import COPY, DELETE, HARDLINK, META, MKDIR, MOVE, RENAME_DEST, RENAME_SRC, RMDIR, SYMLINK, TOUCH, Op
+from .transfer import FileOps, Ident, Outcome, Preserve
 
 _GO, _ABORT = b"G", b"A"
 _GROUP = 64  # operations per folder group handed to a worker...
@@ -50,7 +50,7 @@ class ApplyContext:
     dest_root: str
     trash_stamp: bytes | None  # None: keep nothing (trash retention 0)
     workers: int = 4
-    preserve_owner: bool = field(default_factory=lambda: os.geteuid() == 0)
+    preserve: Preserve = field(default_factory=Preserve)
     durable: bool = True
     check_lease: Callable[[], None] = lambda: None  # raises when the lease is lost
     on_result: Callable[[OpResult], None] = lambda r: None  # once per op, in this process
@@ -156,7 +156,7 @@ def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[i
             return os.read(in_fd, 1) == _GO  # end of stream (parent gone) counts as abort
 
         fileops = FileOps(
-            ops, ctx.src_root, ctx.dest_root, ctx.trash_stamp, ctx.preserve_owner, emit, cancelled=lambda: bool(stop)
+            ops, ctx.src_root, ctx.dest_root, ctx.trash_stamp, ctx.preserve, emit, cancelled=lambda: bool(stop)
         )
         try:
             _run_share(fileops, share, barrier)
@@ -199,7 +199,7 @@ class _Applier:
             self.ctx.src_root,
             self.ctx.dest_root,
             self.ctx.trash_stamp,
-            self.ctx.preserve_owner,
+            self.ctx.preserve,
             self.deliver,
             cancelled=self._stop_if_requested,
         )
@@ -219,6 +219,8 @@ class _Applier:
             else:
                 for share in shares:
                     self._inline(local, share)
+            for idx in (i for i, op in enumerate(self.ops) if op.action == HARDLINK):  # after their twins
+                local.hardlink(idx)
             for idx in (i for i, op in enumerate(self.ops) if op.action == RMDIR):
                 local.rmdir(idx)
         finally:
