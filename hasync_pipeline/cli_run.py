@@ -104,7 +104,7 @@ def run_from_cli(
     terminal = Terminal(settings, out, err)
     run_id = uuid.uuid4().hex
     try:
-        store = AuditStore(settings.db_dsn)
+        store = AuditStore(settings.db_dsn, settings.db_timeout)
     except DsnError as exc:
         terminal.warn(f"bad --db-dsn / {BY_NAME['db_dsn'].env}: {exc}")
         for child in walks:

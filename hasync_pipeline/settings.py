@@ -222,6 +222,16 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "db_timeout",
+        float,
+        10.0,
+        "one audit database call taking longer fails; the run goes on without the database, its opslog "
+        "waits for the next run",
+        "s",
+        cli=True,
+        minimum=1,
+    ),
+    Setting(
         "state_dir",
         str,
         None,

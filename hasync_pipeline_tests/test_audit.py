@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC
 from pathlib import Path
@@ -250,6 +252,33 @@ def test_database_down_at_start_the_sync_completes_and_the_next_run_flushes_once
     assert not kept.exists()
     assert cli_sync(dell, hp, logs, db_dsn).returncode == 0  # nothing left to flush twice
     assert len(rows(db_dsn, sync_operations)) == 2
+
+
+def test_a_database_that_accepts_but_never_answers_costs_one_timeout_and_the_opslog_waits(pair, tmp_path):
+    """It once held every run for two minutes (a 60 s read timeout, asked twice)."""
+    dell, hp = pair
+    write(dell / "a", "a")
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept_and_stay_silent() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    dsn = f"u:{PASSWORD}@tcp(127.0.0.1:{listener.getsockname()[1]})/audit"
+    try:
+        proc = cli_sync(dell, hp, tmp_path / "logs", dsn, "--db-timeout", "1")
+    finally:
+        listener.close()
+    assert proc.returncode == 0, proc.stderr
+    assert (hp / "a").read_text() == "a"
+    assert len(accepted) == 1  # asked once, then the run went on without it
+    assert "timed out" in proc.stderr and PASSWORD not in proc.stderr + proc.stdout
+    assert len(list((tmp_path / "logs").glob("opslog-*.jsonl"))) == 1  # kept for the next run
 
 
 def test_database_dying_mid_run_keeps_the_opslog_and_the_running_row_is_finished_later(pair, tmp_path, mariadb):

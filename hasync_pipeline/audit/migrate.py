@@ -8,6 +8,7 @@ implicitly there); SQLite's BEGIN IMMEDIATE does the same."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
@@ -29,11 +30,21 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine) -> None:
-    """Upgrade to HEAD unless it is there already."""
+def upgrade(engine: Engine, migrating: Callable[[], Engine] | None = None) -> None:
+    """Upgrade to HEAD unless it is there already.  The check runs on `engine`; the upgrade itself on
+    `migrating()` when given (a connection allowed to wait longer: an ALTER of a big table takes a while)."""
     with engine.connect() as conn:
         if current_revision(conn) == HEAD:
             return
+    slow = migrating() if migrating is not None else engine
+    try:
+        _upgrade_on(slow)
+    finally:
+        if slow is not engine:
+            slow.dispose()
+
+
+def _upgrade_on(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
     from alembic.util import CommandError

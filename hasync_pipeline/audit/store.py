@@ -6,6 +6,7 @@ without its password.  Callers treat it as "try again next run": the opslog keep
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -21,20 +22,21 @@ from .records import header_values, insert_sql, naive_utc
 from .schema import sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
+MIGRATION_TIMEOUT = 600  # seconds a schema migration may take (it waits for GET_LOCK 60 s, then ALTERs)
 
 
 class AuditUnavailable(Exception):
     """The audit database could not be reached or used; the message is safe to show."""
 
 
-def _sqlite_immediate(engine: Engine) -> None:
+def _sqlite_immediate(engine: Engine, timeout: float) -> None:
     """SQLite: take the write lock at BEGIN, so two flushers serialise instead of both reading 'absent'."""
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         dbapi_conn.execute("PRAGMA foreign_keys=ON")
-        dbapi_conn.execute("PRAGMA busy_timeout=30000")
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -42,21 +44,36 @@ def _sqlite_immediate(engine: Engine) -> None:
 
 
 class AuditStore:
-    def __init__(self, dsn: str | None = None, connect_timeout: int = 5):
+    def __init__(self, dsn: str | None = None, timeout: float = 10):
+        """`timeout`: seconds any one database call may take (connect, read, write; SQLite: waiting for its
+        lock) before it fails as AuditUnavailable.  Schema migrations, which may rebuild a big table, get
+        MIGRATION_TIMEOUT instead, on a connection of their own."""
         self.url = to_url(dsn)
         self.name = redact(self.url)
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if self.url.get_backend_name() == "mysql":
-            kwargs["connect_args"] = {"connect_timeout": connect_timeout, "read_timeout": 60, "write_timeout": 60}
-        elif self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+        self.timeout = timeout
+        kwargs = self._engine_args(timeout)
+        if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
             os.makedirs(os.path.dirname(os.path.abspath(self.url.database)), exist_ok=True)
         try:
             self.engine = create_engine(self.url, **kwargs)
         except (ImportError, ArgumentError) as exc:  # e.g. mysql+mysqldb:// without the MySQLdb driver
             raise DsnError(f"cannot use {self.url.drivername!r}: {exc}; mysql+pymysql:// comes with ha-sync") from None
         if self.url.get_backend_name() == "sqlite":
-            _sqlite_immediate(self.engine)
+            _sqlite_immediate(self.engine, timeout)
         self._schema_ready = False
+
+    def _engine_args(self, timeout: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.get_backend_name() == "mysql":
+            seconds = max(1, math.ceil(timeout))
+            kwargs["connect_args"] = {"connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds}
+        return kwargs
+
+    def _migration_engine(self) -> Engine:
+        """A connection for schema changes: an ALTER on a big table may rightly take minutes."""
+        if self.url.get_backend_name() != "mysql":
+            return self.engine
+        return create_engine(self.url, **self._engine_args(max(self.timeout, MIGRATION_TIMEOUT)))
 
     def _unavailable(self, exc: BaseException) -> AuditUnavailable:
         detail = getattr(exc, "orig", None) or exc
@@ -69,7 +86,7 @@ class AuditStore:
         if self._schema_ready:
             return
         try:
-            upgrade(self.engine)
+            upgrade(self.engine, self._migration_engine)
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
         except MigrationError as exc:

@@ -53,15 +53,24 @@ class AuditTrail:
         self.writer: OpslogWriter | None = None
         self.iteration_id: int | None = None
         self.warnings: list[str] = []
+        self.db_down = False  # the database failed once this run: not asked again (a hung one costs seconds once)
+
+    def _database(self) -> AuditStore | None:
+        return None if self.db_down else self.store
+
+    def _down(self, message: str) -> None:
+        self.db_down = True
+        self.warnings.append(message)
 
     def flush_leftovers(self) -> None:
         """Flush the opslogs earlier runs left (a dead database, a killed run); a dead database leaves them."""
-        if self.store is None or not os.path.isdir(self.log_dir):
+        store = self._database()
+        if store is None or not os.path.isdir(self.log_dir):
             return
-        outcomes, db_error = flush_pending(self.store, self.log_dir)
+        outcomes, db_error = flush_pending(store, self.log_dir)
         self.warnings += [outcome.error for outcome in outcomes if outcome.error]
         if db_error:
-            self.warnings.append(f"{db_error}; earlier opslogs stay in {self.log_dir} for the next run")
+            self._down(f"{db_error}; earlier opslogs stay in {self.log_dir} for the next run")
 
     def expire_old(self) -> None:
         """Delete opslogs older than the retention; say so when that drops records never flushed."""
@@ -73,12 +82,13 @@ class AuditTrail:
     def already_current(self, plan: Plan) -> str | None:
         """For a dry-run: the seed's message when the last successful dry-run had the same plan, else None
         (also None when the database cannot tell: then the dry-run is simply recorded again)."""
-        if self.store is None:
+        store = self._database()
+        if store is None:
             return None
         try:
-            last = self.store.last_dry_run(self.pair, self.direction)
+            last = store.last_dry_run(self.pair, self.direction)
         except AuditUnavailable as exc:
-            self.warnings.append(str(exc))
+            self._down(str(exc))
             return None
         if last is not None and last[1] == plan_signature(plan):
             return ALREADY_CURRENT.format(started_at=last[0].isoformat(sep=" ", timespec="milliseconds"))
@@ -86,11 +96,12 @@ class AuditTrail:
 
     def begin(self) -> None:
         self.writer = OpslogWriter(self.log_dir, self.header)
-        if self.store is not None:
+        store = self._database()
+        if store is not None:
             try:
-                self.iteration_id = self.store.start_iteration(self.header)
+                self.iteration_id = store.start_iteration(self.header)
             except AuditUnavailable as exc:
-                self.warnings.append(f"{exc}; the opslog keeps the record until the next run flushes it")
+                self._down(f"{exc}; the opslog keeps the record until the next run flushes it")
 
     def prepare(self, result: OpResult) -> Prepared:
         """Format one operation's record; safe to call in a worker process (see ApplyContext.prepare)."""
@@ -126,10 +137,13 @@ class AuditTrail:
         writer = self.writer
         assert writer is not None
         writer.close(summary)
-        if self.store is None:
+        store = self._database()
+        if store is None:
+            if self.db_down:
+                self.warnings.append(f"opslog {writer.path} kept for the next run")
             return None
         try:
-            return flush_file(self.store, writer.path, writer.parsed)
+            return flush_file(store, writer.path, writer.parsed)
         except AuditUnavailable as exc:
-            self.warnings.append(f"{exc}; opslog {writer.path} kept for the next run")
+            self._down(f"{exc}; opslog {writer.path} kept for the next run")
             return None

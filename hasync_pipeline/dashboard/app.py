@@ -41,7 +41,7 @@ def _int_param(request: Request, name: str, default: int | None, low: int, high:
 
 def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starlette:
     settings = deployment()
-    store = AuditStore(dsn if dsn is not None else settings.db_dsn)
+    store = AuditStore(dsn if dsn is not None else settings.db_dsn, settings.db_timeout)
     registry_pairs = [p.name for p in load_registry().pairs]
     dagster_url = dagster_url if dagster_url is not None else settings.dagster_url
     page = resources.files(__package__).joinpath("static/index.html").read_text()

@@ -13,7 +13,8 @@ class PurgeConfig(dg.Config):
 
 @dg.op(description="Delete sync_operations rows older than N days, in batches (short locks).")
 def purge_audit_rows(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
-    store = AuditStore(deployment().db_dsn)
+    settings = deployment()
+    store = AuditStore(settings.db_dsn, settings.db_timeout)
     try:
         deleted = store.purge_operations(config.older_than_days, config.batch_size)
     finally:

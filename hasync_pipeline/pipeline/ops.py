@@ -60,7 +60,7 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterato
     try:
         registry = load_registry()
         settings = registry.settings_for(pair_name, overrides=config.model_dump())
-        store = AuditStore(settings.db_dsn)
+        store = AuditStore(settings.db_dsn, settings.db_timeout)
     except (SettingError, RegistryError, DsnError) as exc:
         raise dg.Failure(description=f"bad settings: {exc}") from None
     src, dest = registry.get(pair_name).endpoints(direction, settings)

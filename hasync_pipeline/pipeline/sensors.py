@@ -64,7 +64,7 @@ def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
         intervals = settings.freshness_intervals
         alerter = Alerter.from_settings(settings)
         try:
-            store = AuditStore(settings.db_dsn)
+            store = AuditStore(settings.db_dsn, settings.db_timeout)
             stale = stale_pairs(registry, store, datetime.now(UTC), intervals)
             store.dispose()
         except (AuditUnavailable, DsnError) as exc:
