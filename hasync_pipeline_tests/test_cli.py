@@ -146,3 +146,43 @@ def test_a_clock_an_hour_off_is_reported_and_changes_no_decision(pair, tmp_path)
     assert (hp / "a").read_text() == "a"
     plain = run_cli(*base_args(dell, hp, tmp_path))
     assert plain.returncode == 0 and "clock skew" not in plain.stdout
+
+
+def test_an_unusable_log_folder_is_one_line_exit_4_and_nothing_changes(pair, tmp_path):
+    """It once ended in a Python traceback."""
+    dell, hp = pair
+    write(dell / "a", "a")
+    not_a_folder = tmp_path / "logs-file"
+    not_a_folder.write_text("a file where the log folder should be")
+    proc = run_cli(*pair_args(dell, hp), "--no-dry-run", "--log-dir", str(not_a_folder))
+    assert proc.returncode == 4, proc.stderr
+    assert f"opslog folder {not_a_folder} unusable: File exists" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot(hp) == {}
+
+
+@pytest.mark.slow
+def test_a_log_disk_filling_up_mid_run_stops_the_changes_in_one_line_and_the_next_run_finishes(pair, tmp_path):
+    dell, hp = pair
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(logs)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        (logs / "ballast").write_bytes(b"x" * (900 << 10))  # leaves ~1.1 MiB: enough to start, not to finish
+        for i in range(6000):  # ~300 bytes of opslog each
+            write(dell / f"d{i // 1000}" / f"file-{i:05d}", "x", T0)
+        proc = run_cli(*pair_args(dell, hp), "--no-dry-run", "--log-dir", str(logs))
+        assert proc.returncode == 1, proc.stderr
+        assert "cannot write the opslog" in proc.stderr and "No space left on device; changes stopped" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        copied = sum(1 for _, _, files in os.walk(hp) for f in files if f.startswith("file-"))
+        assert 0 < copied < 6000  # it stopped part-way
+        (logs / "ballast").unlink()
+        for leftover in logs.glob("opslog-*"):
+            leftover.unlink()  # (what a user freeing space might do)
+        proc = run_cli(*pair_args(dell, hp), "--no-dry-run", "--log-dir", str(logs))
+        assert proc.returncode == 0, proc.stderr
+        assert sum(1 for _, _, files in os.walk(hp) for f in files if f.startswith("file-")) == 6000
+    finally:
+        subprocess.run(["umount", "-l", str(logs)])

@@ -13,14 +13,17 @@ being written.  Paths are stored with `encode_path`, a reversible text form of a
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
+from ..engine.ports import AuditUnwritable
 from ..engine.workers import OpResult
 from .records import Prepared, RecordInvalid, header_values, iso, operation_row, parse_iso, prepare_op, summary_values
 
@@ -69,24 +72,35 @@ class OpslogWriter:
     the file back (the file stays the source of truth for any other flusher)."""
 
     def __init__(self, log_dir: str, header: dict[str, Any]):
-        os.makedirs(log_dir, exist_ok=True)
         started = parse_iso(header["started_at"])
         self.path = os.path.join(log_dir, opslog_name(header["pair"], header["direction"], started))
-        self._f = open(self.path, "x", encoding="utf-8", buffering=_BURST_LINES * 512)
-        fcntl.lockf(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "still being written" for flushers
+        with self._writing():
+            os.makedirs(log_dir, exist_ok=True)
+            self._f = open(self.path, "x", encoding="utf-8", buffering=_BURST_LINES * 512)
+            fcntl.lockf(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "still being written" for flushers
         self.dry_run = int(bool(header.get("dry_run")))
         self.parsed = ParsedOpslog(self.path, header)
         self._unwritten, self._burst_started = 0, time.monotonic()
         self._line({"type": "header", **header})
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails (a full disk, a folder gone) is AuditUnwritable, naming the file."""
+        try:
+            yield
+        except OSError as exc:
+            raise AuditUnwritable(f"cannot write the opslog {self.path}: {exc.strerror or exc}") from None
+
     def _line(self, obj: dict[str, Any]) -> None:
-        self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        with self._writing():
+            self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
         self.write_out()
 
     def record(self, result: OpResult) -> None:
         prepared: Prepared = result.prepared or prepare_op(result, self.dry_run)  # type: ignore[assignment]
         line, row, operation, ok, nbytes, ended = prepared
-        self._f.write(line)
+        with self._writing():
+            self._f.write(line)
         self.parsed.rows.append(row)
         self.parsed.count(operation, ok, nbytes, ended)
         self._unwritten += 1
@@ -95,15 +109,21 @@ class OpslogWriter:
 
     def write_out(self) -> None:
         """Hand the buffered lines to the OS (one write())."""
-        self._f.flush()
+        with self._writing():
+            self._f.flush()
         self._unwritten, self._burst_started = 0, time.monotonic()
 
     def close(self, summary: dict[str, Any] | None) -> None:
         """Write the summary (None: leave the file as a crashed run would, e.g. interrupted) and unlock."""
-        if summary is not None:
-            self._line({"type": "summary", **summary})
-            self.parsed.summary = summary
-        self._f.close()
+        try:
+            if summary is not None:
+                self._line({"type": "summary", **summary})
+                self.parsed.summary = summary
+        finally:
+            try:
+                self._f.close()
+            except OSError:
+                pass  # what could not be written was said by the _line above
 
 
 class OpslogCorrupt(Exception):

@@ -3,11 +3,13 @@ engine's `Trail` (engine/ports.py): the session calls it at each step."""
 
 from __future__ import annotations
 
+import errno
 import os
 from datetime import UTC, datetime
 from typing import Any
 
 from ..engine.plan import Plan
+from ..engine.ports import AuditUnwritable
 from ..engine.report import SyncReport
 from ..engine.workers import OpResult
 from .flush import FlushOutcome, expire_old_and_warn, flush_file, flush_pending
@@ -15,6 +17,7 @@ from .opslog import OpslogWriter
 from .records import Prepared, encode_path, iso, prepare_op, size_of
 from .store import AuditStore, AuditUnavailable
 
+_MIN_FREE = 1 << 20  # bytes the opslog folder needs free to start a run
 ALREADY_CURRENT = "Dry-run already current as of {started_at}. Nothing has changed."
 
 
@@ -61,6 +64,19 @@ class AuditTrail:
     def _down(self, message: str) -> None:
         self.db_down = True
         self.warnings.append(message)
+
+    def check(self) -> None:
+        """The opslog folder exists (made if need be), is a writable folder and has room: else nothing is
+        changed (a run must not change files it cannot record)."""
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+            if not os.access(self.log_dir, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "not writable by this user")
+            st = os.statvfs(self.log_dir)
+            if st.f_bavail * st.f_frsize < _MIN_FREE:
+                raise OSError(errno.ENOSPC, "its disk is full")
+        except OSError as exc:
+            raise AuditUnwritable(f"opslog folder {self.log_dir} unusable: {exc.strerror or exc}") from None
 
     def flush_leftovers(self) -> None:
         """Flush the opslogs earlier runs left (a dead database, a killed run); a dead database leaves them."""
@@ -119,7 +135,7 @@ class AuditTrail:
     def finish(self, report: SyncReport | None, status: str, error: str | None = None) -> FlushOutcome | None:
         """Close the opslog with its summary and flush it (a dead database leaves it for the next run)."""
         if self.writer is None:
-            self.begin()
+            self.begin()  # may raise AuditUnwritable: the caller says so
         report = report or SyncReport()
         errors = ([error] if error else []) + report.errors
         summary = {

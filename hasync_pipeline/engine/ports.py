@@ -20,6 +20,11 @@ class LeaseLost(Exception):
     """The lease was taken over or expired while the run was going on: changes must stop."""
 
 
+class AuditUnwritable(Exception):
+    """The opslog cannot be written (its folder unusable, its disk full): no change is made without its
+    record.  Before any change the run is refused; during the run, changes stop."""
+
+
 class Interrupted(BaseException):
     """SIGTERM or SIGINT arrived: stop changing things, clean up, release, exit."""
 
@@ -36,6 +41,9 @@ class Trail(Protocol):
     """The run's audit trail: an opslog written as the run goes, flushed into the database at the end."""
 
     warnings: list[str]
+
+    def check(self) -> None:
+        """Raise AuditUnwritable unless the opslog can be written (called before any change)."""
 
     def flush_leftovers(self) -> None:
         """Flush opslogs earlier runs left behind (called once the lease is held)."""
@@ -67,6 +75,7 @@ class NoTrail:
     def __init__(self) -> None:
         self.warnings: list[str] = []
 
+    def check(self) -> None: ...
     def flush_leftovers(self) -> None: ...
     def already_current(self, plan: Plan) -> str | None:
         return None

@@ -27,7 +27,7 @@ from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
 from .paths import ExcludeMatcher, display
 from .plan import Op, Plan
-from .ports import Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
+from .ports import AuditUnwritable, Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
 from .reconcile import Draft, ReconcileOptions, finalize, reconcile
 from .report import SyncReport
 from .transfer import Ident, Preserve, cleanup_leftovers, describe_error
@@ -94,6 +94,10 @@ class SyncSession:
                 raise self._end(
                     Status.FAILED, f"cannot take {self.lease_name}, nothing changed: {describe_error(exc)}", exc
                 ) from None
+            try:
+                self.trail.check()
+            except AuditUnwritable as exc:
+                raise self._end(Status.REFUSED, f"refused, nothing changed: {exc}", exc) from None
             self._recording = True
             self.trail.flush_leftovers()
 
@@ -297,7 +301,10 @@ class SyncSession:
         self.report.stop_clock()
         if self._recording:
             self._recording = False
-            self.trail.finish(self.report, AUDIT_STATUS[status], message)
+            try:
+                self.trail.finish(self.report, AUDIT_STATUS[status], message)
+            except AuditUnwritable as exc:  # the very problem that ended the run, most likely
+                self.trail.warnings.append(str(exc))
         self.outcome = Outcome(status, message, self.report, self.trail.warnings)
         return RunEnded(self.outcome)
 
@@ -312,6 +319,8 @@ class SyncSession:
             raise self._end(Status.REFUSED, f"refused, nothing changed: {exc}", exc) from None
         except LeaseLost as exc:
             raise self._end(Status.FAILED, f"lease lost, changes stopped: {exc}", exc) from None
+        except AuditUnwritable as exc:
+            raise self._end(Status.FAILED, f"{exc}; changes stopped", exc) from None
         except Interrupted as exc:
             detail = f" {when}" if when else "; changes stopped, temp files removed"
             raise self._end(Status.INTERRUPTED, f"interrupted by {exc}{detail}", exc) from None

@@ -278,11 +278,14 @@ class _Applier:
             for child in children:  # stop them: drop staged files, stop between files, report what was done
                 child.send(_ABORT)
                 child.signal(signal.SIGTERM)
-            for child in children:
+            for child in children:  # drain every child, or one blocked on a full pipe is never reaped
                 for kind, *payload in child.reader.read_all() if not child.reader.eof else []:
                     if kind == "results":
                         for outcome, prepared in payload[0]:
-                            self.deliver(outcome, prepared)
+                            try:
+                                self.deliver(outcome, prepared)
+                            except Exception:  # noqa: BLE001,S110 - the error already raised is the one to report
+                                pass
             raise
         finally:
             statuses = {c.pid: c.reap() for c in children}
