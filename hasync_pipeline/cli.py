@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from types import FrameType
 
-from .engine.outcome import EXIT_USAGE
+from .engine.outcome import EXIT_INTERRUPTED, EXIT_USAGE
+from .engine.ports import Interrupted
 from .engine.walk import start_walks
 from .pairs import RegistryError, load_registry, validate_pair_name
 from .settings import SettingError, Settings, add_flags, flag_values
@@ -56,7 +59,46 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_registry().settings_for(args.pair, overrides=flag_values(args))
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_SIGNALLED: list[str] = []  # the stop signals received, by name
+_RUN_ENDED: list[bool] = []  # the run's outcome is decided: a signal now changes nothing
+
+
+def _on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+    """The first SIGTERM/SIGINT stops the run (exit 6); a second one while it cleans up, or any after its
+    outcome is decided, is only noted (a second Ctrl-C once printed a traceback)."""
+    _SIGNALLED.append(signal.Signals(signum).name)
+    if len(_SIGNALLED) == 1 and not _RUN_ENDED:
+        raise Interrupted(_SIGNALLED[-1])
+
+
+def stop_if_signalled() -> None:
+    """Raise again a signal whose exception was swallowed (it can land in an at-fork hook or a finalizer,
+    where Python only prints it): the engine polls this between files."""
+    if _SIGNALLED and not _RUN_ENDED:
+        raise Interrupted(_SIGNALLED[-1])
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Signal handling first thing: a SIGTERM at any moment of a run ends it with exit code 6, never 143."""
+    _SIGNALLED.clear()
+    _RUN_ENDED.clear()
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in _STOP_SIGNALS}
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # a parent may have blocked them
+        code = _main(argv)
+        _RUN_ENDED.append(True)
+        return code
+    except Interrupted as exc:  # before the run's session took over: nothing was changed
+        _RUN_ENDED.append(True)
+        print(f"ha-sync: interrupted by {exc} before any change", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
@@ -67,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     # the walks start first, each in its own process: reading only, they are safe before the lease, and the
     # imports, lease and database set-up below then overlap them (a third of a no-change run otherwise)
     walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts)
-    from .cli_run import run_from_cli  # imported late: --help stays instant
+    try:
+        from .cli_run import run_from_cli  # imported late: --help stays instant
 
-    return run_from_cli(args, settings, opts, sys.stdout, sys.stderr, walks)
+        return run_from_cli(args, settings, opts, sys.stdout, sys.stderr, walks, stop_if_signalled)
+    except BaseException:
+        for child in walks:  # stopped before the session could (it cancels them itself otherwise)
+            if child is not None:
+                child.cancel()
+        raise
 
 
 if __name__ == "__main__":

@@ -5,9 +5,8 @@ sees on the terminal.  A dead database never stops the sync: the opslog waits fo
 from __future__ import annotations
 
 import argparse
-import signal
 import uuid
-from types import FrameType
+from collections.abc import Callable
 from typing import TextIO
 
 from .audit import AuditStore, DsnError
@@ -16,27 +15,10 @@ from .engine.options import SyncOptions
 from .engine.outcome import EXIT_USAGE, Outcome, Status
 from .engine.paths import display
 from .engine.plan import Plan
-from .engine.ports import Interrupted
 from .engine.workers import OpResult
 from .progress import Progress, summary
 from .session_factory import build_session
 from .settings import BY_NAME, Settings
-
-_SIGNALLED: list[str] = []
-
-
-def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    """The first SIGTERM/SIGINT stops the run; a second one while it cleans up is only noted."""
-    _SIGNALLED.append(signal.Signals(signum).name)
-    if len(_SIGNALLED) == 1:
-        raise Interrupted(_SIGNALLED[-1])
-
-
-def _stop_if_signalled() -> None:
-    """Raise again a signal whose exception was swallowed (it can land in an at-fork hook or a finalizer,
-    where Python only prints it): the engine polls this between files."""
-    if _SIGNALLED:
-        raise Interrupted(_SIGNALLED[-1])
 
 
 class Terminal:
@@ -100,7 +82,10 @@ def run_from_cli(
     out: TextIO,
     err: TextIO,
     walks: tuple[Child | None, Child | None] = (None, None),
+    stop_requested: Callable[[], None] = lambda: None,
 ) -> int:
+    """Run the session; the caller (cli.main) has installed the signal handlers that raise Interrupted,
+    and hands the check the engine polls between files (`stop_requested`)."""
     terminal = Terminal(settings, out, err)
     run_id = uuid.uuid4().hex
     try:
@@ -111,8 +96,6 @@ def run_from_cli(
             if child is not None:
                 child.cancel()
         return EXIT_USAGE
-    _SIGNALLED.clear()
-    previous = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         session = build_session(
             settings,
@@ -126,13 +109,11 @@ def run_from_cli(
             labels=side_labels(args.direction),
             on_plan=terminal.on_plan,
             on_result=terminal.on_result,
-            stop_requested=_stop_if_signalled,
+            stop_requested=stop_requested,
             started_walks=walks,
         )
         outcome = session.run()
         terminal.ended(outcome)
         return outcome.exit_code
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         store.dispose()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -186,3 +190,66 @@ def test_a_log_disk_filling_up_mid_run_stops_the_changes_in_one_line_and_the_nex
         assert sum(1 for _, _, files in os.walk(hp) for f in files if f.startswith("file-")) == 6000
     finally:
         subprocess.run(["umount", "-l", str(logs)])
+
+
+def _with_stop_signals_blocked() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
+def test_a_sigterm_at_the_very_start_ends_with_exit_6_not_143(pair, tmp_path):
+    """The signal is sent before the interpreter has even started (held pending by a blocked mask the child
+    inherits): whenever ha-sync first can, it must take it as a stop, not die of it."""
+    dell, hp = pair
+    write(dell / "a", "a")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hasync_pipeline.cli", *base_args(dell, hp, tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_with_stop_signals_blocked,
+    )
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 6, err
+    assert "interrupted by SIGTERM before any change" in err and "Traceback" not in err
+    assert snapshot(hp) == {}
+
+
+@pytest.mark.slow
+def test_two_ctrl_c_while_waiting_for_the_database_end_cleanly_and_release_the_lease(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a", "a")
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                listener.accept()
+                accepted.set()
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    dsn = f"u:pw@tcp(127.0.0.1:{listener.getsockname()[1]})/audit"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hasync_pipeline.cli",
+            *base_args(dell, hp, tmp_path, "--db-dsn", dsn, "--db-timeout", "60"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert accepted.wait(60), "ha-sync never asked the database"  # it is now waiting for an answer
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        listener.close()
+    assert proc.returncode == 6, err
+    assert "interrupted by SIGINT" in err and "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert snapshot(hp) == {}  # it was before any change
+    assert run_cli(*base_args(dell, hp, tmp_path)).returncode == 0  # the lease was given back
+    assert (hp / "a").read_text() == "a"
