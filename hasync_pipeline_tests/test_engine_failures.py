@@ -352,3 +352,43 @@ def test_a_deleted_folder_holding_only_excluded_names_is_kept_without_an_error(p
         assert any("build: deleted on the source; kept here, it holds excluded names" in n for n in plan.notes)
         report, plan = sync(hp, dell, excludes=["*.tmp"], delete_missing=True)
         assert report.clean and not (dell / "build").exists()  # the other direction does not resurrect it
+
+
+@pytest.fixture
+def mount_in_destination(pair):
+    """A real tmpfs mounted inside the destination (root can; otherwise skipped)."""
+    dell, hp = pair
+    (hp / "mnt").mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(hp / "mnt")], capture_output=True
+    ).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield dell, hp
+    finally:
+        subprocess.run(["umount", "-l", str(hp / "mnt")])
+
+
+def test_a_mount_inside_the_destination_keeps_its_own_trash_and_moves_across_it_are_copies(mount_in_destination):
+    """Replacing or deleting under it once failed with EXDEV (a rename into the root's trash), every run."""
+    dell, hp = mount_in_destination
+    write(dell / "mnt" / "db.sqlite", "v1", T0)
+    write(dell / "mnt" / "old.log", "log", T0)
+    write(dell / "top.txt", "top", T0)
+    for i in range(4):
+        write(dell / f"keep{i}", "k", T0)
+    synced(dell, hp)
+    write(dell / "mnt" / "db.sqlite", "v2", T0 + 100)  # replaced under the mount
+    (dell / "mnt" / "old.log").unlink()  # deleted under the mount
+    os.rename(dell / "top.txt", dell / "mnt" / "top.txt")  # moved into the mount: no rename can do that
+    report, plan = sync(dell, hp, delete_missing=True, trash_retain_days=1)
+    assert report.clean and report.failed == 0, report.errors
+    assert not any(op.action == "move" for op in plan.ops)
+    assert (hp / "mnt" / "db.sqlite").read_text() == "v2" and (hp / "mnt" / "top.txt").read_text() == "top"
+    assert not (hp / "mnt" / "old.log").exists() and not (hp / "top.txt").exists()
+    kept = sorted(p.relative_to(hp) for p in (hp / "mnt" / ".hasync-trash").rglob("*") if p.is_file())
+    assert [p.name for p in kept] == ["db.sqlite", "old.log"]  # the old versions, on the mount's filesystem
+    assert sorted(p.name for p in (hp / ".hasync-trash").rglob("*") if p.is_file()) == ["top.txt"]
+    report, plan = sync(dell, hp, delete_missing=True, trash_retain_days=0)  # and the purge reaches it
+    assert report.clean and plan.ops == []
+    assert not any(p.is_file() for p in (hp / "mnt" / ".hasync-trash").rglob("*"))

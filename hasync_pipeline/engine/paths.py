@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+from collections.abc import Iterable
 
 INTERNAL_PREFIX = b".hasync"  # .hasync/ (journal, marker), .hasync-trash/, .hasync-tmp-*: never synced
 TRASH_DIR = b".hasync-trash"
@@ -23,6 +24,16 @@ def split(rel: bytes) -> tuple[bytes, bytes]:
     """'a/b/c' -> ('a/b', 'c');  'c' -> ('', 'c')."""
     head, _, tail = rel.rpartition(b"/")
     return head, tail
+
+
+def mount_of(mounts: Iterable[bytes], rel: bytes) -> bytes:
+    """The mount point (relative, b"" for the root's own filesystem) whose filesystem holds `rel`: the
+    deepest of `mounts` that is `rel` or one of its parents.  A rename cannot leave it (EXDEV)."""
+    found = b""
+    for mount in mounts:
+        if (rel == mount or rel.startswith(mount + b"/")) and len(mount) > len(found):
+            found = mount
+    return found
 
 
 def display(rel: bytes | str) -> str:

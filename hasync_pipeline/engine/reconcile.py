@@ -34,7 +34,7 @@ from operator import ne
 from . import xattrs
 from .gcpause import cyclic_gc_paused
 from .journal import Baseline, Journal, listing_over, pair_listing
-from .paths import display, join, split
+from .paths import display, join, mount_of, split
 from .plan import (
     CONFLICT,
     COPY,
@@ -623,6 +623,8 @@ class _Reconciler:
             old = join(rel_a, name_a)
             if op.action == COPY and not same.get((op.path, old)):
                 continue
+            if self._across_filesystems(old, op.path):
+                continue  # a rename cannot leave a filesystem: copied and deleted as usual
             if not any(x.action == DELETE and x.path == old for x in self.ops):
                 self.plan.kept_deleted -= 1  # it was kept (delete propagation off): a move is no delete
             self.ops = [x for x in self.ops if not (x.action == DELETE and x.path == old)]
@@ -632,6 +634,11 @@ class _Reconciler:
             rel_b, name_b = split(op.path)
             self.draft.after(rel_b, name_b, move, None)
             self.draft.moves.append(move)
+
+    def _across_filesystems(self, old: bytes, new: bytes) -> bool:
+        """Would renaming old to new on the destination cross a mount point inside it?"""
+        mounts = self.dest.mounts
+        return bool(mounts) and mount_of(mounts, old) != mount_of(mounts, split(new)[0])
 
     def _moved_folders(self) -> None:
         """A folder gone from one path of the source and new at another with the same inode and some of the
@@ -658,6 +665,8 @@ class _Reconciler:
             o = entry_at(self.dest.dirs, old)
             if o is None or o.kind != DIR or entry is None or not self._carried_along(old, new):
                 continue
+            if old in self.dest.mounts or self._across_filesystems(old, new):
+                continue  # a mount point does not move, nor anything across filesystems
             moved.append((old, new))
             move = Op(MOVE, old, entry, o, f"folder moved to {display(new)}", new_path=new, reason=MOVED)
             self.ops.append(move)

@@ -155,6 +155,7 @@ class SyncSession:
             self.trash_stamp,
             workers=self.opts.workers,
             preserve=Preserve(xattrs=self.opts.xattrs, sparse=self.opts.sparse),
+            mounts=tuple(self.dest_tree.mounts) if self.dest_tree is not None else (),
             durable=self.opts.durable,
             check_lease=self.lease.check,
             on_result=self._record,
@@ -172,7 +173,8 @@ class SyncSession:
         with self._ending():
             if not self.opts.dry_run:
                 try:
-                    trash.purge(self.dest, self.opts.trash_retain_days)
+                    mounts = self.dest_tree.mounts if self.dest_tree is not None else []
+                    trash.purge(self.dest, self.opts.trash_retain_days, mounts=mounts)
                 except OSError as exc:
                     self.report.errors.append(f"old trash not purged: {describe_error(exc)}")
                 self._settle_folders()

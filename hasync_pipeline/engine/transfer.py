@@ -109,12 +109,13 @@ class FileOps:
         preserve: Preserve,
         emit: Callable[[Outcome], None],
         cancelled: Callable[[], bool] = lambda: False,
+        mounts: tuple[bytes, ...] = (),
     ):
         self.ops, self.emit, self.cancelled = ops, emit, cancelled
         self.preserve = preserve
         self.src_fd = fsutil.open_root(src_root)
         self.dest_fd = fsutil.open_root(dest_root)
-        self.trash = Trash(self.dest_fd, trash_stamp)
+        self.trash = Trash(self.dest_fd, trash_stamp, mounts)
         self.staged: list[tuple[int, bytes, float]] = []  # temp files written and not yet renamed
         tmp_prefix = TMP_PREFIX + secrets.token_hex(4).encode() + b"-"
         self._tmp_names = (tmp_prefix + b"%d" % n for n in itertools.count())

@@ -6,11 +6,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from . import fsutil
-from .paths import TRASH_DIR, split
+from .paths import TRASH_DIR, join, mount_of, split
 
 STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -30,16 +30,21 @@ class Trash:
     With no stamp (--trash-retain-days 0, "delete for real") nothing is kept: a replaced file is simply
     renamed over and a deleted one unlinked, rather than kept and purged at the end of the same run."""
 
-    def __init__(self, root_fd: int, stamp: bytes | None):
-        self.root_fd = root_fd
+    def __init__(self, root_fd: int, stamp: bytes | None, mounts: Sequence[bytes] = ()):
+        self.root_fd, self.mounts = root_fd, mounts
         self.base = TRASH_DIR + b"/" + stamp if stamp is not None else None
         self._open: tuple[bytes, int] | None = None
 
     def _dir(self, head: bytes) -> int:
+        """The trash folder for files of folder `head`: on the same filesystem (a rename cannot leave it), so
+        below a mount point inside the destination, in that mount's own `.hasync-trash`."""
         assert self.base is not None, "nothing is kept with no stamp"
         if self._open is None or self._open[0] != head:
             self.close()
-            fd = fsutil.open_dir(self.root_fd, self.base + (b"/" + head if head else b""), create_mode=0o700)
+            mount = mount_of(self.mounts, head) if self.mounts else b""
+            inside = head[len(mount) :].lstrip(b"/")
+            where = join(mount, self.base + (b"/" + inside if inside else b""))
+            fd = fsutil.open_dir(self.root_fd, where, create_mode=0o700)
             self._open = (head, fd)
         return self._open[1]
 
@@ -96,8 +101,9 @@ def _into(name: bytes, dir_fd: int, trash_fd: int, place: Callable[[bytes, bytes
     raise FileExistsError(errno.EEXIST, "1000 versions of this name in one trash folder")
 
 
-def purge(root: str, retain_days: float, now: datetime | None = None) -> list[str]:
-    """Delete trash folders older than `retain_days` (0: all of them).  Returns the folders removed.
+def purge(root: str, retain_days: float, now: datetime | None = None, mounts: Sequence[bytes] = ()) -> list[str]:
+    """Delete trash folders older than `retain_days` (0: all of them), the root's and those of the mount
+    points inside it.  Returns the folders removed.
 
     Reached through directory fds without following a symlink: a `.hasync-trash` that is a symlink (to
     anywhere) raises UnsafePathError and nothing is deleted; a stamp folder that is a link is skipped."""
@@ -105,24 +111,31 @@ def purge(root: str, retain_days: float, now: datetime | None = None) -> list[st
     removed: list[str] = []
     root_fd = fsutil.open_root(root)
     try:
-        try:
-            trash_fd = fsutil.open_dir(root_fd, TRASH_DIR)
-        except FileNotFoundError:
-            return removed
-        try:
-            for stamp in os.listdir(trash_fd):
-                try:
-                    made = datetime.strptime(stamp[:16], STAMP_FORMAT).replace(tzinfo=UTC)
-                except ValueError:
-                    continue  # not ours: leave it
-                if retain_days <= 0 or now - made > timedelta(days=retain_days):
-                    try:
-                        shutil.rmtree(stamp, dir_fd=trash_fd)  # fd-based: never follows a symlink
-                    except OSError:
-                        continue  # a link, or gone meanwhile: left as it is
-                    removed.append(stamp)
-        finally:
-            os.close(trash_fd)
+        for mount in (b"", *mounts):
+            removed += _purge_one(root_fd, join(mount, TRASH_DIR), retain_days, now)
     finally:
         os.close(root_fd)
+    return removed
+
+
+def _purge_one(root_fd: int, trash_rel: bytes, retain_days: float, now: datetime) -> list[str]:
+    try:
+        trash_fd = fsutil.open_dir(root_fd, trash_rel)
+    except FileNotFoundError:
+        return []
+    removed: list[str] = []
+    try:
+        for stamp in os.listdir(trash_fd):
+            try:
+                made = datetime.strptime(stamp[:16], STAMP_FORMAT).replace(tzinfo=UTC)
+            except ValueError:
+                continue  # not ours: leave it
+            if retain_days <= 0 or now - made > timedelta(days=retain_days):
+                try:
+                    shutil.rmtree(stamp, dir_fd=trash_fd)  # fd-based: never follows a symlink
+                except OSError:
+                    continue  # a link, or gone meanwhile: left as it is
+                removed.append(stamp)
+    finally:
+        os.close(trash_fd)
     return removed

@@ -51,6 +51,7 @@ class ApplyContext:
     trash_stamp: bytes | None  # None: keep nothing (trash retention 0)
     workers: int = 4
     preserve: Preserve = field(default_factory=Preserve)
+    mounts: tuple[bytes, ...] = ()  # mount points inside the destination: each keeps its own trash
     durable: bool = True
     check_lease: Callable[[], None] = lambda: None  # raises when the lease is lost
     on_result: Callable[[OpResult], None] = lambda r: None  # once per op, in this process
@@ -156,7 +157,14 @@ def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[i
             return os.read(in_fd, 1) == _GO  # end of stream (parent gone) counts as abort
 
         fileops = FileOps(
-            ops, ctx.src_root, ctx.dest_root, ctx.trash_stamp, ctx.preserve, emit, cancelled=lambda: bool(stop)
+            ops,
+            ctx.src_root,
+            ctx.dest_root,
+            ctx.trash_stamp,
+            ctx.preserve,
+            emit,
+            cancelled=lambda: bool(stop),
+            mounts=ctx.mounts,
         )
         try:
             _run_share(fileops, share, barrier)
@@ -202,6 +210,7 @@ class _Applier:
             self.ctx.preserve,
             self.deliver,
             cancelled=self._stop_if_requested,
+            mounts=self.ctx.mounts,
         )
         try:
             for idx, op in enumerate(self.ops):  # conflict renames and moves first: they free or take names
