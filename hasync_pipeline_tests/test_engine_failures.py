@@ -392,3 +392,23 @@ def test_a_mount_inside_the_destination_keeps_its_own_trash_and_moves_across_it_
     report, plan = sync(dell, hp, delete_missing=True, trash_retain_days=0)  # and the purge reaches it
     assert report.clean and plan.ops == []
     assert not any(p.is_file() for p in (hp / "mnt" / ".hasync-trash").rglob("*"))
+
+
+@pytest.mark.parametrize("side", ["src", "dest"])
+def test_a_symlinked_journal_folder_is_never_followed(pair, tmp_path, side):
+    """.hasync (marker and journal) swapped for a link to a folder outside the pair: nothing is read from or
+    written there, and the run refuses before any change."""
+    dell, hp = pair
+    write(dell / "doc", "v1", T0)
+    write(dell / "keep", "k", T0)
+    synced(dell, hp)
+    root = dell if side == "src" else hp
+    outside = tmp_path / "elsewhere"
+    os.rename(root / ".hasync", outside)  # a real journal, out of the pair
+    os.symlink(outside, root / ".hasync")
+    before = snapshot(outside), {p.name: p.stat().st_mtime_ns for p in outside.iterdir()}
+    write(dell / "doc", "v2", T0 + 100)
+    with pytest.raises(SafetyRefusal, match=r"\.hasync"):
+        sync(dell, hp, delete_missing=True)
+    assert (snapshot(outside), {p.name: p.stat().st_mtime_ns for p in outside.iterdir()}) == before
+    assert (hp / "doc").read_text() == "v1"
