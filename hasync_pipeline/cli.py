@@ -5,7 +5,7 @@ Exit codes (documented in the README):
   1 failure (the run could not complete)
   2 bad usage (a flag, a setting, the database address or the pairs file)
   3 partial failure (some operations failed or entries were skipped; the rest was applied)
-  4 refused by a safety check (nothing was changed)
+  4 refused by a safety check or an unusable log folder (nothing was changed)
   5 another run holds the lease (nothing was changed; not a failure)
   6 interrupted (SIGTERM/SIGINT; lease released, no temp files left)
 """
