@@ -8,6 +8,7 @@ import dagster as dg
 from .pairs import load_registry
 from .pipeline.factory import build_all
 from .pipeline.maintenance import audit_maintenance, audit_maintenance_schedule
+from .pipeline.resources import SyncRun
 from .pipeline.sensors import build_failure_sensor, build_freshness_sensor
 
 registry = load_registry()
@@ -19,4 +20,5 @@ defs = dg.Definitions(
     sensors=[build_failure_sensor(sync_jobs), build_freshness_sensor(registry)],
     assets=folder_assets,
     asset_checks=folder_checks,
+    resources={"sync": SyncRun()},
 )

@@ -77,6 +77,17 @@ def test_dagster_job_execute_media_dell_to_hp(tmp_path):
     assert (tmp_path / "hp" / "media" / "film.mkv").read_text() == "frames"
     runs = list((tmp_path / "dagster_home" / "storage").iterdir())
     assert len(runs) >= 2  # both runs are in the instance, so the UI shows them
+    write(tmp_path / "dell" / "media" / "poster.jpg", "poster")  # the deployment says: real runs
+    proc = subprocess.run(
+        [BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp"],
+        cwd=tmp_path,
+        env={**env, "HA_SYNC_DRY_RUN": "false"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "hp" / "media" / "poster.jpg").read_text() == "poster"  # it once still dry-ran
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -82,24 +82,29 @@ def test_twelve_jobs_schedules_with_the_seed_crons_and_the_rest():
     assert "audit_maintenance" in {j.name for j in repo.get_all_jobs()}
 
 
-def test_every_job_defaults_to_dry_run_and_takes_env_defaults(monkeypatch):
+def test_a_run_launched_without_config_takes_the_deployment_s_settings_when_it_starts(roots, monkeypatch):
+    """The jobs carry no settings baked in at load time (a partitioned job launched without a partition key
+    once ignored them and dry-ran): every field of the launchpad is unset, and the run resolves its settings
+    from the environment and pairs.toml when it starts."""
+    dell, hp = roots
     for pair in PAIRS:
         for direction in ("dell_to_hp", "hp_to_dell"):
-            job = defs.get_job_def(f"{pair}_{direction}")
-            config = job.get_run_config_for_partition_key(job.partitions_def.get_last_partition_key())
-            settings = config["ops"]["acquire_lease"]["config"]
-            assert settings["dry_run"] is True and settings["delete_missing"] is False
-            assert settings["workers"] == 4 and settings["lock_ttl"] == 3600 and settings["max_delete"] == 50
-    monkeypatch.setenv("HA_SYNC_DRY_RUN", "false")
-    monkeypatch.setenv("HA_SYNC_EXCLUDE", "*.part,*.tmp")
-    from hasync_pipeline.pairs import load_registry
-
-    registry = load_registry()
-    cfg = registry.settings_for("photos")
-    assert cfg.dry_run is False and cfg.exclude == ["*.part", "*.tmp"]
+            fields = defs.get_job_def(f"{pair}_{direction}").run_config_schema.config_type.fields
+            op_fields = fields["ops"].config_type.fields["acquire_lease"].config_type.fields["config"]
+            assert all(not f.is_required for f in op_fields.config_type.fields.values())
+    write(dell / "media" / "a.txt", "a")
+    assert run_job("media_dell_to_hp").success  # the table's default: a dry run
+    assert not (hp / "media" / "a.txt").exists()
+    monkeypatch.setenv("HA_SYNC_DRY_RUN", "false")  # the deployment says: real runs
+    assert run_job("media_dell_to_hp").success
+    assert (hp / "media" / "a.txt").read_text() == "a"
+    write(dell / "media" / "b.txt", "b")
+    assert run_job("media_dell_to_hp", {"ops": {"acquire_lease": {"config": {"dry_run": True}}}}).success
+    assert not (hp / "media" / "b.txt").exists()  # and the run's own config wins
     monkeypatch.setenv("HA_SYNC_DRY_RUN", "perhaps")
-    with pytest.raises(ValueError, match="HA_SYNC_DRY_RUN: 'perhaps' is not true/false"):
-        registry.settings_for("photos")
+    result = run_job("media_dell_to_hp")
+    assert not result.success
+    assert "HA_SYNC_DRY_RUN: 'perhaps' is not true/false" in str(result.all_events)
 
 
 def test_schedules_ask_for_the_window_that_just_ended():
@@ -260,3 +265,40 @@ def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkey
 
 def test_audit_maintenance_job_runs(roots):
     assert run_job("audit_maintenance").success
+
+
+def media_dell_to_hp() -> dg.JobDefinition:
+    """For dg.reconstructable: re-execution loads the job again by name."""
+    return defs.get_job_def("media_dell_to_hp")
+
+
+def test_re_execute_from_failure_finishes_the_sync_with_one_audit_iteration_per_attempt(roots, monkeypatch, tmp_path):
+    """The lease and the opslog live in the run's resource, not in the first run's process: a re-execution
+    (a new run that skips the steps that succeeded) rebuilds them and does what is left."""
+    from hasync_pipeline.engine.ports import LeaseLost
+    from hasync_pipeline.engine.session import SyncSession
+
+    dell, hp = roots
+    for i in range(5):
+        write(dell / "media" / f"f{i}", f"{i}")
+    real_apply = SyncSession.apply
+
+    def lease_taken_over(self, index):
+        raise LeaseLost("ha-sync-media was taken over by someone/else")
+
+    monkeypatch.setattr(SyncSession, "apply", lease_taken_over)
+    with dg.instance_for_test() as instance:
+        first = dg.execute_job(dg.reconstructable(media_dell_to_hp), instance, run_config=REAL)
+        assert not first.success
+        failed_steps = {e.step_key for e in first.all_events if e.event_type_value == "STEP_FAILURE"}
+        assert failed_steps == {"apply_batch_op[batch_0000]"}
+        assert snapshot(hp / "media") == {} and lease_is_free("media")
+        monkeypatch.setattr(SyncSession, "apply", real_apply)  # the cause is fixed
+        options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        second = dg.execute_job(dg.reconstructable(media_dell_to_hp), instance, reexecution_options=options)
+        assert second.success
+        ran = {e.step_key for e in second.all_events if e.event_type_value == "STEP_SUCCESS"}
+        assert "acquire_lease" not in ran and "apply_batch_op[batch_0000]" in ran  # it really re-executed
+    assert snapshot(hp / "media") == snapshot(dell / "media")
+    assert [(it["status"], it["files_created"]) for it in iterations()] == [("failed", 0), ("success", 5)]
+    assert lease_is_free("media")

@@ -58,7 +58,6 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
         description=f"Sync {pair.name} ({pair.description}) {direction.replace('_', ' ')}: {src} -> {dest}. "
         f"Dry-run until run config dry_run is turned off.",
         tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction, **pod_config_tag(pair)},
-        config={"ops": {"acquire_lease": {"config": settings.run_config()}}},
         executor_def=dg.in_process_executor,
         hooks={release_on_failure},
         partitions_def=partitions_for(direction),

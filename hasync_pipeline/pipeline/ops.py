@@ -3,24 +3,33 @@ run config in; metadata, asset events, tags and Dagster's success/skip/failure o
 session's decision (engine/outcome.py), the same as for `ha-sync`."""
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import dagster as dg
 
-from ..audit import AuditStore, DsnError
 from ..engine.fingerprint import fingerprint
 from ..engine.outcome import Outcome, RunEnded, Status
-from ..pairs import RegistryError, load_registry, sides
-from ..session_factory import build_session
-from ..settings import SettingError
-from . import live
+from ..engine.session import SyncSession
+from ..pairs import sides
 from .config import SyncConfig
-from .live import LiveRun, RunRef
+from .resources import PLANNED, STARTED, WALKED, RunSettingsError, SyncRun
 
 PAIR_TAG, DIRECTION_TAG, SKIPPED_TAG = "ha-sync/pair", "ha-sync/direction", "ha-sync/skipped"
 CONFLICTS_TAG = "ha-sync/conflicts"
 SKIP_TAG_VALUES = {Status.LEASE_HELD: "lease-held", Status.ALREADY_CURRENT: "dry-run-current"}
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """Passed between steps: which pair, which direction, which folders (small and picklable)."""
+
+    pair: str
+    direction: str
+    src: str
+    dest: str
 
 
 def folder_key(side: str, pair: str) -> dg.AssetKey:
@@ -31,13 +40,24 @@ class _Skipped(Exception):
     """The run ended without fault (lease held, dry-run already current): later steps get no input."""
 
 
-def _step(context: dg.OpExecutionContext, step: Callable[[], T]) -> T:
+def _step(context: dg.OpExecutionContext, sync: SyncRun, step: Callable[[], T]) -> T:
     """Run one session step; a run it ends becomes a skip or a Failure saying why."""
     try:
         return step()
     except RunEnded as ended:
-        _report_end(context, live.end(context.run_id) or ended.outcome)
+        _report_end(context, sync.end(ended.outcome.message) or ended.outcome)
         raise _Skipped() from None
+    except RunSettingsError as exc:
+        raise dg.Failure(description=f"bad settings: {exc}") from None
+
+
+def _session(context: dg.OpExecutionContext, sync: SyncRun, needs: int) -> SyncSession:
+    """This run's session, brought to step `needs` (rebuilt, in a run that re-executes from a later step)."""
+    ops_config: dict[str, Any] = dict(context.run_config.get("ops") or {})  # type: ignore[call-overload]
+    raw = (ops_config.get("acquire_lease") or {}).get("config") or {}
+    overrides = {k: v for k, v in raw.items() if v is not None}
+    pair, direction = context.run.tags[PAIR_TAG], context.run.tags[DIRECTION_TAG]
+    return _step(context, sync, lambda: sync.session(context.run_id, pair, direction, overrides, needs))
 
 
 def _report_end(context: dg.OpExecutionContext, outcome: Outcome) -> None:
@@ -55,39 +75,18 @@ def _report_end(context: dg.OpExecutionContext, outcome: Outcome) -> None:
     description="Take the pair's lease (or end the run, skipped, if another run holds it) and flush "
     "opslogs left by earlier runs.",
 )
-def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterator[dg.Output[RunRef]]:
+def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig, sync: SyncRun) -> Iterator[dg.Output[RunRef]]:
     pair_name, direction = context.run.tags[PAIR_TAG], context.run.tags[DIRECTION_TAG]
+    _step(context, sync, lambda: sync.start(context.run_id, pair_name, direction, config.overrides()))
     try:
-        registry = load_registry()
-        settings = registry.settings_for(pair_name, overrides=config.model_dump())
-        store = AuditStore(settings.db_dsn, settings.db_timeout)
-    except (SettingError, RegistryError, DsnError) as exc:
-        raise dg.Failure(description=f"bad settings: {exc}") from None
-    src, dest = registry.get(pair_name).endpoints(direction, settings)
-    run_id = context.run_id
-    opts = settings.sync_options()
-    session = build_session(
-        settings,
-        opts,
-        store,
-        run_id=run_id,
-        pair=pair_name,
-        direction=direction,
-        src=src,
-        dest=dest,
-        labels=sides(direction),
-        dagster_run_id=run_id,
-    )
-    live.register(run_id, LiveRun(session, store))
-    try:
-        _step(context, session.preflight)
+        session = _session(context, sync, STARTED)
     except _Skipped:
         return
     for warning in session.trail.warnings:
         context.log.warning(warning)
     yield dg.Output(
-        RunRef(run_id, pair_name, direction, src, dest),
-        metadata={"source": src, "destination": dest, "dry_run": opts.dry_run},
+        RunRef(pair_name, direction, session.src, session.dest),
+        metadata={"source": session.src, "destination": session.dest, "dry_run": session.opts.dry_run},
     )
 
 
@@ -96,10 +95,9 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig) -> Iterato
     description="Walk source and destination at the same time (the source in a forked process) and "
     "record each folder's file count, bytes and fingerprint as an asset observation.",
 )
-def walk(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
-    session = live.get(run.run_id)
+def walk(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> Iterator[Any]:
     try:
-        _step(context, session.walk)
+        session = _session(context, sync, WALKED)
     except _Skipped:
         return
     for side, tree in zip(sides(run.direction), (session.src_tree, session.dest_tree), strict=True):
@@ -128,12 +126,12 @@ def walk(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
     description="Compare, check safety, record conflicts and cut the plan into a few batches. A dry-run "
     "records the plan instead, unless it is already current.",
 )
-def plan(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
-    session = live.get(run.run_id)
+def plan(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> Iterator[Any]:
     try:
-        batches = _step(context, session.plan)
+        session = _session(context, sync, PLANNED)
     except _Skipped:
         return
+    batches = len(session.batches)
     the_plan = session.the_plan
     assert the_plan is not None
     for index in range(batches):
@@ -155,9 +153,9 @@ def plan(context: dg.OpExecutionContext, run: RunRef) -> Iterator[Any]:
     description="Apply one batch: worker processes stage copies, one syncfs, lease check, then renames "
     "and deletes. Per-file failures are recorded, not raised."
 )
-def apply_batch_op(context: dg.OpExecutionContext, run: RunRef, batch: int) -> dict[str, int]:
-    session = live.get(run.run_id)
-    results = _step(context, lambda: session.apply(batch))
+def apply_batch_op(context: dg.OpExecutionContext, run: RunRef, batch: int, sync: SyncRun) -> dict[str, int]:
+    session = _session(context, sync, PLANNED)
+    results = [r for index in sync.batches_for(batch) for r in _step(context, sync, partial(session.apply, index))]
     failed = [r for r in results if not r.ok]
     for r in failed[:20]:
         context.log.warning(f"{r.op.describe()}: {r.error}")
@@ -174,9 +172,11 @@ def collect(context: dg.OpExecutionContext, run: RunRef, batches: list[dict[str,
     description="Decide the outcome, close the opslog with its summary and flush it into the audit "
     "database (a dead database leaves it for the next run)."
 )
-def flush_opslog(context: dg.OpExecutionContext, run: RunRef) -> RunRef:
-    session = live.get(run.run_id)
-    outcome = _step(context, session.finish)
+def flush_opslog(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> RunRef:
+    session = _session(context, sync, PLANNED)
+    for index in sync.batches_for(None):  # a run re-executed from here: what is left is applied first
+        _step(context, sync, partial(session.apply, index))
+    outcome = _step(context, sync, session.finish)
     report = outcome.report
     for note in report.notes:  # conflicts, restores, first-sync mode
         context.log.warning(note)
@@ -202,10 +202,14 @@ def flush_opslog(context: dg.OpExecutionContext, run: RunRef) -> RunRef:
     description="Delete old opslogs, give the lease back, and say whether the two sides agree. Fails the "
     "run if some operations failed or some entries could not be synced."
 )
-def cleanup(context: dg.OpExecutionContext, run: RunRef) -> None:
-    session = live.get(run.run_id)
+def cleanup(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> None:
+    session = _session(context, sync, PLANNED)
+    if session.outcome is None:  # a run re-executed from here
+        for index in sync.batches_for(None):
+            _step(context, sync, partial(session.apply, index))
+        _step(context, sync, session.finish)
     plan = session.the_plan
-    outcome = live.end(run.run_id) or session.close()
+    outcome = sync.end("cleanup") or session.close()
     assert plan is not None
     stats = {
         "left_for_the_opposite_run": plan.left_for_reverse,
@@ -234,8 +238,9 @@ def cleanup(context: dg.OpExecutionContext, run: RunRef) -> None:
         _report_end(context, outcome)
 
 
-@dg.failure_hook
+@dg.failure_hook(required_resource_keys={"sync"})
 def release_on_failure(context: dg.HookContext) -> None:
-    """Any step failing ends the run: close the session (recorded as failed) and give the lease back."""
-    error = str(context.op_exception) if context.op_exception else f"step {context.step_key} failed"
-    live.end(context.run_id, error)
+    """Any step failing ends the run: close the session (recorded as failed, saying which step and why) and
+    give the lease back at once, before the run's other steps end."""
+    error = str(context.op_exception) if context.op_exception else "failed"
+    context.resources.sync.end(f"step {context.step_key}: {error}")
