@@ -264,6 +264,13 @@ SETTINGS: tuple[Setting, ...] = (
         "alert when a pair has had no success for this many 15-minute intervals",
         minimum=1,
     ),
+    Setting(
+        "partitions_start",
+        str,
+        "",
+        "the first day (YYYY-MM-DD, UTC) of the sync jobs' 15-minute partitions, what a backfill can reach; "
+        "default: 7 days before the code location loaded",
+    ),
     Setting("alert_webhook", str, "", "URL that alerts are POSTed to as JSON", secret=True),
     Setting("smtp_host", str, "", "mail server for alerts"),
     Setting("smtp_port", int, 25, "its port", minimum=1, maximum=65535),

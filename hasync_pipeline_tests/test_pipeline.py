@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
@@ -108,9 +108,11 @@ def test_a_run_launched_without_config_takes_the_deployment_s_settings_when_it_s
 
 
 def test_schedules_ask_for_the_window_that_just_ended():
+    day = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+    y, m, d = (int(x) for x in day.split("-"))
     for job, tick, partition in (
-        ("media_dell_to_hp", datetime(2026, 11, 22, 10, 15, tzinfo=UTC), "2026-11-22-10:00"),
-        ("media_hp_to_dell", datetime(2026, 11, 22, 10, 22, tzinfo=UTC), "2026-11-22-10:07"),
+        ("media_dell_to_hp", datetime(y, m, d, 10, 15, tzinfo=UTC), f"{day}-10:00"),
+        ("media_hp_to_dell", datetime(y, m, d, 10, 22, tzinfo=UTC), f"{day}-10:07"),
     ):
         schedule = defs.get_schedule_def(f"{job}_schedule")
         with dg.instance_for_test() as instance:
@@ -301,4 +303,38 @@ def test_re_execute_from_failure_finishes_the_sync_with_one_audit_iteration_per_
         assert "acquire_lease" not in ran and "apply_batch_op[batch_0000]" in ran  # it really re-executed
     assert snapshot(hp / "media") == snapshot(dell / "media")
     assert [(it["status"], it["files_created"]) for it in iterations()] == [("failed", 0), ("success", 5)]
+    assert lease_is_free("media")
+
+
+def test_partitions_start_on_the_deployment_s_day_a_week_back_by_default(monkeypatch):
+    from hasync_pipeline.pairs import load_registry
+    from hasync_pipeline.pipeline.factory import build_all
+    from hasync_pipeline.settings import SettingError
+
+    [first_job, *_] = build_all(load_registry())[0]
+    first = datetime.strptime(first_job.partitions_def.get_first_partition_key(), "%Y-%m-%d-%H:%M")
+    assert timedelta(days=6) < datetime.now() - first < timedelta(days=8)  # "all" is a week, not since 2026-11
+    monkeypatch.setenv("HA_SYNC_PARTITIONS_START", "2026-11-30")
+    [first_job, *_] = build_all(load_registry())[0]
+    assert first_job.partitions_def.get_first_partition_key() == "2026-11-30-00:00"
+    monkeypatch.setenv("HA_SYNC_PARTITIONS_START", "last tuesday")
+    with pytest.raises(SettingError, match="HA_SYNC_PARTITIONS_START: 'last tuesday' is not a day"):
+        build_all(load_registry())
+
+
+def test_a_backfill_syncs_once_and_the_windows_a_later_run_covered_end_at_once_as_superseded(roots):
+    dell, hp = roots
+    write(dell / "media" / "a", "a")
+    job = defs.get_job_def("media_dell_to_hp")
+    *older, newest = job.partitions_def.get_partition_keys()[-3:]
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(run_config=REAL, instance=instance, partition_key=newest)
+    assert result.success and (hp / "media" / "a").exists()
+    for key in older:  # what a backfill over the last three windows also asks for
+        result = job.execute_in_process(run_config=REAL, instance=instance, partition_key=key)
+        assert result.success
+        tags = instance.get_run_by_id(result.run_id).tags
+        assert tags["ha-sync/skipped"] == "superseded" and tags["ha-sync/mode"] == "real"
+        assert any("is already covered by run" in r.user_message for r in instance.all_logs(result.run_id))
+    assert len(iterations()) == 1  # one sync, not three
     assert lease_is_free("media")

@@ -3,16 +3,21 @@ the 12 folders as observable assets, one asset check per pair.
 
 Backfills: every job is partitioned by 15-minute windows aligned to its own cron, so the partition view
 is a per-window sync-health timeline and a backfill re-runs missed or failed windows.  A run always syncs
-the *current* state (a window is a slot, not a snapshot); the lease and the run queue serialise them.
+the *current* state (a window is a slot, not a snapshot), so a window that a later successful run already
+covered ends at once, skipped as "superseded" (ops.superseded_by): a backfill over N windows does one sync,
+not N.  The partitions start at `partitions_start` (default a week back), so "all" is at most ~700 windows.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from ..engine.fingerprint import fingerprint
 from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
+from ..settings import BY_NAME, SettingError, deployment
 from .k8s import pod_config_tag
 from .ops import (
     DIRECTION_TAG,
@@ -29,8 +34,8 @@ from .ops import (
 )
 
 CRONS = {"dell_to_hp": "*/15 * * * *", "hp_to_dell": "7,22,37,52 * * * *"}
-PARTITION_START = "2026-11-01-00:00"
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+DEFAULT_PARTITION_DAYS = 7
 
 
 @dg.graph(description="One sync of one folder pair in one direction.")
@@ -40,9 +45,21 @@ def sync_graph():
     cleanup(flush_opslog(collect(planned, results)))
 
 
-def partitions_for(direction: str) -> dg.TimeWindowPartitionsDefinition:
+def partitions_start(setting: str, now: datetime | None = None) -> str:
+    """The first window: the `partitions_start` day, else DEFAULT_PARTITION_DAYS before now (a day boundary)."""
+    if setting:
+        try:
+            day = datetime.strptime(setting, "%Y-%m-%d")
+        except ValueError:
+            raise SettingError(f"{BY_NAME['partitions_start'].env}: {setting!r} is not a day like 2026-12-01") from None
+    else:
+        day = (now or datetime.now(UTC)) - timedelta(days=DEFAULT_PARTITION_DAYS)
+    return day.strftime("%Y-%m-%d-00:00")
+
+
+def partitions_for(direction: str, start: str) -> dg.TimeWindowPartitionsDefinition:
     return dg.TimeWindowPartitionsDefinition(
-        start=PARTITION_START, fmt=PARTITION_FORMAT, cron_schedule=CRONS[direction], timezone="UTC"
+        start=start, fmt=PARTITION_FORMAT, cron_schedule=CRONS[direction], timezone="UTC"
     )
 
 
@@ -60,7 +77,7 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
         tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction, **pod_config_tag(pair)},
         executor_def=dg.in_process_executor,
         hooks={release_on_failure},
-        partitions_def=partitions_for(direction),
+        partitions_def=partitions_for(direction, partitions_start(deployment().partitions_start)),
     )
 
 

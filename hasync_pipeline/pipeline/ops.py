@@ -17,8 +17,9 @@ from .config import SyncConfig
 from .resources import PLANNED, STARTED, WALKED, RunSettingsError, SyncRun
 
 PAIR_TAG, DIRECTION_TAG, SKIPPED_TAG = "ha-sync/pair", "ha-sync/direction", "ha-sync/skipped"
-CONFLICTS_TAG = "ha-sync/conflicts"
+CONFLICTS_TAG, MODE_TAG = "ha-sync/conflicts", "ha-sync/mode"
 SKIP_TAG_VALUES = {Status.LEASE_HELD: "lease-held", Status.ALREADY_CURRENT: "dry-run-current"}
+SUPERSEDED = "superseded"
 T = TypeVar("T")
 
 
@@ -60,6 +61,28 @@ def _session(context: dg.OpExecutionContext, sync: SyncRun, needs: int) -> SyncS
     return _step(context, sync, lambda: sync.session(context.run_id, pair, direction, overrides, needs))
 
 
+def superseded_by(context: dg.OpExecutionContext, dry_run: bool) -> str | None:
+    """For a run of a past window (a backfill, a late schedule tick): the later run of this job that already
+    synced the current state - it succeeded, was not skipped, started after the window ended, and was real
+    (or, for a dry-run, of the same kind).  A sync is of the current state: that run covers the window."""
+    if not context.has_partition_key:
+        return None
+    window_end = context.partition_time_window.end
+    runs = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=context.job_name, statuses=[dg.DagsterRunStatus.SUCCESS], created_after=window_end
+        ),
+        limit=50,
+    )
+    for run in runs:
+        tags = run.tags
+        if run.run_id == context.run_id or SKIPPED_TAG in tags:
+            continue
+        if tags.get(MODE_TAG) == "real" or (dry_run and tags.get(MODE_TAG) == "dry-run"):
+            return f"run {run.run_id[:8]} ({tags.get('dagster/partition', 'no window')})"
+    return None
+
+
 def _report_end(context: dg.OpExecutionContext, outcome: Outcome) -> None:
     for warning in outcome.warnings:
         context.log.warning(warning)
@@ -77,7 +100,15 @@ def _report_end(context: dg.OpExecutionContext, outcome: Outcome) -> None:
 )
 def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig, sync: SyncRun) -> Iterator[dg.Output[RunRef]]:
     pair_name, direction = context.run.tags[PAIR_TAG], context.run.tags[DIRECTION_TAG]
-    _step(context, sync, lambda: sync.start(context.run_id, pair_name, direction, config.overrides()))
+    started = _step(context, sync, lambda: sync.start(context.run_id, pair_name, direction, config.overrides()))
+    dry_run = started.opts.dry_run
+    context.instance.add_run_tags(context.run_id, {MODE_TAG: "dry-run" if dry_run else "real"})
+    later = superseded_by(context, dry_run)
+    if later is not None:
+        sync.end(SUPERSEDED)  # nothing taken, nothing recorded: no lease, no opslog yet
+        context.instance.add_run_tags(context.run_id, {SKIPPED_TAG: SUPERSEDED})
+        context.log.info(f"window {context.partition_key} is already covered by {later}: the run ends here")
+        return
     try:
         session = _session(context, sync, STARTED)
     except _Skipped:
