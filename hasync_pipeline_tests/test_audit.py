@@ -254,6 +254,7 @@ def test_database_down_at_start_the_sync_completes_and_the_next_run_flushes_once
     assert len(rows(db_dsn, sync_operations)) == 2
 
 
+@pytest.mark.slow
 def test_a_database_that_accepts_but_never_answers_costs_one_timeout_and_the_opslog_waits(pair, tmp_path):
     """It once held every run for two minutes (a 60 s read timeout, asked twice)."""
     dell, hp = pair

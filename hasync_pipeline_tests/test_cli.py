@@ -135,6 +135,7 @@ def test_exclude_flag_is_repeatable(pair, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("faketime") is None, reason="Debian's faketime is not installed")
+@pytest.mark.slow
 def test_a_clock_an_hour_off_is_reported_and_changes_no_decision(pair, tmp_path):
     """This machine's clock an hour ahead of the one that stamps the files (libfaketime, the real CLI)."""
     dell, hp = pair

@@ -234,6 +234,7 @@ def test_partial_failure_fails_the_run_after_recording_everything(roots):
     assert lease_is_free("media")
 
 
+@pytest.mark.slow
 def test_a_conflict_keeps_both_versions_named_after_the_servers_and_the_run_says_so(roots):
     dell, hp = roots
     write(dell / "media" / "doc.txt", "first", 1_700_000_000)
@@ -274,6 +275,7 @@ def media_dell_to_hp() -> dg.JobDefinition:
     return defs.get_job_def("media_dell_to_hp")
 
 
+@pytest.mark.slow
 def test_re_execute_from_failure_finishes_the_sync_with_one_audit_iteration_per_attempt(roots, monkeypatch, tmp_path):
     """The lease and the opslog live in the run's resource, not in the first run's process: a re-execution
     (a new run that skips the steps that succeeded) rebuilds them and does what is left."""
