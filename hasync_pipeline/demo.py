@@ -2,11 +2,12 @@
 
 `python3 -m hasync_pipeline.demo [DIR]` (default ./demo) makes DIR/dell/media and DIR/hp/media with a few
 files (notes.txt differs on the two sides), writes DIR/env.sh (the environment a shell needs to type
-`dagster job execute -j media_dell_to_hp` itself, or `dagster dev` for the UI), then runs `dagster job
-execute` for media_dell_to_hp, media_hp_to_dell and media_dell_to_hp again with dry_run off.  It is the
-pair's first sync: the union of both sides; notes.txt is a conflict, so both versions are kept (the HP's,
-newer, keeps the name; the Dell's becomes notes.sync-conflict-<date>-<time>-dell.txt), and the third run
-carries that copy to the HP, so both sides end equal.
+`dagster job execute -m hasync_pipeline.definitions -j media_dell_to_hp` itself, or `dg dev` for the UI;
+only the media schedules run there), then runs `dagster job execute` for media_dell_to_hp,
+media_hp_to_dell and media_dell_to_hp again with dry_run off.  It is the pair's first sync: the union of
+both sides; notes.txt is a conflict, so both versions are kept (the HP's, newer, keeps the name; the
+Dell's becomes notes.sync-conflict-<date>-<time>-dell.txt), and the third run carries that copy to the
+HP, so both sides end equal.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 from .settings import BY_NAME
 
+CODE = ("-m", "hasync_pipeline.definitions")
 REPO_DAGSTER_YAML = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "dagster.yaml")
 
 
@@ -53,18 +55,18 @@ def demo_environment(base: str) -> dict[str, str]:
         "log_dir": os.path.join(base, "logs"),
         "state_dir": os.path.join(base, "state"),
         "lease_backend": "local",
+        "scheduled_pairs": "media",  # the only pair the demo made folders for
     }
-    return {
-        "DAGSTER_HOME": home,
-        "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
-        **{BY_NAME[name].env: value for name, value in settings.items()},
-    }
+    # no DAGSTER_MODULE_NAME: `dg dev` and `dagster dev` then load the code twice and the webserver never
+    # comes up; the commands name the code location instead (-m, or the repo's workspace.yaml / pyproject)
+    return {"DAGSTER_HOME": home, **{BY_NAME[name].env: value for name, value in settings.items()}}
 
 
 def write_env_file(base: str, env: dict[str, str]) -> str:
     path = os.path.join(base, "env.sh")
     with open(path, "w") as f:
-        f.write("# source me: the demo's environment for `dagster job execute` and `dagster dev`\n")
+        f.write("# source me: the demo's environment for `dagster job execute -m hasync_pipeline.definitions`\n")
+        f.write("# and, from the repository, `dg dev` (the web UI and the daemon)\n")
         for key, value in env.items():
             f.write(f"export {key}={shlex.quote(value)}\n")
     return path
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in ("media_dell_to_hp", "media_hp_to_dell", "media_dell_to_hp"):
         print(f"== dagster job execute -j {job} -c {config}", flush=True)
         proc = subprocess.run(
-            [dagster if os.path.exists(dagster) else "dagster", "job", "execute", "-j", job, "-c", config],
+            [dagster if os.path.exists(dagster) else "dagster", "job", "execute", *CODE, "-j", job, "-c", config],
             env={**os.environ, **env},
         )
         if proc.returncode != 0:
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nDone: {base}/dell/media and {base}/hp/media now hold the same files; the audit trail is in "
         f"{base}/state/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
-        f"-j media_dell_to_hp   (a dry-run by default), or `dagster dev` for the UI."
+        f"{' '.join(CODE)} -j media_dell_to_hp   (a dry-run by default); for the UI, from the repository: "
+        f". {env_file} && dg dev"
     )
     return 0
 

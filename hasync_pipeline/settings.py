@@ -265,6 +265,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "scheduled_pairs",
+        list,
+        (),
+        "pairs whose schedules run from the start (comma-separated; default: every pair); the others' "
+        "schedules are there, stopped",
+    ),
+    Setting(
         "partitions_start",
         str,
         "",

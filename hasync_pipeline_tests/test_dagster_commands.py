@@ -107,6 +107,32 @@ QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
   assetNodes { assetKey { path } } } } } }"""
 
 
+PAIRS = ("media", "photos", "owncloud", "games", "infra", "ai")
+
+
+def graphql_repository(port: int, proc: subprocess.Popen) -> dict:
+    """Wait for the web UI on `port` to answer (code loading takes a few seconds), then ask it for the code
+    location's jobs, schedules, sensors and assets."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "the web UI did not come up"
+            time.sleep(0.2)
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", json.dumps({"query": QUERY}).encode(), {"Content-Type": "application/json"}
+    )
+    while True:  # the webserver may answer before its code location has loaded
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            nodes = json.load(resp)["data"]["repositoriesOrError"].get("nodes")
+        if nodes:
+            return nodes[0]
+        assert time.monotonic() < deadline, "no code location loaded"
+        time.sleep(0.5)
+
+
 def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
     env = dagster_env(tmp_path)
     del env["DAGSTER_MODULE_NAME"]  # it counts as -m, and the webserver takes one of -w / -m
@@ -120,30 +146,11 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:  # wait until it answers (code loading takes a few seconds)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "webserver did not come up"
-                time.sleep(0.2)
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/graphql",
-            json.dumps({"query": QUERY}).encode(),
-            {"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            data = json.load(resp)
+        repo = graphql_repository(port, proc)
     finally:
         stop_group(proc)
-    [repo] = data["data"]["repositoriesOrError"]["nodes"]
     jobs = {j["name"] for j in repo["jobs"]}
-    assert {
-        f"{p}_{d}"
-        for p in ("media", "photos", "owncloud", "games", "infra", "ai")
-        for d in ("dell_to_hp", "hp_to_dell")
-    } <= jobs
+    assert {f"{p}_{d}" for p in PAIRS for d in ("dell_to_hp", "hp_to_dell")} <= jobs
     schedules = {s["name"]: s for s in repo["schedules"]}
     assert schedules["media_hp_to_dell_schedule"]["cronSchedule"] == "7,22,37,52 * * * *"
     assert schedules["media_dell_to_hp_schedule"]["scheduleState"]["status"] == "RUNNING"
@@ -205,3 +212,21 @@ def test_the_readme_demo_command_syncs_both_ways_and_records_both_runs(tmp_path)
         runs = db.execute("SELECT direction, status, dry_run FROM sync_iterations ORDER BY id").fetchall()
     assert runs == [("dell_to_hp", "success", 0), ("hp_to_dell", "success", 0), ("dell_to_hp", "success", 0)], runs
     assert "source me" in (demo / "env.sh").read_text()
+    # the README's next step: `. demo/env.sh && dg dev` from the repository, the web UI with the daemon
+    port = free_port()
+    dev = subprocess.Popen(
+        ["bash", "-c", f". {demo / 'env.sh'} && exec {BIN / 'dg'} dev -p {port} -h 127.0.0.1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        repo = graphql_repository(port, dev)
+    finally:
+        stop_group(dev)
+    jobs = {j["name"] for j in repo["jobs"]}
+    assert {f"{p}_{d}" for p in PAIRS for d in ("dell_to_hp", "hp_to_dell")} <= jobs  # all 12
+    running = {s["name"] for s in repo["schedules"] if s["scheduleState"]["status"] == "RUNNING"}
+    assert running == {"media_dell_to_hp_schedule", "media_hp_to_dell_schedule", "audit_maintenance_weekly"}

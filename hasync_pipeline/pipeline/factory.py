@@ -81,10 +81,9 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
     )
 
 
-def build_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
-    schedule = dg.build_schedule_from_partitioned_job(
-        job, name=f"{job.name}_schedule", default_status=dg.DefaultScheduleStatus.RUNNING
-    )
+def build_schedule(job: dg.JobDefinition, running: bool = True) -> dg.ScheduleDefinition:
+    status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+    schedule = dg.build_schedule_from_partitioned_job(job, name=f"{job.name}_schedule", default_status=status)
     assert isinstance(schedule, dg.ScheduleDefinition)  # a job's (not an asset selection's)
     return schedule
 
@@ -132,8 +131,13 @@ def build_sides_agree_check(registry: Registry, pair: Pair) -> dg.AssetChecksDef
 
 
 def build_all(registry: Registry) -> tuple[list, list, list, list]:
-    jobs = [build_sync_job(registry, pair, direction) for pair in registry.pairs for direction in DIRECTIONS]
-    schedules = [build_schedule(job) for job in jobs]
+    scheduled = set(deployment().scheduled_pairs) or {pair.name for pair in registry.pairs}
+    jobs, schedules = [], []
+    for pair in registry.pairs:
+        for direction in DIRECTIONS:
+            job = build_sync_job(registry, pair, direction)
+            jobs.append(job)
+            schedules.append(build_schedule(job, running=pair.name in scheduled))
     assets = [spec for pair in registry.pairs for spec in folder_specs(registry, pair)]
     checks = [build_sides_agree_check(registry, pair) for pair in registry.pairs]
     return jobs, schedules, assets, checks
