@@ -135,6 +135,7 @@ def test_default_run_is_a_dry_run_recorded_and_observed(roots):
     assert it["dagster_run_id"] == result.run_id
     observed = {tuple(e.asset_key.path) for e in result.get_asset_observation_events()}
     assert observed == {("dell", "media"), ("hp", "media")}
+    assert result.get_asset_materialization_events() == []  # a dry run changes no folder
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(checks) == 1 and checks[0].passed is False  # a file is missing on the HP
     assert lease_is_free("media")
@@ -340,3 +341,23 @@ def test_a_backfill_syncs_once_and_the_windows_a_later_run_covered_end_at_once_a
         assert any("is already covered by run" in r.user_message for r in instance.all_logs(result.run_id))
     assert len(iterations()) == 1  # one sync, not three
     assert lease_is_free("media")
+
+
+def test_a_real_run_materializes_its_destination_with_the_content_as_data_version(roots):
+    from hasync_pipeline.engine.fingerprint import fingerprint
+    from hasync_pipeline.engine.walk import walk_tree
+
+    dell, hp = roots
+    write(dell / "media" / "a.txt", "a")
+    instance = dg.DagsterInstance.ephemeral()
+    versions = []
+    for _ in range(2):  # a sync, then a run with nothing to do: the same content, the same version
+        result = run_job("media_dell_to_hp", REAL, instance)
+        [event] = result.get_asset_materialization_events()
+        materialization = event.step_materialization_data.materialization
+        assert tuple(materialization.asset_key.path) == ("hp", "media")
+        versions.append(materialization.tags["dagster/data_version"])
+    assert versions[0] == versions[1] == fingerprint(walk_tree(str(hp / "media")))
+    assert instance.get_latest_materialization_event(dg.AssetKey(["hp", "media"])) is not None
+    specs = {tuple(spec.key.path): spec for spec in defs.resolve_all_asset_specs()}
+    assert specs[("hp", "media")].freshness_policy is not None  # the UI shows fresh or stale

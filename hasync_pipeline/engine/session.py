@@ -195,6 +195,15 @@ class SyncSession:
             self.outcome = Outcome(status, message, self.report, self.trail.warnings)
             return self.outcome
 
+    def destination_now(self) -> TreeListing:
+        """The destination as the run left it: the walk's listing when nothing changed, else walked again
+        (the data version of the folder asset)."""
+        assert self.dest_tree is not None, "walk() first"
+        report = self.report
+        if self.opts.dry_run or not (report.created or report.updated or report.deleted or report.conflicts):
+            return self.dest_tree
+        return walk_tree(self.dest, ExcludeMatcher(self.opts.excludes), self.opts.walk_threads)
+
     def _clock_skews(self) -> list[str]:
         notes = []
         for root in (self.src, self.dest):

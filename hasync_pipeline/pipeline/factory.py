@@ -100,6 +100,11 @@ def folder_specs(registry: Registry, pair: Pair) -> list[dg.AssetSpec]:
                 "pair": pair.name,
             },
             kinds={"nfs"},
+            # every sync run into this folder materializes it; a pair without a success for this long is stale
+            freshness_policy=dg.FreshnessPolicy.time_window(
+                fail_window=timedelta(minutes=15 * deployment().freshness_intervals),
+                warn_window=timedelta(minutes=15 * 2),
+            ),
         )
         for side in ("dell", "hp")
     ]

@@ -213,6 +213,26 @@ def flush_opslog(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> 
         context.log.warning(note)
     if report.conflicts:
         context.instance.add_run_tags(context.run_id, {CONFLICTS_TAG: str(report.conflicts)})
+    if not session.opts.dry_run:  # the destination folder is what this run made it
+        tree = session.destination_now()
+        fp = fingerprint(tree)
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=folder_key(sides(run.direction)[1], run.pair),
+                tags={"dagster/data_version": fp},
+                metadata={
+                    "files": tree.files,
+                    "bytes": tree.bytes,
+                    "created": report.created,
+                    "updated": report.updated,
+                    "deleted": report.deleted,
+                    "conflicts": report.conflicts,
+                    "status": outcome.status.value,
+                    "fingerprint": fp,
+                    "path": tree.root,
+                },
+            )
+        )
     context.add_output_metadata(
         {
             "status": outcome.status.value,
