@@ -204,6 +204,7 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    monkeypatch.setenv("HA_SYNC_DAGSTER_URL", "https://dagster.example/")
     instance = dg.DagsterInstance.ephemeral()
     result = run_job("media_dell_to_hp", REAL, instance)
     assert not result.success
@@ -220,6 +221,9 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
     server.shutdown()
     assert len(received) == 1
     assert received[0]["key"] == "media" and "media_dell_to_hp failed" in received[0]["subject"]
+    text = received[0]["text"]  # says which step failed, why, and where to look
+    assert "Step walk:" in text and "does not exist (is the volume mounted?)" in text
+    assert f"https://dagster.example/runs/{result.run_id}" in text
 
 
 def test_partial_failure_fails_the_run_after_recording_everything(roots):
@@ -263,8 +267,41 @@ def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkey
     assert [s.split()[0] for s in stale] == ["media", "photos", "owncloud", "infra", "ai"]
     later = datetime.now(UTC).replace(year=datetime.now().year + 1)
     assert "games" in " ".join(stale_pairs(load_registry(), AuditStore(), later, intervals=4))
-    result = defs.get_sensor_def("ha_sync_freshness")(dg.build_sensor_context())
-    assert "stale: media" in result.skip_message
+
+
+def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and_survive_a_restart(roots, monkeypatch):
+    """On a fresh deploy every pair was 'never synced': it once alerted them all at once.  The rate limit
+    lived in a file of the daemon's pod; it now lives in the instance, so a restart does not repeat alerts."""
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    monkeypatch.setenv("HA_SYNC_SCHEDULED_PAIRS", "media,photos")
+    sensor = defs.get_sensor_def("ha_sync_freshness")
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance)
+        first = sensor(ctx)
+        assert "first interval" in first.skip_message and received == []  # just deployed: no alert
+        hour_ago = datetime.now(UTC).timestamp() - 3600
+        watched = json.dumps({pair: hour_ago for pair in PAIRS})  # an hour later (4 x 15 min have passed)
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=watched))
+        assert result.skip_message.startswith("stale: media (last success: never), photos")
+        assert "alerted: media, photos" in result.skip_message
+        assert sorted(r["key"] for r in received) == ["stale:media", "stale:photos"]  # scheduled pairs only
+        monkeypatch.setenv("HA_SYNC_STATE_DIR", str(roots[0].parent / "new-pod"))  # the daemon's pod restarted
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=watched))
+        assert "no alert sent" in again.skip_message and len(received) == 2
+    server.shutdown()
 
 
 def test_audit_maintenance_job_runs(roots):

@@ -1,6 +1,9 @@
 """Sensors: an alert when a sync run fails, and an alert when a pair has gone quiet (the classic failure of
 cron-driven sync: it fails silently for days)."""
 
+from __future__ import annotations
+
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -14,34 +17,67 @@ from .ops import DIRECTION_TAG, PAIR_TAG
 SCHEDULE_INTERVAL = timedelta(minutes=15)
 
 
+def failure_text(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback: str, dagster_url: str) -> str:
+    """What failed, said so a person can act: the step, its error, and where to look."""
+    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    lines = [
+        f"Run {run.run_id} of {run.job_name} ({run.tags.get(PAIR_TAG, '?')}, {run.tags.get(DIRECTION_TAG, '?')}) "
+        "failed."
+    ]
+    for record in failures[:5]:
+        event = record.dagster_event
+        error = event.step_failure_data.error if event is not None and event.step_failure_data else None
+        message = error.message.strip() if error is not None else record.user_message
+        lines.append(f"Step {record.step_key}: {message}")
+    if not failures:
+        lines.append(fallback)
+    if dagster_url:
+        lines.append(f"{dagster_url.rstrip('/')}/runs/{run.run_id}")
+    return "\n".join(lines)
+
+
 def build_failure_sensor(jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:
     @dg.run_failure_sensor(
         name="ha_sync_failure_alert",
         monitored_jobs=jobs,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts (webhook / e-mail) when a sync run fails; at most one alert per pair per hour.",
+        description="Alerts (webhook / e-mail) when a sync run fails, naming the step and its error; at most "
+        "one alert per pair per hour.",
     )
     def failure_alert(context: dg.RunFailureSensorContext):
         run = context.dagster_run
         pair = run.tags.get(PAIR_TAG, run.job_name)
+        settings = deployment()
         subject = f"HA Sync: {run.job_name} failed"
-        text = (
-            f"Run {run.run_id} of {run.job_name} ({pair}, {run.tags.get(DIRECTION_TAG, '?')}) failed:\n"
-            f"{context.failure_event.message or ''}"
-        )
-        sent = Alerter.from_settings(deployment()).send(pair, subject, text)
+        text = failure_text(context.instance, run, context.failure_event.message or "", settings.dagster_url)
+        sent = Alerter.from_settings(settings, context.instance).send(pair, subject, text)
         context.log.info(f"{subject}: alert {'sent' if sent else 'not sent (rate-limited or no transport)'}")
 
     return failure_alert
 
 
-def stale_pairs(registry: Registry, store: AuditStore, now: datetime, intervals: int) -> list[str]:
+def stale_pairs(
+    registry: Registry,
+    store: AuditStore,
+    now: datetime,
+    intervals: int,
+    watched_since: dict[str, float] | None = None,
+    scheduled: set[str] | None = None,
+) -> list[str]:
     """Pairs whose last successful sync is older than `intervals` schedule periods.  A pair that has had a
-    real sync is judged on real syncs (a dry-run does not keep it fresh); one still in dry-run mode on any."""
-    limit = now.replace(tzinfo=None) - intervals * SCHEDULE_INTERVAL
+    real sync is judged on real syncs (a dry-run does not keep it fresh); one still in dry-run mode on any.
+    Only scheduled pairs are judged, and none before `intervals` periods have passed since it was first
+    watched (`watched_since`: a fresh deployment, or a pair just added, is not 'never synced')."""
+    window = intervals * SCHEDULE_INTERVAL
+    limit = now.replace(tzinfo=None) - window
     last = store.last_successes()
     out = []
     for pair in registry.pairs:
+        if scheduled is not None and pair.name not in scheduled:
+            continue
+        since = (watched_since or {}).get(pair.name)
+        if since is not None and now.timestamp() - since < window.total_seconds():
+            continue
         seen = last.get(pair.name, {})
         when = seen.get("real") or seen.get("any")
         if when is None or when < limit:
@@ -56,28 +92,38 @@ def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
         name="ha_sync_freshness",
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts when a pair has had no successful sync for freshness_intervals "
-        "(default 4) schedule intervals of 15 minutes.",
+        description="Alerts when a scheduled pair has had no successful sync for freshness_intervals "
+        "(default 4) schedule intervals of 15 minutes; not before that long after the sensor first saw it.",
     )
     def freshness(context: dg.SensorEvaluationContext):
         settings = deployment()
         intervals = settings.freshness_intervals
-        alerter = Alerter.from_settings(settings)
+        now = datetime.now(UTC)
+        watched: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
+        for pair in registry.pairs:
+            watched.setdefault(pair.name, now.timestamp())
+        context.update_cursor(json.dumps(watched))  # when each pair was first watched: the grace period
+        scheduled = set(settings.scheduled_pairs) or {pair.name for pair in registry.pairs}
+        alerter = Alerter.from_settings(settings, context.instance)
         try:
             store = AuditStore(settings.db_dsn, settings.db_timeout)
-            stale = stale_pairs(registry, store, datetime.now(UTC), intervals)
+            stale = stale_pairs(registry, store, now, intervals, watched, scheduled)
             store.dispose()
         except (AuditUnavailable, DsnError) as exc:
-            alerter.send("audit-db", "HA Sync: audit database unavailable", str(exc))
-            return dg.SkipReason(f"cannot judge freshness: {exc}")
+            sent = alerter.send("audit-db", "HA Sync: audit database unavailable", str(exc))
+            return dg.SkipReason(f"cannot judge freshness: {exc}" + ("; alert sent" if sent else ""))
         if not stale:
-            return dg.SkipReason("every pair synced recently")
-        for entry in stale:
-            alerter.send(
+            return dg.SkipReason("every scheduled pair synced recently (or is still in its first interval)")
+        alerted = [
+            entry.split()[0]
+            for entry in stale
+            if alerter.send(
                 f"stale:{entry.split()[0]}",
                 f"HA Sync: {entry.split()[0]} has not synced",
                 f"No successful sync for over {intervals} x 15 minutes: {entry}",
             )
-        return dg.SkipReason("stale: " + ", ".join(stale))
+        ]
+        said = f"; alerted: {', '.join(alerted)}" if alerted else "; no alert sent (rate-limited or no transport)"
+        return dg.SkipReason("stale: " + ", ".join(stale) + said)
 
     return freshness
