@@ -157,8 +157,13 @@ def test_real_run_syncs_and_a_second_round_changes_nothing(roots):
 def test_held_lease_ends_the_run_skipped_and_successful(roots):
     from hasync_pipeline.settings import deployment
 
+    from hasync_pipeline_tests.test_audit import make_opslog
+
     dell, hp = roots
     write(dell / "media" / "x", "x")
+    logs = dell.parent / "logs"
+    logs.mkdir()
+    make_opslog(logs, "left-by-a-database-outage", 2)
     other = acquire_local(deployment().state_dir, "media", "someone/else", 60)
     instance = dg.DagsterInstance.ephemeral()
     result = run_job("media_dell_to_hp", REAL, instance)
@@ -169,7 +174,8 @@ def test_held_lease_ends_the_run_skipped_and_successful(roots):
     assert snapshot(hp / "media") == {}
     skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
     assert {"walk", "plan", "cleanup"} <= skipped
-    assert iterations() == []
+    assert [it["run_id"] for it in iterations()] == ["left-by-a-database-outage"]  # a skipped run cleans up too
+    assert list(logs.glob("opslog-*")) == []
 
 
 def test_already_current_dry_run_is_skipped_with_the_seed_message(roots):

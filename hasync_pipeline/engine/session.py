@@ -87,6 +87,7 @@ class SyncSession:
             try:
                 self.lease = self.take_lease()
             except LeaseHeld as exc:
+                self.trail.flush_leftovers()  # safe without the lease (each file is locked): skipped runs clean up too
                 raise self._end(Status.LEASE_HELD, f"{exc}; nothing changed", exc) from None
             except (Interrupted, RunEnded):
                 raise
@@ -266,11 +267,11 @@ class SyncSession:
         A run that ended no other way (a driver's own stop, a bug) is recorded as failed, for `reason`."""
         if self.outcome is None:
             self._end(Status.FAILED, reason, self.error)
+        try:  # every run, skipped ones too (a file still being written is locked, never expired)
+            self.trail.expire_old()
+        except OSError as exc:
+            self.trail.warnings.append(f"could not expire old opslogs: {describe_error(exc)}")
         if self.lease is not None:
-            try:
-                self.trail.expire_old()
-            except OSError as exc:
-                self.trail.warnings.append(f"could not expire old opslogs: {describe_error(exc)}")
             self.lease.release()
             self.lease = None
         for child in self.started_walks:  # not used (lease held, interrupted...): never leave them behind
