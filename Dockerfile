@@ -1,21 +1,24 @@
-# HA Sync image: the sync CLI, the Dagster code location (webserver, daemon, run pods) and the dashboard.
-#   docker build -t 192.168.2.100:5000/ha-sync:latest .
-# Runs as the unprivileged user `hasync` (uid 10001) by default. Sync runs that must preserve file owners on
-# the NFS volumes (rsync -a semantics) need root: the cluster's run pods get runAsUser: 0 from
-# k8s/dagster-instance.yaml; elsewhere use `docker run --user 0`.
+# HA Sync image: the sync CLI, the Dagster code server, webserver and daemon, the run pods, the dashboard.
+#   k8s/set-image.sh   builds it, tags it <version>-<git sha> (immutable), pushes it and sets it in k8s/
+# Runs as the unprivileged user `hasync` (uid 10001). Sync runs that must keep file owners on the NFS volumes
+# (rsync -a) need root: in the cluster the run pods' user is set in one place, k8s/config/dagster-instance.yaml
+# (runAsUser); elsewhere `docker run --user 0`.
 
-# ---- build: a virtualenv with the package and its locked dependencies --------------------------------
-FROM python:3.11-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# ---- build: a virtualenv, the locked dependencies first (a layer that changes only with the lock file) ----
+FROM python:3.11.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 SOURCE_DATE_EPOCH=0
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md /src/
 COPY .ci/requirements.lock /src/.ci/requirements.lock
+RUN /opt/venv/bin/pip install --require-virtualenv -r /src/.ci/requirements.lock
+# ...then the code, without touching the dependencies (a code change rebuilds only this layer)
+COPY pyproject.toml README.md /src/
 COPY hasync_pipeline /src/hasync_pipeline
-RUN /opt/venv/bin/pip install --constraint /src/.ci/requirements.lock /src
+RUN /opt/venv/bin/pip install --require-virtualenv --no-deps /src
 
-# ---- runtime ----------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm
-RUN groupadd --gid 10001 hasync && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin hasync \
+# ---- runtime ----------------------------------------------------------------------------------------------
+FROM python:3.11.11-slim-bookworm
+RUN groupadd --gid 10001 hasync \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin hasync \
     && mkdir -p /opt/dagster/home /opt/dagster/app /var/log/ha-sync \
     && chown -R hasync:hasync /opt/dagster /var/log/ha-sync
 COPY --from=build /opt/venv /opt/venv
@@ -23,14 +26,12 @@ COPY workspace.yaml dagster.yaml /opt/dagster/app/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/home \
-    DAGSTER_MODULE_NAME=hasync_pipeline.definitions \
     HA_SYNC_LOG_DIR=/var/log/ha-sync
 # the local instance config; in the cluster the dagster-instance ConfigMap is mounted over it
 RUN cp /opt/dagster/app/dagster.yaml /opt/dagster/home/dagster.yaml
 WORKDIR /opt/dagster/app
 USER hasync
-# the code location must load: a broken image fails here, not at the first schedule tick
-HEALTHCHECK --interval=5m --timeout=60s --start-period=30s CMD ["python", "-c", "import hasync_pipeline.definitions"]
+# no HEALTHCHECK: Kubernetes ignores it; the Deployments' probes check each server (k8s/dagster.yaml)
 ENTRYPOINT ["ha-sync-entrypoint"]
-# DAGSTER_MODULE_NAME tells every dagster command where the code is (it counts as -m: do not add -w)
-CMD ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000"]
+# workspace.yaml here names the code location; in the cluster the webserver and daemon read the code server's
+CMD ["dagster-webserver", "-w", "workspace.yaml", "-h", "0.0.0.0", "-p", "3000"]

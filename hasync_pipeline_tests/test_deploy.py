@@ -5,6 +5,7 @@ every command the image runs exists and works in a clean virtualenv built from t
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -74,46 +75,148 @@ def test_storage_is_the_seeds(built):
     assert pvcs["pvc-ha-sync-logs"]["spec"]["volumeName"] == "pv-ha-sync-logs"
 
 
-def test_rbac_namespace_and_no_cronjobs(built):
+def test_namespace_no_cronjobs_and_one_immutable_image_everywhere(built):
     _, docs = built
     assert not [d for d in docs if d["kind"] == "CronJob"]
     for d in docs:
         if d["kind"] != "PersistentVolume":
             assert d["metadata"]["namespace"] == "infrastructure", d["metadata"]["name"]
-    [role] = of_kind(docs, "Role").values()
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
-    assert rules[(("coordination.k8s.io",), ("leases",))] == {"get", "create", "update", "delete"}
-    assert rules[(("batch",), ("jobs",))] >= {"create", "get", "list", "watch", "delete"}
-    assert rules[(("",), ("pods",))] >= {"get", "list", "watch"} and rules[(("",), ("pods/log",))] >= {"get"}
-    [binding] = of_kind(docs, "RoleBinding").values()
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ha-sync", "namespace": "infrastructure"}]
+    deployments = of_kind(docs, "Deployment")
+    assert set(deployments) == {"dagster-code", "dagster-webserver", "dagster-daemon", "ha-sync-ui"}
+    images = {c["image"] for d in deployments.values() for c in d["spec"]["template"]["spec"]["containers"]}
+    [image] = images
+    assert image.startswith("192.168.2.100:5000/ha-sync:") and not image.endswith(":latest")  # immutable
+    [code] = deployments["dagster-code"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "DAGSTER_CURRENT_IMAGE", "value": image} in code["env"]  # what its run pods get
+    assert "job_image" not in instance_config(docs)["run_launcher"]["config"]
     ingress = of_kind(docs, "Ingress")["ha-sync"]
     assert ingress["spec"]["rules"][0]["host"] == "ha-sync.vandachevici.ro"
     assert "cert-manager.io/cluster-issuer" in ingress["metadata"]["annotations"]
-    services = of_kind(docs, "Service")
-    assert services["ha-sync-ui"]["spec"]["ports"][0]["port"] == 8080
+    assert of_kind(docs, "Service")["ha-sync-ui"]["spec"]["ports"][0]["port"] == 8080
+
+
+def allowed(docs, account: str) -> set[tuple[str, str, str | None]]:
+    """(resource, verb, name or None for any) that a service account may do, from the Roles bound to it."""
+    roles = of_kind(docs, "Role")
+    found = set()
+    for binding in of_kind(docs, "RoleBinding").values():
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == account for s in binding["subjects"]):
+            continue
+        for rule in roles[binding["roleRef"]["name"]]["rules"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in rule.get("resourceNames") or [None]:
+                        found.add((resource, verb, name))
+    return found
+
+
+def test_three_accounts_each_with_the_least_it_needs(built):
+    _, docs = built
+    launcher, run = allowed(docs, "ha-sync-launcher"), allowed(docs, "ha-sync-run")
+    assert {("jobs", v, None) for v in ("create", "get", "list", "watch", "delete")} <= launcher
+    assert ("pods/log", "get", None) in launcher and not any(r == "leases" for r, _, _ in launcher)
+    pairs = [f"ha-sync-{pair}" for pair in PAIRS]
+    assert run == {("leases", "create", None)} | {("leases", v, n) for v in ("get", "update", "delete") for n in pairs}
+    assert allowed(docs, "ha-sync-none") == set()
+    accounts = of_kind(docs, "ServiceAccount")
+    assert accounts["ha-sync-none"]["automountServiceAccountToken"] is False
+    specs = {name: d["spec"]["template"]["spec"] for name, d in of_kind(docs, "Deployment").items()}
+    assert (
+        specs["dagster-daemon"]["serviceAccountName"]
+        == specs["dagster-webserver"]["serviceAccountName"]
+        == ("ha-sync-launcher")
+    )
+    for name in ("ha-sync-ui", "dagster-code"):  # no token: no API access
+        assert specs[name]["serviceAccountName"] == "ha-sync-none"
+        assert specs[name]["automountServiceAccountToken"] is False
+    assert instance_config(docs)["run_launcher"]["config"]["service_account_name"] == "ha-sync-run"
+
+
+def build(components: list[str], tmp_path: Path) -> list[dict]:
+    """The kustomization with optional components added, as an operator would."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(REPO / "k8s", overlay)],
+                "components": [os.path.relpath(REPO / "k8s" / "components" / c, overlay) for c in components],
+            }
+        )
+    )
+    proc = subprocess.run([BIN / "kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.mark.parametrize("components", [[], ["dagster-ui-lan"], ["dagster-ui-lan", "dashboard-auth"]])
+def test_no_ingress_reaches_the_dagster_ui_without_authentication(components, tmp_path):
+    """The Dagster UI can launch a run with dry_run off and has no login of its own: an Ingress may route to it
+    only with authentication in front, and from the LAN only."""
+    docs = build(components, tmp_path)
+    routed_to_dagster = 0
+    for ingress in of_kind(docs, "Ingress").values():
+        annotations = ingress["metadata"].get("annotations") or {}
+        backends = {p["backend"]["service"]["name"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+        if "dagster-webserver" in backends:
+            routed_to_dagster += 1
+            assert annotations.get("nginx.ingress.kubernetes.io/auth-type") == "basic", ingress["metadata"]["name"]
+            assert annotations.get("nginx.ingress.kubernetes.io/auth-secret")
+            assert "192.168.0.0/16" in annotations["nginx.ingress.kubernetes.io/whitelist-source-range"]
+    assert routed_to_dagster == (1 if components else 0)
+    public = of_kind(docs, "Ingress")["ha-sync"]
+    dashboard_auth = (public["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/auth-type")
+    assert dashboard_auth == ("basic" if "dashboard-auth" in components else None)
+
+
+def test_the_code_server_answers_only_dagster_and_every_container_has_probes_and_limits(built):
+    _, docs = built
+    policy = of_kind(docs, "NetworkPolicy")["dagster-code"]
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert sources[0]["podSelector"]["matchExpressions"][0]["values"] == ["dagster-webserver", "dagster-daemon"]
+    assert sources[1]["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "run_worker"}
     deployments = of_kind(docs, "Deployment")
-    assert set(deployments) == {"dagster-webserver", "dagster-daemon", "ha-sync-ui"}
-    for d in deployments.values():
-        [container] = d["spec"]["template"]["spec"]["containers"]
-        assert container["image"] == "192.168.2.100:5000/ha-sync:latest"
-        assert {"secretRef": {"name": "ha-sync-db-secret"}} in container["envFrom"]
+    for name, d in deployments.items():
+        [c] = d["spec"]["template"]["spec"]["containers"]
+        assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], name
+        assert "livenessProbe" in c, name
+    daemon = deployments["dagster-daemon"]["spec"]["template"]["spec"]["containers"][0]
+    assert daemon["livenessProbe"]["exec"]["command"] == ["dagster-daemon", "liveness-check"]
+    code = deployments["dagster-code"]["spec"]["template"]["spec"]["containers"][0]
+    assert code["readinessProbe"]["exec"]["command"][:3] == ["dagster", "api", "grpc-health-check"]
+    for name in ("dagster-webserver", "dagster-daemon"):  # no code of their own: the code server's
+        [c] = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert "/opt/dagster/workspace/workspace.yaml" in c["args"]
+    workspace = yaml.safe_load(configmap(docs, "dagster-workspace")["data"]["workspace.yaml"])
+    assert workspace["load_from"] == [
+        {"grpc_server": {"host": "dagster-code", "port": 4000, "location_name": "ha_sync"}}
+    ]
+
+
+def configmap(docs, prefix: str) -> dict:
+    """A generated ConfigMap by its name before kustomize's hash suffix."""
+    [found] = [d for name, d in of_kind(docs, "ConfigMap").items() if re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", name)]
+    return found
 
 
 def instance_config(docs) -> dict:
-    return yaml.safe_load(of_kind(docs, "ConfigMap")["dagster-instance"]["data"]["dagster.yaml"])
+    mounted = configmap(docs, "dagster-instance")["data"]["dagster.yaml"]
+    assert of_kind(docs, "ConfigMap")["dagster-instance-runs"]["data"]["dagster.yaml"] == mounted  # the run pods'
+    return yaml.safe_load(mounted)
 
 
 def test_instance_config_loads_as_a_dagster_instance_config(built, tmp_path, monkeypatch):
     from dagster._core.instance.config import dagster_instance_config
 
     _, docs = built
-    (tmp_path / "dagster.yaml").write_text(of_kind(docs, "ConfigMap")["dagster-instance"]["data"]["dagster.yaml"])
+    (tmp_path / "dagster.yaml").write_text(configmap(docs, "dagster-instance")["data"]["dagster.yaml"])
     monkeypatch.setenv("DAGSTER_MYSQL_URL", "mysql+mysqlconnector://u:p@db:3306/general_db")
-    monkeypatch.setenv("HA_SYNC_IMAGE", "example/ha-sync:1")
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["run_launcher"]["class"] == "K8sRunLauncher"
     assert config["storage"]["mysql"]["mysql_url"] == {"env": "DAGSTER_MYSQL_URL"}
+    assert config["compute_logs"]["config"]["base_dir"].startswith("/var/log/ha-sync/")  # kept with the pod gone
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert {"key": "ha-sync/pair", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
@@ -129,7 +232,7 @@ def test_the_run_pod_for_media_dell_to_hp_mounts_exactly_its_volumes(built, monk
     from hasync_pipeline.definitions import defs
 
     _, docs = built
-    monkeypatch.setenv("HA_SYNC_IMAGE", "192.168.2.100:5000/ha-sync:latest")
+    image = of_kind(docs, "Deployment")["dagster-code"]["spec"]["template"]["spec"]["containers"][0]["image"]
     monkeypatch.setenv("HA_SYNC_DRY_RUN", "true")  # passed through from the daemon (see dagster.yaml env)
     kubeconfig = tmp_path / "kubeconfig"  # never contacted: only the launcher's constructor wants one
     kubeconfig.write_text(
@@ -151,15 +254,15 @@ def test_the_run_pod_for_media_dell_to_hp_mounts_exactly_its_volumes(built, monk
     run = DagsterRun(job_name="media_dell_to_hp", run_id="0" * 32, tags=dict(defs.get_job_def("media_dell_to_hp").tags))
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
     job = construct_dagster_k8s_job(
-        context.get_k8s_job_config(job_image=None, run_launcher=launcher),
+        context.get_k8s_job_config(job_image=image, run_launcher=launcher),  # the code server's, at run time
         ["dagster", "api", "execute_run", "{}"],
         "dagster-run-x",
         user_defined_k8s_config=context.run_k8s_config,
     ).to_dict()
     pod = job["spec"]["template"]["spec"]
     [container] = pod["containers"]
-    assert container["image"] == "192.168.2.100:5000/ha-sync:latest"
-    assert pod["service_account_name"] == "ha-sync"
+    assert container["image"] == image
+    assert pod["service_account_name"] == "ha-sync-run"
     assert "ha-sync-db-secret" in [e["secret_ref"]["name"] for e in container["env_from"] if e.get("secret_ref")]
     claims = {
         v["name"]: v["persistent_volume_claim"]["claim_name"]
@@ -198,18 +301,46 @@ def test_dockerfile_copies_files_that_exist_and_names_real_executables():
         assert cmd[0] in scripts or cmd[0] in ("python", "dagster-webserver"), cmd
 
 
+def test_dockerfile_installs_the_locked_dependencies_before_the_code_and_keeps_the_rest_out():
+    text = (REPO / "Dockerfile").read_text()
+    deps = text.index("pip install --require-virtualenv -r /src/.ci/requirements.lock")
+    assert deps < text.index("COPY hasync_pipeline") < text.index("--no-deps /src")  # code changes: one layer
+    assert not re.search(r"^HEALTHCHECK", text, re.M) and "USER hasync" in text
+    assert all(
+        re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+( AS build)?", f) for f in re.findall(r"^FROM (.+)$", text, re.M)
+    )
+    ignore = [line for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert (
+        ignore[0] == "*"
+        and "!hasync_pipeline/" in ignore
+        and not any("test" in line or "bench" in line for line in ignore)
+    )
+
+
+def test_set_image_tags_the_commit_and_writes_the_one_image_of_k8s(tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    proc = subprocess.run(
+        ["sh", "k8s/set-image.sh"], cwd=clone, env={**os.environ, "SKIP_BUILD": "1"}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=clone, capture_output=True, text=True)
+    tag = f"{version}-{sha.stdout.strip()}"
+    assert f"newTag: {tag}" in (clone / "k8s" / "kustomization.yaml").read_text()
+    assert f"192.168.2.100:5000/ha-sync:{tag}" in proc.stdout
+
+
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory) -> Path:
     """What the Dockerfile's build stage does: a fresh venv, the package with the locked dependencies."""
     venv = tmp_path_factory.mktemp("image") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    proc = subprocess.run(
-        [venv / "bin" / "pip", "install", "-q", "--constraint", REPO / ".ci" / "requirements.lock", str(REPO)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    for step in (["-r", REPO / ".ci" / "requirements.lock"], ["--no-deps", str(REPO)]):  # the Dockerfile's 2 layers
+        proc = subprocess.run(
+            [venv / "bin" / "pip", "install", "-q", *step], capture_output=True, text=True, timeout=900
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return venv
 
 

@@ -156,7 +156,6 @@ def test_real_run_syncs_and_a_second_round_changes_nothing(roots):
 
 def test_held_lease_ends_the_run_skipped_and_successful(roots):
     from hasync_pipeline.settings import deployment
-
     from hasync_pipeline_tests.test_audit import make_opslog
 
     dell, hp = roots
