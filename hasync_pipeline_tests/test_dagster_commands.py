@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -133,12 +134,11 @@ def graphql_repository(port: int, proc: subprocess.Popen) -> dict:
         time.sleep(0.5)
 
 
-def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
-    env = dagster_env(tmp_path)
-    del env["DAGSTER_MODULE_NAME"]  # it counts as -m, and the webserver takes one of -w / -m
+def ui_repository(command: Callable[[int], list], env: dict[str, str]) -> dict:
+    """Start a web UI (`command(port)`, from the repository), ask it for the code location, stop it."""
     port = free_port()
     proc = subprocess.Popen(
-        [BIN / "dagster-webserver", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        command(port),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -146,9 +146,26 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
         start_new_session=True,
     )
     try:
-        repo = graphql_repository(port, proc)
+        return graphql_repository(port, proc)
     finally:
         stop_group(proc)
+
+
+def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
+    env = dagster_env(tmp_path)
+    del env["DAGSTER_MODULE_NAME"]  # it counts as -m, and the webserver takes one of -w / -m
+    repo = ui_repository(
+        lambda port: [
+            BIN / "dagster-webserver",
+            "-w",
+            str(REPO / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env,
+    )
     jobs = {j["name"] for j in repo["jobs"]}
     assert {f"{p}_{d}" for p in PAIRS for d in ("dell_to_hp", "hp_to_dell")} <= jobs
     schedules = {s["name"]: s for s in repo["schedules"]}
@@ -213,19 +230,7 @@ def test_the_readme_demo_command_syncs_both_ways_and_records_both_runs(tmp_path)
     assert runs == [("dell_to_hp", "success", 0), ("hp_to_dell", "success", 0), ("dell_to_hp", "success", 0)], runs
     assert "source me" in (demo / "env.sh").read_text()
     # the README's next step: `. demo/env.sh && dg dev` from the repository, the web UI with the daemon
-    port = free_port()
-    dev = subprocess.Popen(
-        ["bash", "-c", f". {demo / 'env.sh'} && exec {BIN / 'dg'} dev -p {port} -h 127.0.0.1"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        repo = graphql_repository(port, dev)
-    finally:
-        stop_group(dev)
+    repo = ui_repository(lambda port: ["bash", "-c", f". {demo / 'env.sh'} && exec {BIN / 'dg'} dev -p {port}"], env)
     jobs = {j["name"] for j in repo["jobs"]}
     assert {f"{p}_{d}" for p in PAIRS for d in ("dell_to_hp", "hp_to_dell")} <= jobs  # all 12
     running = {s["name"] for s in repo["schedules"] if s["scheduleState"]["status"] == "RUNNING"}

@@ -94,12 +94,19 @@ def rich_tree(root: Path) -> None:
         os.utime(root / folder, (T0 - 500, T0 - 500))
 
 
-@needs_rsync
-def test_a_first_sync_leaves_what_rsync_aHAXS_leaves(tmp_path):
+@pytest.fixture
+def three(tmp_path) -> tuple[Path, Path, Path]:
+    """The rich tree, and two empty folders: one for ha-sync, one for rsync."""
     src, ours, theirs = tmp_path / "src", tmp_path / "ours", tmp_path / "rsync"
     for d in (src, ours, theirs):
         d.mkdir()
     rich_tree(src)
+    return src, ours, theirs
+
+
+@needs_rsync
+def test_a_first_sync_leaves_what_rsync_aHAXS_leaves(three):
+    src, ours, theirs = three
     rsync_copy(src, theirs)
     report, _ = sync(src, ours)
     assert report.clean, report.errors
@@ -109,11 +116,8 @@ def test_a_first_sync_leaves_what_rsync_aHAXS_leaves(tmp_path):
 
 
 @needs_rsync
-def test_metadata_only_changes_propagate_as_rsync_aHAXS_would(tmp_path):
-    src, ours, theirs = tmp_path / "src", tmp_path / "ours", tmp_path / "rsync"
-    for d in (src, ours, theirs):
-        d.mkdir()
-    rich_tree(src)
+def test_metadata_only_changes_propagate_as_rsync_aHAXS_would(three):
+    src, ours, theirs = three
     synced(src, ours)
     rsync_copy(src, theirs)
     os.chmod(src / "docs" / "a.txt", 0o640)  # chmod only

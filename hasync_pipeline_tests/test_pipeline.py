@@ -35,6 +35,27 @@ def roots(tmp_path, monkeypatch):
     return tmp_path / "dell", tmp_path / "hp"
 
 
+@pytest.fixture
+def received(monkeypatch):
+    """The alerts a real webhook receiver got (HA_SYNC_ALERT_WEBHOOK points at it)."""
+    got: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    yield got
+    server.shutdown()
+
+
 def run_job(name: str, run_config: dict | None = None, instance=None):
     instance = instance or dg.DagsterInstance.ephemeral()
     return defs.get_job_def(name).execute_in_process(
@@ -191,24 +212,10 @@ def test_already_current_dry_run_is_skipped_with_the_seed_message(roots):
     assert lease_is_free("media")
 
 
-def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots, monkeypatch):
+def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots, monkeypatch, received):
     dell, hp = roots
     write(dell / "media" / "x", "x")
     os.rmdir(hp / "media")  # the HP volume is not mounted
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
     monkeypatch.setenv("HA_SYNC_DAGSTER_URL", "https://dagster.example/")
     instance = dg.DagsterInstance.ephemeral()
     result = run_job("media_dell_to_hp", REAL, instance)
@@ -223,7 +230,6 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
             sensor_name=sensor.name, dagster_event=failure, dagster_instance=instance, dagster_run=result.dagster_run
         )
         sensor(ctx.for_run_failure())
-    server.shutdown()
     assert len(received) == 1
     assert received[0]["key"] == "media" and "media_dell_to_hp failed" in received[0]["subject"]
     text = received[0]["text"]  # says which step failed, why, and where to look
@@ -274,23 +280,11 @@ def test_freshness_sensor_alerts_on_pairs_without_a_recent_success(roots, monkey
     assert "games" in " ".join(stale_pairs(load_registry(), AuditStore(), later, intervals=4))
 
 
-def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and_survive_a_restart(roots, monkeypatch):
+def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and_survive_a_restart(
+    roots, monkeypatch, received
+):
     """On a fresh deploy every pair was 'never synced': it once alerted them all at once.  The rate limit
     lived in a file of the daemon's pod; it now lives in the instance, so a restart does not repeat alerts."""
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
     monkeypatch.setenv("HA_SYNC_SCHEDULED_PAIRS", "media,photos")
     sensor = defs.get_sensor_def("ha_sync_freshness")
     with dg.instance_for_test() as instance:
@@ -306,7 +300,6 @@ def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and
         monkeypatch.setenv("HA_SYNC_STATE_DIR", str(roots[0].parent / "new-pod"))  # the daemon's pod restarted
         again = sensor(dg.build_sensor_context(instance=instance, cursor=watched))
         assert "no alert sent" in again.skip_message and len(received) == 2
-    server.shutdown()
 
 
 def test_audit_maintenance_job_runs(roots):

@@ -12,6 +12,7 @@ import dagster as dg
 from ..engine.fingerprint import fingerprint
 from ..engine.outcome import Outcome, RunEnded, Status
 from ..engine.session import SyncSession
+from ..engine.walk import TreeListing
 from ..pairs import sides
 from .config import SyncConfig
 from .resources import PLANNED, STARTED, WALKED, RunSettingsError, SyncRun
@@ -35,6 +36,16 @@ class RunRef:
 
 def folder_key(side: str, pair: str) -> dg.AssetKey:
     return dg.AssetKey([side, pair])
+
+
+E = TypeVar("E", dg.AssetObservation, dg.AssetMaterialization)
+
+
+def folder_event(kind: type[E], key: dg.AssetKey, tree: TreeListing, **extra: Any) -> E:
+    """A folder asset's observation or materialization: its content fingerprint is the data version."""
+    fp = fingerprint(tree)
+    metadata = {"files": tree.files, "bytes": tree.bytes, "fingerprint": fp, "path": tree.root, **extra}
+    return kind(asset_key=key, tags={"dagster/data_version": fp}, metadata=metadata)
 
 
 class _Skipped(Exception):
@@ -133,20 +144,14 @@ def walk(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> Iterator
         return
     for side, tree in zip(sides(run.direction), (session.src_tree, session.dest_tree), strict=True):
         assert tree is not None
-        fp = fingerprint(tree)
         context.log_event(
-            dg.AssetObservation(
-                asset_key=folder_key(side, run.pair),
-                tags={"dagster/data_version": fp},
-                metadata={
-                    "files": tree.files,
-                    "directories": tree.directories,
-                    "symlinks": tree.symlinks,
-                    "bytes": tree.bytes,
-                    "fingerprint": fp,
-                    "unreadable_dirs": len(tree.unreadable),
-                    "path": tree.root,
-                },
+            folder_event(
+                dg.AssetObservation,
+                folder_key(side, run.pair),
+                tree,
+                directories=tree.directories,
+                symlinks=tree.symlinks,
+                unreadable_dirs=len(tree.unreadable),
             )
         )
     yield dg.Output(run)
@@ -214,23 +219,16 @@ def flush_opslog(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> 
     if report.conflicts:
         context.instance.add_run_tags(context.run_id, {CONFLICTS_TAG: str(report.conflicts)})
     if not session.opts.dry_run:  # the destination folder is what this run made it
-        tree = session.destination_now()
-        fp = fingerprint(tree)
         context.log_event(
-            dg.AssetMaterialization(
-                asset_key=folder_key(sides(run.direction)[1], run.pair),
-                tags={"dagster/data_version": fp},
-                metadata={
-                    "files": tree.files,
-                    "bytes": tree.bytes,
-                    "created": report.created,
-                    "updated": report.updated,
-                    "deleted": report.deleted,
-                    "conflicts": report.conflicts,
-                    "status": outcome.status.value,
-                    "fingerprint": fp,
-                    "path": tree.root,
-                },
+            folder_event(
+                dg.AssetMaterialization,
+                folder_key(sides(run.direction)[1], run.pair),
+                session.destination_now(),
+                created=report.created,
+                updated=report.updated,
+                deleted=report.deleted,
+                conflicts=report.conflicts,
+                status=outcome.status.value,
             )
         )
     context.add_output_metadata(
