@@ -151,7 +151,9 @@ def build(components: list[str], tmp_path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
 
-@pytest.mark.parametrize("components", [[], ["dagster-ui-lan"], ["dagster-ui-lan", "dashboard-auth"]])
+@pytest.mark.parametrize(
+    "components", [[], ["dagster-ui-lan"], ["dagster-ui-lan", "dashboard-auth", "db-network-policy"]]
+)
 def test_no_ingress_reaches_the_dagster_ui_without_authentication(components, tmp_path):
     """The Dagster UI can launch a run with dry_run off and has no login of its own: an Ingress may route to it
     only with authentication in front, and from the LAN only."""
@@ -166,6 +168,9 @@ def test_no_ingress_reaches_the_dagster_ui_without_authentication(components, tm
             assert annotations.get("nginx.ingress.kubernetes.io/auth-secret")
             assert "192.168.0.0/16" in annotations["nginx.ingress.kubernetes.io/whitelist-source-range"]
     assert routed_to_dagster == (1 if components else 0)
+    if "db-network-policy" in components:  # the database answers HA Sync's pods only, on its port
+        [rule] = of_kind(docs, "NetworkPolicy")["general-purpose-db-from-ha-sync"]["spec"]["ingress"]
+        assert rule["ports"] == [{"port": 3306, "protocol": "TCP"}]
     public = of_kind(docs, "Ingress")["ha-sync"]
     dashboard_auth = (public["metadata"].get("annotations") or {}).get("nginx.ingress.kubernetes.io/auth-type")
     assert dashboard_auth == ("basic" if "dashboard-auth" in components else None)
