@@ -196,6 +196,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("sparse", bool, True, "holes in sparse files stay holes (rsync -S)", cli=True, run=True, pair=True),
     Setting(
+        "walk_threads",
+        int,
+        0,
+        "threads listing each folder tree; 0: chosen per side - 1 on a local disk, 16 on a network filesystem "
+        "(NFS, or a root whose stat takes a round trip)",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=0,
+        maximum=256,
+    ),
+    Setting(
         "lock_ttl", int, 3600, "lease duration; renewed every ttl/3", "s", cli=True, run=True, pair=True, minimum=1
     ),
     Setting(
@@ -332,6 +344,7 @@ class Settings(Mapping[str, Any]):
             xattrs=v["xattrs"],
             hard_links=v["hard_links"],
             sparse=v["sparse"],
+            walk_threads=v["walk_threads"],
             **internal,
         )
 

@@ -26,6 +26,7 @@ _INTERNAL = set(SyncOptions.__dataclass_fields__) - {
     "xattrs",
     "hard_links",
     "sparse",
+    "walk_threads",
 }
 _SETTING_NAME = {"max_delete_percent": "max_delete", "excludes": "exclude"}
 

@@ -20,8 +20,8 @@ class SyncOptions:
     xattrs: bool
     hard_links: bool
     sparse: bool
+    walk_threads: int  # 0: chosen per root (walk.threads_for)
     free_space_reserve_bytes: int = 64 << 20
     batch_max_ops: int = 20_000
     batch_max_bytes: int = 2 << 30
-    walk_threads: int = 1
     durable: bool = True

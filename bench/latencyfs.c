@@ -1,0 +1,290 @@
+/* latencyfs: a FUSE passthrough that makes every metadata request cost what it costs over a LAN.
+ *
+ *   latencyfs BACKING MOUNTPOINT -o delay_us=1000 [-o cache] [-f]
+ *
+ * Every request that NFS would make a round trip for (lookup/getattr, readdir, open, create, mkdir, unlink,
+ * rmdir, rename, link, symlink, readlink, chmod, chown, utimens, truncate, statfs, fsync, xattrs) sleeps
+ * delay_us first; reads and writes of file data do not (bandwidth is not what is measured).  Without
+ * `-o cache` the kernel's attribute and entry caches are off (every stat reaches us); with it they last 3 s,
+ * as NFS's attribute cache does by default.  Built and mounted by bench/bench_nfs.py (libfuse3 from Debian:
+ * a C passthrough adds no Python of its own to the measurement).  Requests run multi-threaded, as an NFS
+ * server answers many at once.
+ */
+#define FUSE_USE_VERSION 31
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/time.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct options {
+    const char *backing;
+    int delay_us;
+    int cache;
+} opts;
+
+#define OPTION(t, p) {t, offsetof(struct options, p), 1}
+static const struct fuse_opt option_spec[] = {OPTION("delay_us=%d", delay_us), OPTION("cache", cache), FUSE_OPT_END};
+
+static void wait_rtt(void) {
+    if (opts.delay_us > 0) {
+        struct timespec ts = {opts.delay_us / 1000000, (opts.delay_us % 1000000) * 1000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void real(char *out, const char *path) { snprintf(out, PATH_MAX, "%s%s", opts.backing, path); }
+
+#define REAL(var, path) \
+    char var[PATH_MAX]; \
+    real(var, path)
+
+static void *lfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
+    (void)conn;
+    cfg->use_ino = 1;
+    cfg->hard_remove = 1;
+    double t = opts.cache ? 3.0 : 0.0;
+    cfg->entry_timeout = t;
+    cfg->attr_timeout = t;
+    cfg->negative_timeout = t;
+    return NULL;
+}
+
+static int lfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
+    wait_rtt();
+    int r = fi ? fstat(fi->fh, st) : ({ REAL(p, path); lstat(p, st); });
+    return r == -1 ? -errno : 0;
+}
+
+static int lfs_readlink(const char *path, char *buf, size_t size) {
+    wait_rtt();
+    REAL(p, path);
+    ssize_t n = readlink(p, buf, size - 1);
+    if (n == -1) return -errno;
+    buf[n] = '\0';
+    return 0;
+}
+
+static int lfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off, struct fuse_file_info *fi,
+                       enum fuse_readdir_flags flags) {
+    (void)off;
+    (void)fi;
+    (void)flags;
+    wait_rtt();
+    REAL(p, path);
+    DIR *dp = opendir(p);
+    if (dp == NULL) return -errno;
+    struct dirent *de;
+    while ((de = readdir(dp)) != NULL) {
+        struct stat st;
+        memset(&st, 0, sizeof(st));
+        st.st_ino = de->d_ino;
+        st.st_mode = de->d_type << 12;
+        if (filler(buf, de->d_name, &st, 0, 0)) break;
+    }
+    closedir(dp);
+    return 0;
+}
+
+static int lfs_mknod(const char *path, mode_t mode, dev_t rdev) {
+    wait_rtt();
+    REAL(p, path);
+    int r = S_ISFIFO(mode) ? mkfifo(p, mode) : mknod(p, mode, rdev);
+    return r == -1 ? -errno : 0;
+}
+
+
+static int lfs_mkdir(const char *path, mode_t mode) { wait_rtt(); REAL(p, path); return mkdir(p, mode) == -1 ? -errno : 0; }
+static int lfs_unlink(const char *path) { wait_rtt(); REAL(p, path); return unlink(p) == -1 ? -errno : 0; }
+static int lfs_rmdir(const char *path) { wait_rtt(); REAL(p, path); return rmdir(p) == -1 ? -errno : 0; }
+
+static int lfs_symlink(const char *from, const char *to) {
+    wait_rtt();
+    REAL(p, to);
+    return symlink(from, p) == -1 ? -errno : 0;
+}
+
+static int lfs_rename(const char *from, const char *to, unsigned int flags) {
+    wait_rtt();
+    REAL(a, from);
+    REAL(b, to);
+    return renameat2(AT_FDCWD, a, AT_FDCWD, b, flags) == -1 ? -errno : 0;
+}
+
+static int lfs_link(const char *from, const char *to) {
+    wait_rtt();
+    REAL(a, from);
+    REAL(b, to);
+    return link(a, b) == -1 ? -errno : 0;
+}
+
+static int lfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi) {
+    wait_rtt();
+    if (fi) return fchmod(fi->fh, mode) == -1 ? -errno : 0;
+    REAL(p, path);
+    return chmod(p, mode) == -1 ? -errno : 0;
+}
+
+static int lfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi) {
+    wait_rtt();
+    if (fi) return fchown(fi->fh, uid, gid) == -1 ? -errno : 0;
+    REAL(p, path);
+    return lchown(p, uid, gid) == -1 ? -errno : 0;
+}
+
+static int lfs_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+    wait_rtt();
+    if (fi) return ftruncate(fi->fh, size) == -1 ? -errno : 0;
+    REAL(p, path);
+    return truncate(p, size) == -1 ? -errno : 0;
+}
+
+static int lfs_utimens(const char *path, const struct timespec ts[2], struct fuse_file_info *fi) {
+    wait_rtt();
+    if (fi) return futimens(fi->fh, ts) == -1 ? -errno : 0;
+    REAL(p, path);
+    return utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW) == -1 ? -errno : 0;
+}
+
+static int lfs_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
+    wait_rtt();
+    REAL(p, path);
+    int fd = open(p, fi->flags, mode);
+    if (fd == -1) return -errno;
+    fi->fh = fd;
+    return 0;
+}
+
+static int lfs_open(const char *path, struct fuse_file_info *fi) {
+    wait_rtt();
+    REAL(p, path);
+    int fd = open(p, fi->flags);
+    if (fd == -1) return -errno;
+    fi->fh = fd;
+    return 0;
+}
+
+static int lfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+    (void)path;
+    ssize_t n = pread(fi->fh, buf, size, off);
+    return n == -1 ? -errno : (int)n;
+}
+
+static int lfs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
+    (void)path;
+    ssize_t n = pwrite(fi->fh, buf, size, off);
+    return n == -1 ? -errno : (int)n;
+}
+
+static int lfs_statfs(const char *path, struct statvfs *st) {
+    wait_rtt();
+    REAL(p, path);
+    return statvfs(p, st) == -1 ? -errno : 0;
+}
+
+static int lfs_release(const char *path, struct fuse_file_info *fi) {
+    (void)path;
+    close(fi->fh);
+    return 0;
+}
+
+static int lfs_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
+    (void)path;
+    wait_rtt();
+    return (datasync ? fdatasync(fi->fh) : fsync(fi->fh)) == -1 ? -errno : 0;
+}
+
+static int lfs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
+    wait_rtt();
+    REAL(p, path);
+    return lsetxattr(p, name, value, size, flags) == -1 ? -errno : 0;
+}
+
+static int lfs_getxattr(const char *path, const char *name, char *value, size_t size) {
+    wait_rtt();
+    REAL(p, path);
+    ssize_t n = lgetxattr(p, name, value, size);
+    return n == -1 ? -errno : (int)n;
+}
+
+static int lfs_listxattr(const char *path, char *list, size_t size) {
+    wait_rtt();
+    REAL(p, path);
+    ssize_t n = llistxattr(p, list, size);
+    return n == -1 ? -errno : (int)n;
+}
+
+static int lfs_removexattr(const char *path, const char *name) {
+    wait_rtt();
+    REAL(p, path);
+    return lremovexattr(p, name) == -1 ? -errno : 0;
+}
+
+static off_t lfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi) {
+    (void)path;
+    off_t r = lseek(fi->fh, off, whence);
+    return r == -1 ? -errno : r;
+}
+
+static const struct fuse_operations ops = {
+    .init = lfs_init,
+    .getattr = lfs_getattr,
+    .readlink = lfs_readlink,
+    .readdir = lfs_readdir,
+    .mknod = lfs_mknod,
+    .mkdir = lfs_mkdir,
+    .symlink = lfs_symlink,
+    .unlink = lfs_unlink,
+    .rmdir = lfs_rmdir,
+    .rename = lfs_rename,
+    .link = lfs_link,
+    .chmod = lfs_chmod,
+    .chown = lfs_chown,
+    .truncate = lfs_truncate,
+    .utimens = lfs_utimens,
+    .open = lfs_open,
+    .create = lfs_create,
+    .read = lfs_read,
+    .write = lfs_write,
+    .statfs = lfs_statfs,
+    .release = lfs_release,
+    .fsync = lfs_fsync,
+    .setxattr = lfs_setxattr,
+    .getxattr = lfs_getxattr,
+    .listxattr = lfs_listxattr,
+    .removexattr = lfs_removexattr,
+    .lseek = lfs_lseek,
+};
+
+int main(int argc, char *argv[]) {
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    if (fuse_opt_parse(&args, &opts, option_spec, NULL) == -1) return 1;
+    /* the first non-option argument is the backing folder; fuse_main gets the rest */
+    if (args.argc < 3) {
+        fprintf(stderr, "usage: latencyfs BACKING MOUNTPOINT [-o delay_us=N] [-o cache] [-f]\n");
+        return 2;
+    }
+    static char backing[PATH_MAX];
+    if (realpath(args.argv[1], backing) == NULL) {
+        perror(args.argv[1]);
+        return 2;
+    }
+    opts.backing = backing;
+    for (int i = 1; i < args.argc - 1; i++) args.argv[i] = args.argv[i + 1];
+    args.argc--;
+    fuse_opt_add_arg(&args, "-oallow_other,default_permissions");
+    int r = fuse_main(args.argc, args.argv, &ops, NULL);
+    fuse_opt_free_args(&args);
+    return r;
+}
