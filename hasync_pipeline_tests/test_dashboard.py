@@ -185,6 +185,7 @@ def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_pat
         ui.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_page_says_when_the_database_is_down(browser, tmp_path):
     port = free_port()
     ui = start_ui(f"u:{PASSWORD}@tcp(127.0.0.1:{free_port()})/x", port)

@@ -36,6 +36,7 @@ def of_kind(docs, kind):
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
+@pytest.mark.slow
 def test_kustomization_passes_strict_validation_for_a_current_kubernetes(built):
     path, _ = built
     proc = subprocess.run(
@@ -322,6 +323,7 @@ def test_dockerfile_installs_the_locked_dependencies_before_the_code_and_keeps_t
     )
 
 
+@pytest.mark.slow
 def test_set_image_tags_the_commit_and_writes_the_one_image_of_k8s(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)

@@ -279,6 +279,7 @@ def test_local_lease_held_dead_and_stolen(tmp_path):
     assert path.read_text() == ""
 
 
+@pytest.mark.slow
 def test_cli_with_a_held_local_lease_exits_5_and_changes_nothing(pair, tmp_path):
     from hasync_pipeline.settings import deployment
 
@@ -301,6 +302,7 @@ def test_cli_with_a_held_local_lease_exits_5_and_changes_nothing(pair, tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_cli_says_clearly_when_no_lease_can_be_taken(pair, tmp_path):
     dell, hp = pair
     write(dell / "a", "a")
