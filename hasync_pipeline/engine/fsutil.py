@@ -100,6 +100,9 @@ def free_bytes(fd: int) -> tuple[int, int]:
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
 
+SPARSE_MIN = 128 << 10  # smaller files hold too few blocks for holes to matter
+
+
 class CopyCancelled(Exception):
     """The copy was stopped half-way (the run is being interrupted)."""
 
@@ -117,8 +120,8 @@ def copy_data(
 
     `sparse` (with `expected`): only the data extents are copied (SEEK_DATA/SEEK_HOLE), so holes stay
     holes: a 2 GiB disk image holding 1 MiB of data stays 1 MiB on disk.  A file without holes costs two
-    lseek calls more."""
-    if sparse and expected:
+    lseek calls more (on NFS 4.2 two round trips), so files under SPARSE_MIN are copied as streams."""
+    if sparse and expected and expected >= SPARSE_MIN:
         extents = _data_extents(src_fd, expected)
         if extents is not None:
             for start, end in extents:
