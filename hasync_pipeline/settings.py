@@ -132,7 +132,18 @@ SETTINGS: tuple[Setting, ...] = (
         pair=True,
     ),
     Setting("delete_missing", bool, False, "propagate deletions (into the trash)", cli=True, run=True, pair=True),
-    Setting("workers", int, 4, "worker processes applying a batch", cli=True, run=True, pair=True, minimum=1),
+    Setting(
+        "workers",
+        int,
+        0,
+        "worker processes applying a batch; 0: chosen by the destination - 4 on a local disk (the seed's "
+        "default), 16 on a network filesystem",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=0,
+        maximum=64,
+    ),
     Setting(
         "mtime_threshold",
         float,

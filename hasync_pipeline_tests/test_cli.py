@@ -102,7 +102,7 @@ def test_refusal_exit_4_names_the_problem(pair, tmp_path):
 
 def test_bad_usage_exit_2(pair, tmp_path):
     dell, hp = pair
-    for bad in (("--workers", "0"), ("--max-delete", "150"), ("--mtime-threshold", "abc"), ("--pair", "no-dash")):
+    for bad in (("--workers", "-1"), ("--max-delete", "150"), ("--mtime-threshold", "abc"), ("--pair", "no-dash")):
         proc = run_cli(*base_args(dell, hp, tmp_path), *bad)
         assert proc.returncode == 2, bad
         assert "error: argument" in proc.stderr

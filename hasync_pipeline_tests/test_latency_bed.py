@@ -63,3 +63,14 @@ def test_a_sync_over_the_latency_bed_is_exact_and_walks_with_threads(latency_pai
     assert [op.path for op in plan.ops] == [b"f2/file3.txt"] and snapshot(hp) == snapshot(dell)
     report, plan = sync(dell, hp)
     assert plan.ops == []
+
+
+def test_walk_threads_and_workers_are_chosen_by_where_the_folders_are(latency_pair, tmp_path):
+    from hasync_pipeline.engine.latency import AUTO_WORKERS, LOCAL_WORKERS, workers_for
+
+    dell, _ = latency_pair
+    local = tmp_path / "local"
+    local.mkdir()
+    assert (threads_for(str(dell)), workers_for(str(dell), 0)) == (AUTO_THREADS, AUTO_WORKERS)
+    assert (threads_for(str(local)), workers_for(str(local), 0)) == (1, LOCAL_WORKERS)
+    assert workers_for(str(dell), 4) == 4  # the seed's --workers 4 still means 4

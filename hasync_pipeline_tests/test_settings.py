@@ -32,7 +32,7 @@ def registry(tmp_path, monkeypatch, extra: str = ""):
 
 def test_each_layer_wins_over_the_one_before(tmp_path, monkeypatch):
     reg = registry(tmp_path, monkeypatch)
-    assert resolve().workers == 4 and resolve().source("workers") == "default"
+    assert resolve().workers == 0 and resolve().source("workers") == "default"  # 0: chosen per destination
     assert reg.settings_for("photos").workers == 2  # [defaults]
     assert reg.settings_for("media").workers == 3  # the pair's section
     monkeypatch.setenv("HA_SYNC_WORKERS", "5")
@@ -69,7 +69,7 @@ def test_a_pairs_file_value_that_does_not_fit_is_refused_naming_where(tmp_path, 
 
 def test_environment_values_that_do_not_fit_are_refused_naming_the_variable():
     for env, message in (
-        ({"HA_SYNC_WORKERS": "0"}, "HA_SYNC_WORKERS: workers must be at least 1"),
+        ({"HA_SYNC_WORKERS": "-1"}, "HA_SYNC_WORKERS: workers must be at least 0"),
         ({"HA_SYNC_MTIME_THRESHOLD": "soon"}, "HA_SYNC_MTIME_THRESHOLD: 'soon' is not a number"),
         ({"HA_SYNC_DELETE_MISSING": "perhaps"}, "HA_SYNC_DELETE_MISSING: 'perhaps' is not true/false"),
         ({"HA_SYNC_LOCK_TTL": "nan"}, "HA_SYNC_LOCK_TTL: 'nan' is not a whole number"),

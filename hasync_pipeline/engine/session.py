@@ -16,6 +16,7 @@ is decided here, once: a step that ends the run raises `RunEnded` with its `Outc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from . import journal, safety, trash
 from .folders import FolderSettler
 from .forking import Child, call_in_child, result_of
+from .latency import workers_for
 from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
 from .paths import ExcludeMatcher, display
@@ -59,7 +61,9 @@ class SyncSession:
         labels: tuple[str, str] = ("source", "destination"),
     ):
         self.src, self.dest = os.path.abspath(src), os.path.abspath(dest)
-        self.opts, self.run_id = opts, run_id
+        # workers 0: chosen by where the destination is (latency.py), once, for every step
+        self.opts = dataclasses.replace(opts, workers=workers_for(self.dest, opts.workers))
+        self.run_id = run_id
         self.trail: Trail = trail if trail is not None else NoTrail()
         self.take_lease, self.lease_name = take_lease, lease_name or "the lease"
         self.on_plan, self.on_result = on_plan, on_result

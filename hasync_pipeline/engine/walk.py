@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import queue
 import stat
-import time
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from . import fsutil
 from .forking import Child, call_in_child
 from .gcpause import cyclic_gc_paused
+from .latency import AUTO_THREADS, on_network
 from .paths import INTERNAL_PREFIX, TMP_PREFIX, ExcludeMatcher, join
 
 if TYPE_CHECKING:
@@ -210,42 +210,11 @@ def _list_one(
         os.close(fd)
 
 
-AUTO_THREADS = 16  # where metadata calls are round trips: enough to keep the server busy (bench/bench_nfs.py)
-_NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "fuse", "sshfs")
-_SLOW_STAT = 200e-6  # seconds: a stat slower than this went over a network (a local one takes ~2 us)
-
-
 def threads_for(root: str) -> int:
     """The walk's threads when the setting says auto (0).  One on a local disk: more only contend for the
-    GIL (8 took 2.3x as long here).  AUTO_THREADS on a network filesystem (by its type in /proc/mounts, or
-    a stat of the root slower than a local one can be), where the threads overlap the round trips."""
-    if _filesystem_type(root).split(".")[0] in _NETWORK_FS:
-        return AUTO_THREADS
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        os.stat(root)
-        times.append(time.perf_counter() - started)
-    return AUTO_THREADS if sorted(times)[1] > _SLOW_STAT else 1
-
-
-def _filesystem_type(path: str) -> str:
-    """The type of the filesystem holding `path` (the longest mount point above it in /proc/mounts)."""
-    real = os.path.realpath(path)
-    best, kind = "", ""
-    try:
-        with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
-            for line in mounts:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                point = fields[1].replace("\\040", " ")
-                inside = real == point or real.startswith(point.rstrip("/") + "/")
-                if inside and len(point) >= len(best):
-                    best, kind = point, fields[2]
-    except OSError:
-        return ""
-    return kind
+    GIL (8 took 2.3x as long here).  AUTO_THREADS across a network, where the threads overlap the round
+    trips (bench/bench_nfs.py)."""
+    return AUTO_THREADS if on_network(root) else 1
 
 
 def walk_tree(root: str, excludes: ExcludeMatcher | None = None, threads: int = 1) -> TreeListing:
