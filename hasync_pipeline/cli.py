@@ -43,8 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
         help='pair name, e.g. "media"; lease ha-sync-<pair>; its pairs.toml settings apply',
     )
     p.add_argument("--direction", default="fwd", help='label for logs, e.g. "dell-to-hp" (default: fwd)')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print only a JSON summary on stdout (for scripts); warnings still go to stderr",
+    )
+    p.add_argument("--version", action="version", version=f"ha-sync {_version()}")
     add_flags(p)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hasync-pipeline")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _pair_name(value: str) -> str:

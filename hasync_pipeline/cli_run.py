@@ -5,6 +5,7 @@ sees on the terminal.  A dead database never stops the sync: the opslog waits fo
 from __future__ import annotations
 
 import argparse
+import json
 import uuid
 from collections.abc import Callable
 from typing import TextIO
@@ -13,7 +14,6 @@ from .audit import AuditStore, DsnError
 from .engine.forking import Child
 from .engine.options import SyncOptions
 from .engine.outcome import EXIT_USAGE, Outcome, Status
-from .engine.paths import display
 from .engine.plan import Plan
 from .engine.workers import OpResult
 from .progress import Progress, summary
@@ -22,34 +22,46 @@ from .settings import BY_NAME, Settings
 
 
 class Terminal:
-    """What the user sees: the dry-run plan, failed operations, progress on a TTY, the summary."""
+    """What the user sees: the dry-run plan, each operation once (failures always, the rest with --verbose),
+    progress on a TTY, the summary; with --json only a JSON summary on stdout."""
 
-    def __init__(self, settings: Settings, out: TextIO, err: TextIO):
-        self.settings, self.out, self.err = settings, out, err
+    def __init__(self, settings: Settings, out: TextIO, err: TextIO, as_json: bool = False):
+        self.settings, self.out, self.err, self.as_json = settings, out, err, as_json
         self.progress: Progress | None = None
 
     def warn(self, message: str) -> None:
         print(f"ha-sync: {message}", file=self.err)
 
+    def say(self, line: str) -> None:
+        if not self.as_json:
+            print(line, file=self.out)
+
     def on_plan(self, plan: Plan) -> None:
-        if self.settings.dry_run:
+        if self.settings.dry_run:  # the plan is the dry run's whole output, in its own tense
             for op in plan.ops:
-                print(op.describe(), file=self.out)
-        elif self.out.isatty() and plan.ops:
+                self.say(f"would {op.describe()}")
+        elif self.out.isatty() and plan.ops and not self.as_json:
             self.progress = Progress(len(plan.ops), plan.copy_bytes).__enter__()
 
     def on_result(self, result: OpResult) -> None:
         if self.progress is not None:
             self.progress.update(result)
+        if self.settings.dry_run:
+            return  # said once, by on_plan
         if not result.ok:
-            print(f"FAIL {result.op.action:<8} {display(result.op.path)}: {result.error}", file=self.out)
+            self.say(f"FAIL  {result.op.describe()}: {result.error}")
         elif self.settings.verbose:
-            print(f"ok   {result.op.describe()}", file=self.out)
+            self.say(f"done  {result.op.describe()}")
 
     def ended(self, outcome: Outcome) -> None:
         if self.progress is not None:
             self.progress.__exit__(None, None, None)
             self.progress = None
+        if self.as_json:
+            print(json.dumps(as_json(outcome, self.settings.dry_run)), file=self.out)
+            for message in outcome.warnings:
+                self.warn(message)
+            return
         for note in outcome.report.notes:  # conflicts, restores, first-sync mode: said in every mode
             print(note, file=self.out)
         if outcome.status == Status.ALREADY_CURRENT:
@@ -60,6 +72,28 @@ class Terminal:
             self.warn(outcome.message)
         for message in outcome.warnings:
             self.warn(message)
+
+
+def as_json(outcome: Outcome, dry_run: bool) -> dict[str, object]:
+    """The --json summary: what a script needs to decide, with the exit code the process ends with."""
+    report = outcome.report
+    return {
+        "status": outcome.status.value,
+        "exit_code": outcome.exit_code,
+        "dry_run": dry_run,
+        "message": outcome.message,
+        "created": report.created,
+        "updated": report.updated,
+        "deleted": report.deleted,
+        "skipped": report.skipped,
+        "failed": report.failed,
+        "conflicts": report.conflicts,
+        "bytes": report.bytes,
+        "duration_s": round(report.duration, 3),
+        "errors": report.errors,
+        "notes": report.notes,
+        "warnings": outcome.warnings,
+    }
 
 
 def side_labels(direction: str) -> tuple[str, str]:
@@ -86,7 +120,7 @@ def run_from_cli(
 ) -> int:
     """Run the session; the caller (cli.main) has installed the signal handlers that raise Interrupted,
     and hands the check the engine polls between files (`stop_requested`)."""
-    terminal = Terminal(settings, out, err)
+    terminal = Terminal(settings, out, err, as_json=getattr(args, "json", False))
     run_id = uuid.uuid4().hex
     try:
         store = AuditStore(settings.db_dsn, settings.db_timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -66,7 +67,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(pair, tmp_path):
     write(dell / "new-file", "n")
     proc = run_cli(*base_args(dell, hp, tmp_path, "--dry-run"))
     assert proc.returncode == 0, proc.stderr
-    assert "copy     new-file  (new)" in proc.stdout
+    assert "would copy     new-file  (new)" in proc.stdout
     assert "1 would be created" in proc.stdout
     assert snapshot(hp) == {}
 
@@ -254,3 +255,19 @@ def test_two_ctrl_c_while_waiting_for_the_database_end_cleanly_and_release_the_l
     assert snapshot(hp) == {}  # it was before any change
     assert run_cli(*base_args(dell, hp, tmp_path)).returncode == 0  # the lease was given back
     assert (hp / "a").read_text() == "a"
+
+
+def test_version_json_and_each_operation_said_once_in_its_tense(pair, tmp_path):
+    dell, hp = pair
+    write(dell / "a.txt", "a")
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("ha-sync 0.")
+    dry = run_cli(*base_args(dell, hp, tmp_path, "--dry-run", "--verbose"))
+    assert dry.stdout.count("a.txt") == 1 and "would copy" in dry.stdout and "done" not in dry.stdout
+    real = run_cli(*base_args(dell, hp, tmp_path, "--verbose"))
+    assert real.stdout.count("a.txt") == 1 and "done  copy" in real.stdout
+    write(dell / "b.txt", "b")
+    scripted = run_cli(*base_args(dell, hp, tmp_path, "--json"))
+    summary = json.loads(scripted.stdout)  # stdout is the JSON alone
+    assert summary["status"] == "success" and summary["exit_code"] == scripted.returncode == 0
+    assert summary["created"] == 1 and summary["dry_run"] is False and summary["bytes"] == 1
