@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ha-sync",
         description="One-way sync of one folder pair (run both directions to keep two servers "
         "in step). A dry-run until you say --no-dry-run. Nothing is ever lost: replaced and deleted files go to "
-        "<dest>/.hasync-trash/.",
+        "<dest>/.hasync-trash/; `ha-sync restore --help` puts one back.",
         epilog=(__doc__ or "").split("\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["restore"]:  # `ha-sync restore ...`: a trashed version back in place
+        from .cli_restore import main as restore
+
+        return restore(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)

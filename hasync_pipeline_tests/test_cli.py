@@ -271,3 +271,39 @@ def test_version_json_and_each_operation_said_once_in_its_tense(pair, tmp_path):
     summary = json.loads(scripted.stdout)  # stdout is the JSON alone
     assert summary["status"] == "success" and summary["exit_code"] == scripted.returncode == 0
     assert summary["created"] == 1 and summary["dry_run"] is False and summary["bytes"] == 1
+
+
+@pytest.mark.slow
+def test_restore_puts_a_trashed_version_back_as_the_newest_and_records_it(tmp_path):
+    from sqlalchemy import select
+
+    from hasync_pipeline.audit import AuditStore
+    from hasync_pipeline.audit.schema import sync_iterations, sync_operations
+
+    dell, hp = tmp_path / "dell" / "media", tmp_path / "hp" / "media"
+    env = {
+        "HA_SYNC_DELL_ROOT": str(tmp_path / "dell"),
+        "HA_SYNC_HP_ROOT": str(tmp_path / "hp"),
+        "HA_SYNC_LOG_DIR": str(tmp_path / "logs"),
+    }
+    hp.mkdir(parents=True)
+    for text, when in (("first draft", T0), ("second draft", T0 + 100)):
+        write(dell / "notes.txt", text, when)
+        assert run_cli(*pair_args(dell, hp), "--no-dry-run", env=env).returncode == 0
+    assert (hp / "notes.txt").read_text() == "second draft"  # the first draft is in hp's trash
+    listed = run_cli("restore", "--pair", "media", "--side", "hp", "notes.txt", "--list", env=env)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 1 and " 11 B " in listed.stdout
+    restored = run_cli("restore", "--pair", "media", "--side", "hp", "notes.txt", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert "the version it replaced is in the trash" in restored.stdout
+    assert (hp / "notes.txt").read_text() == "first draft" and (hp / "notes.txt").stat().st_mtime > T0 + 100
+    kept = sorted(p.read_text() for p in (hp / ".hasync-trash").rglob("notes.txt*"))
+    assert kept == ["first draft", "second draft"]  # nothing lost: the trash keeps both
+    store = AuditStore()
+    with store.engine.connect() as conn:
+        [it] = conn.execute(select(sync_iterations).where(sync_iterations.c.direction == "restore-hp")).all()
+        [op] = conn.execute(select(sync_operations).where(sync_operations.c.iteration_id == it.id)).all()
+    assert it.status == "success" and op.filepath == "notes.txt" and op.reason.startswith("restored: ")
+    assert (op.size_before, op.size_after) == (12, 11)
+    nothing = run_cli("restore", "--pair", "media", "--side", "dell", "notes.txt", env=env)
+    assert nothing.returncode == 4 and "no version in the trash; nothing changed" in nothing.stderr
