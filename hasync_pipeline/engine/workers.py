@@ -27,6 +27,7 @@ _GO, _ABORT = b"G", b"A"
 _GROUP = 64  # operations per folder group handed to a worker...
 _GROUP_BYTES = 64 << 20  # ...or bytes to copy
 _FLUSH_EVERY = 256  # outcomes per message from a worker
+_PARALLEL_MKDIRS = 16  # at least this many new folders are made on threads
 _FORK_WORTH = 128  # below this much work (operations + 64 KiB units copied), forking costs more than it saves
 
 
@@ -218,8 +219,7 @@ class _Applier:
                     local.rename_in_place(idx)
                 elif op.action == MOVE:
                     local.move(idx)
-            for idx in (i for i, op in enumerate(self.ops) if op.action == MKDIR):
-                local.mkdir(idx)
+            self._make_folders(local)
             for idx in (i for i, op in enumerate(self.ops) if op.action == META):
                 local.meta(idx)
             shares = _split_into_shares(self.ops, self.ctx.workers)
@@ -235,6 +235,32 @@ class _Applier:
         finally:
             local.close()
         return self.results
+
+    def _make_folders(self, local: FileOps) -> None:
+        """New folders, parents before children.  Many of them (a new tree): those of one depth at once on
+        `workers` threads - on NFS each mkdir is several round trips, and the GIL is released in syscalls;
+        their outcomes are delivered here, in this thread, in plan order."""
+        mkdirs = [i for i, op in enumerate(self.ops) if op.action == MKDIR]
+        if len(mkdirs) < _PARALLEL_MKDIRS or self.ctx.workers < 2:
+            for idx in mkdirs:
+                local.mkdir(idx)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        by_depth: dict[int, list[int]] = {}
+        for idx in mkdirs:
+            by_depth.setdefault(self.ops[idx].path.count(b"/"), []).append(idx)
+        deliver = local.emit
+        outcomes: list[Outcome] = []
+        local.emit = outcomes.append  # list.append is atomic: the threads only collect
+        try:
+            with ThreadPoolExecutor(max_workers=self.ctx.workers, thread_name_prefix="mkdir") as pool:
+                for depth in sorted(by_depth):
+                    list(pool.map(local.mkdir, by_depth[depth]))
+        finally:
+            local.emit = deliver
+            for outcome in sorted(outcomes, key=lambda o: o[0]):
+                deliver(outcome)
 
     def _inline(self, local: FileOps, share: _Share) -> None:
         def barrier() -> bool:
