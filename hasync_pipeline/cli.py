@@ -69,6 +69,21 @@ def _pair_name(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def job_arguments(argv: list[str]) -> list[str]:
+    """`job <pair>_<direction> [flags]` -> the flags with --src/--dest/--pair/--direction of that job, the
+    folders from the pair registry (what the systemd units run)."""
+    from .pairs import DIRECTIONS
+
+    if not argv:
+        raise ValueError("name a job, e.g. media_dell_to_hp")
+    pair, _, direction = argv[0].partition("_")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"{argv[0]!r} is not <pair>_dell_to_hp or <pair>_hp_to_dell")
+    registry = load_registry()
+    src, dest = registry.get(validate_pair_name(pair)).endpoints(direction, registry.settings_for(pair))
+    return ["--src", src, "--dest", dest, "--pair", pair, "--direction", direction, *argv[1:]]
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The pair's settings with the flags given on top (raises SettingError / RegistryError)."""
     return load_registry().settings_for(args.pair, overrides=flag_values(args))
@@ -119,6 +134,12 @@ def _main(argv: list[str] | None) -> int:
         from .cli_restore import main as restore
 
         return restore(argv[1:])
+    if argv[:1] == ["job"]:  # `ha-sync job media_dell_to_hp [flags]`: a Dagster job's pair and direction
+        try:
+            argv = job_arguments(argv[1:])
+        except (ValueError, SettingError, RegistryError) as exc:
+            print(f"ha-sync job: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
