@@ -28,10 +28,9 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine import make_small_tree, unpaired  # noqa: E402
+from bench_engine import ha_sync, make_small_tree, unpaired  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-HA_SYNC = [sys.executable, "-m", "hasync_pipeline.cli"]
 WHO = ("ha-sync", "rsync")
 
 
@@ -61,25 +60,6 @@ def timed(cmd: list[str]) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])}... exited {proc.returncode}: {proc.stderr[-2000:]}")
     return time.perf_counter() - started
-
-
-def ha_sync(src: str, dest: str, logs: str) -> list[str]:
-    return HA_SYNC + [
-        "--src",
-        src,
-        "--dest",
-        dest,
-        "--pair",
-        "bench",
-        "--log-dir",
-        logs,
-        "--no-dry-run",
-        "--trash-retain-days",
-        "0",
-        "--delete-missing",
-        "--max-delete",
-        "100",
-    ]
 
 
 def rsync(src: str, dest: str) -> list[str]:
@@ -126,7 +106,11 @@ def measure(binary: str, base: str, seed: str, delay: int, cache: bool, rounds: 
         clear(src)
         shutil.copytree(seed, src, symlinks=True, dirs_exist_ok=True)
         logs = os.path.join(base, "logs")
-        cmds = {"ha-sync": partial(ha_sync, src, dest["ha-sync"], logs), "rsync": partial(rsync, src, dest["rsync"])}
+        deletes = ("--delete-missing", "--max-delete", "100")  # as rsync --delete
+        cmds = {
+            "ha-sync": partial(ha_sync, src, dest["ha-sync"], logs, *deletes),
+            "rsync": partial(rsync, src, dest["rsync"]),
+        }
 
         def from_empty(who: str) -> None:
             clear(dest[who])
