@@ -45,7 +45,6 @@ def main() -> None:
     env = {
         **os.environ,
         "DAGSTER_HOME": home,
-        "DAGSTER_MODULE_NAME": "hasync_pipeline.definitions",
         "HA_SYNC_DELL_ROOT": os.path.join(base, "dell"),
         "HA_SYNC_HP_ROOT": os.path.join(base, "hp"),
         "HA_SYNC_LOG_DIR": os.path.join(base, "logs"),
@@ -73,7 +72,7 @@ def main() -> None:
             os.path.join(base, "logs"),
             "--no-dry-run",
         ]
-        job = [os.path.join(BIN, "dagster"), "job", "execute", "-j"]
+        job = [os.path.join(BIN, "dagster"), "job", "execute", "-m", "hasync_pipeline.definitions", "-j"]
         d, c, e, imp = [], [], [], []
         for _ in range(args.rounds):
             c.append(timed(cli, env))
