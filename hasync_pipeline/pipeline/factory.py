@@ -25,7 +25,6 @@ from .ops import (
     acquire_lease,
     apply_batch_op,
     cleanup,
-    collect,
     flush_opslog,
     folder_key,
     plan,
@@ -42,7 +41,7 @@ DEFAULT_PARTITION_DAYS = 7
 def sync_graph():
     batches, planned = plan(walk(acquire_lease()))
     results = batches.map(lambda batch: apply_batch_op(planned, batch)).collect()
-    cleanup(flush_opslog(collect(planned, results)))
+    cleanup(flush_opslog(planned, results))
 
 
 def partitions_start(setting: str, now: datetime | None = None) -> str:
