@@ -393,6 +393,9 @@ def test_a_real_run_materializes_its_destination_with_the_content_as_data_versio
         assert tuple(materialization.asset_key.path) == ("hp", "media")
         versions.append(materialization.tags["dagster/data_version"])
     assert versions[0] == versions[1] == fingerprint(walk_tree(str(hp / "media")))
+    first_run = instance.get_runs(limit=2)[-1].run_id
+    messages = [r.user_message for r in instance.all_logs(first_run)]  # the batch's progress, said once at its end
+    assert "1/1 operations done (0 failed), 1 B of 1 B copied" in messages
     assert instance.get_latest_materialization_event(dg.AssetKey(["hp", "media"])) is not None
     specs = {tuple(spec.key.path): spec for spec in defs.resolve_all_asset_specs()}
     assert specs[("hp", "media")].freshness_policy is not None  # the UI shows fresh or stale

@@ -2,6 +2,7 @@
 run config in; metadata, asset events, tags and Dagster's success/skip/failure out.  How a run ends is the
 session's decision (engine/outcome.py), the same as for `ha-sync`."""
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -13,7 +14,9 @@ from ..engine.fingerprint import fingerprint
 from ..engine.outcome import Outcome, RunEnded, Status
 from ..engine.session import SyncSession
 from ..engine.walk import TreeListing
+from ..engine.workers import OpResult
 from ..pairs import sides
+from ..progress import human_bytes
 from .config import SyncConfig
 from .resources import PLANNED, STARTED, WALKED, RunSettingsError, SyncRun
 
@@ -21,6 +24,7 @@ PAIR_TAG, DIRECTION_TAG, SKIPPED_TAG = "ha-sync/pair", "ha-sync/direction", "ha-
 CONFLICTS_TAG, MODE_TAG = "ha-sync/conflicts", "ha-sync/mode"
 SKIP_TAG_VALUES = {Status.LEASE_HELD: "lease-held", Status.ALREADY_CURRENT: "dry-run-current"}
 SUPERSEDED = "superseded"
+PROGRESS_EVERY = 10.0  # seconds between progress lines of a batch
 T = TypeVar("T")
 
 
@@ -32,6 +36,30 @@ class RunRef:
     direction: str
     src: str
     dest: str
+
+
+class ProgressLog:
+    """A batch's progress in the run's log: every PROGRESS_EVERY seconds while it goes, and once at its end
+    (the UI otherwise showed nothing for the hour a first sync of 100k files can take)."""
+
+    def __init__(self, log: Any, ops: list[Any]):
+        self.log, self.total, self.total_bytes = log, len(ops), sum(op.copy_bytes for op in ops)
+        self.done = self.failed = self.bytes = 0
+        self.last = time.monotonic()
+
+    def __call__(self, result: OpResult) -> None:
+        self.done += 1
+        self.failed += not result.ok
+        self.bytes += result.bytes
+        if time.monotonic() - self.last >= PROGRESS_EVERY:
+            self.said()
+
+    def said(self) -> None:
+        self.last = time.monotonic()
+        self.log.info(
+            f"{self.done}/{self.total} operations done ({self.failed} failed), "
+            f"{human_bytes(self.bytes)} of {human_bytes(self.total_bytes)} copied"
+        )
 
 
 def folder_key(side: str, pair: str) -> dg.AssetKey:
@@ -191,7 +219,14 @@ def plan(context: dg.OpExecutionContext, run: RunRef, sync: SyncRun) -> Iterator
 )
 def apply_batch_op(context: dg.OpExecutionContext, run: RunRef, batch: int, sync: SyncRun) -> dict[str, int]:
     session = _session(context, sync, PLANNED)
-    results = [r for index in sync.batches_for(batch) for r in _step(context, sync, partial(session.apply, index))]
+    indices = sync.batches_for(batch)
+    progress = ProgressLog(context.log, [op for i in indices for op in session.batches[i]])
+    session.on_result = progress  # this step's operations, as they end
+    try:
+        results = [r for index in indices for r in _step(context, sync, partial(session.apply, index))]
+    finally:
+        session.on_result = lambda result: None
+    progress.said()
     failed = [r for r in results if not r.ok]
     for r in failed[:20]:
         context.log.warning(f"{r.op.describe()}: {r.error}")
