@@ -36,9 +36,13 @@ def latency_pair(tmp_path):
         for side in ("dell", "hp"):
             (tmp_path / f"back-{side}").mkdir()
             (tmp_path / side).mkdir()
-            subprocess.run(
-                [binary, str(tmp_path / f"back-{side}"), str(tmp_path / side), "-o", "delay_us=200"], check=True
+            mounted = subprocess.run(
+                [binary, str(tmp_path / f"back-{side}"), str(tmp_path / side), "-o", "delay_us=200"],
+                capture_output=True,
+                text=True,
             )
+            if mounted.returncode != 0:  # e.g. a container without the right to mount
+                pytest.skip(f"cannot mount latencyfs here: {mounted.stderr.strip()[-300:]}")
             mounts.append(tmp_path / side)
         yield tmp_path / "dell", tmp_path / "hp"
     finally:
