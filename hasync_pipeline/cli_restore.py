@@ -20,14 +20,14 @@ from .engine.paths import display
 from .engine.plan import COPY, RESTORED, Op
 from .engine.ports import AuditUnwritable, LeaseHeld
 from .engine.report import SyncReport
-from .engine.restore import NothingToRestore, choose, restore, versions
+from .engine.restore import NothingToRestore, Version, choose, restore, versions
 from .engine.transfer import describe_error
 from .engine.trash import new_stamp
 from .engine.walk import FILE, Entry
 from .engine.workers import OpResult
 from .lease import acquire_for_pair
 from .pairs import RegistryError, load_registry, validate_pair_name
-from .settings import SettingError
+from .settings import SettingError, Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +94,16 @@ def main(argv: list[str]) -> int:
         store.dispose()
 
 
-def _restore_recorded(store, settings, args, root, rel, version, run_id) -> int:  # type: ignore[no-untyped-def]
+def _restore_recorded(
+    store: AuditStore,
+    settings: Settings,
+    args: argparse.Namespace,
+    root: str,
+    rel: bytes,
+    version: Version,
+    run_id: str,
+) -> int:
+    """The restore itself, recorded: an opslog (and an audit iteration) with its one operation."""
     trail = AuditTrail(
         store,
         settings.log_dir,

@@ -281,15 +281,8 @@ class FileOps:
                 try:
                     self._writable(dfd)
                     twin = _lstat(twin_name, tfd)
-                    if (
-                        twin is None
-                        or not stat.S_ISREG(twin.st_mode)
-                        or (twin.st_size, twin.st_mtime_ns)
-                        != (
-                            src.size,
-                            src.mtime_ns,
-                        )
-                    ):
+                    seen = (twin.st_mode & 0o170000, twin.st_size, twin.st_mtime_ns) if twin is not None else None
+                    if seen != (stat.S_IFREG, src.size, src.mtime_ns):
                         raise Changed(
                             f"its hard-linked twin {display(op.new_path)} is not in place; left for the next run"
                         )
