@@ -66,6 +66,9 @@ def main(argv: list[str]) -> int:
         return EXIT_USAGE
     root = registry.get(args.pair).folder(args.side, settings)
     rel = os.fsencode(args.path).strip(b"/")
+    if not rel or any(part in (b"", b".", b"..") for part in rel.split(b"/")):
+        print(f"ha-sync restore: {args.path!r} is not a path inside the pair folder; nothing changed", file=sys.stderr)
+        return EXIT_USAGE
     try:
         found = versions(root, rel)
         if args.list:

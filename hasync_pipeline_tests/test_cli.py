@@ -305,5 +305,7 @@ def test_restore_puts_a_trashed_version_back_as_the_newest_and_records_it(tmp_pa
         [op] = conn.execute(select(sync_operations).where(sync_operations.c.iteration_id == it.id)).all()
     assert it.status == "success" and op.filepath == "notes.txt" and op.reason.startswith("restored: ")
     assert (op.size_before, op.size_after) == (12, 11)
+    outside = run_cli("restore", "--pair", "media", "--side", "hp", "../../etc/passwd", env=env)
+    assert outside.returncode == 2 and "is not a path inside the pair folder" in outside.stderr
     nothing = run_cli("restore", "--pair", "media", "--side", "dell", "notes.txt", env=env)
     assert nothing.returncode == 4 and "no version in the trash; nothing changed" in nothing.stderr
