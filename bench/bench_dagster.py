@@ -82,7 +82,7 @@ def main() -> None:
         med = statistics.median
         print(
             f"no-change pair of {args.files} files: dagster job execute {med(d):.2f}s | ha-sync CLI {med(c):.2f}s"
-            f" | ratio {med(d) / med(c):.2f}x"
+            f" | ratio {med(d) / med(c):.2f}x | Dagster's extra {med(d) - med(c):.2f}s"
         )
         print(
             f"empty pair: dagster job execute {med(e):.2f}s | python -c 'import dagster' {med(imp):.2f}s | "

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from hasync_pipeline.devtools.mariadb import free_port
@@ -76,8 +77,8 @@ def test_dagster_job_execute_media_dell_to_hp(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "hp" / "media" / "film.mkv").read_text() == "frames"
-    runs = list((tmp_path / "dagster_home" / "storage").iterdir())
-    assert len(runs) >= 2  # both runs are in the instance, so the UI shows them
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        assert instance.get_runs_count() == 2  # both runs are in the instance, so the UI shows them
     write(tmp_path / "dell" / "media" / "poster.jpg", "poster")  # the deployment says: real runs
     proc = subprocess.run(
         [BIN / "dagster", "job", "execute", "-j", "media_dell_to_hp"],

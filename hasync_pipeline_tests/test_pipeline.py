@@ -344,6 +344,37 @@ def test_re_execute_from_failure_finishes_the_sync_with_one_audit_iteration_per_
     assert lease_is_free("media")
 
 
+def test_a_step_that_fails_ends_the_sync_and_later_batches_do_not_start_another(roots, monkeypatch):
+    """Batch 0 raising must not let batch 1 (which Dagster still runs) build a new session - take the lease,
+    walk and apply everything again; the one audit iteration names the failed step."""
+    from hasync_pipeline.engine import session as session_module
+
+    dell, hp = roots
+    for i in range(4):
+        write(dell / "media" / f"f{i}", f"{i}")
+    real_split, real_apply = session_module.split_batches, session_module.SyncSession.apply
+    monkeypatch.setattr(session_module, "split_batches", lambda ops, _max_ops, max_bytes: real_split(ops, 2, max_bytes))
+    applied = []
+
+    def first_batch_breaks(self, index):
+        if index == 0:
+            raise RuntimeError("the staging folder vanished")
+        applied.append(index)
+        return real_apply(self, index)
+
+    monkeypatch.setattr(session_module.SyncSession, "apply", first_batch_breaks)
+    result = run_job("media_dell_to_hp", REAL)
+    assert not result.success
+    failures = {e.step_key: str(e.event_specific_data.error.cause) for e in result.all_events if e.is_step_failure}
+    assert set(failures) >= {"apply_batch_op[batch_0000]", "apply_batch_op[batch_0001]"}
+    assert "an earlier step failed" in failures["apply_batch_op[batch_0001]"]
+    assert applied == [] and snapshot(hp / "media") == {}
+    assert [(it["status"], "apply_batch_op[batch_0000]" in it["error_message"]) for it in iterations()] == [
+        ("failed", True)
+    ]
+    assert lease_is_free("media")
+
+
 def test_partitions_start_on_the_deployment_s_day_a_week_back_by_default(monkeypatch):
     from hasync_pipeline.pairs import load_registry
     from hasync_pipeline.pipeline.factory import build_all

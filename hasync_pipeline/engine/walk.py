@@ -121,6 +121,7 @@ class TreeListing:
     holding_hidden: set[bytes] = field(default_factory=set)
     mounts: list[bytes] = field(default_factory=list)  # folders on another filesystem than the root
     root_mode: int = 0  # the root folder's permission bits
+    fingerprint: str | None = field(default=None, compare=False, repr=False)  # fingerprint.py's, once computed
     files: int = 0
     directories: int = 0
     symlinks: int = 0

@@ -28,7 +28,6 @@ from .ops import (
     flush_opslog,
     folder_key,
     plan,
-    release_on_failure,
     walk,
 )
 
@@ -39,9 +38,9 @@ DEFAULT_PARTITION_DAYS = 7
 
 @dg.graph(description="One sync of one folder pair in one direction.")
 def sync_graph():
-    batches, planned = plan(walk(acquire_lease()))
-    results = batches.map(lambda batch: apply_batch_op(planned, batch)).collect()
-    cleanup(flush_opslog(planned, results))
+    batches, planned = plan(walked=walk(started=acquire_lease()))
+    applied = batches.map(lambda batch: apply_batch_op(batch=batch, planned=planned)).collect()
+    cleanup(flushed=flush_opslog(planned=planned, batches=applied))
 
 
 def partitions_start(setting: str, now: datetime | None = None) -> str:
@@ -75,7 +74,6 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
         f"Dry-run until run config dry_run is turned off.",
         tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction, **pod_config_tag(pair)},
         executor_def=dg.in_process_executor,
-        hooks={release_on_failure},
         partitions_def=partitions_for(direction, partitions_start(deployment().partitions_start)),
     )
 

@@ -34,6 +34,10 @@ class RunSettingsError(Exception):
     """The run's settings (pairs.toml, environment, run config) are unusable; the message says which."""
 
 
+class SessionFailed(Exception):
+    """An earlier step of this run failed and ended its session: the run's later steps do not start another."""
+
+
 class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model with Dagster's metaclass
     """One sync run's session, shared by its steps (see the module docstring)."""
 
@@ -42,9 +46,10 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
     _reached: int = PrivateAttr(default=0)
     _resumed: bool = PrivateAttr(default=False)
     _applied_all: bool = PrivateAttr(default=False)
+    _failed: tuple[str, str] | None = PrivateAttr(default=None)  # (run id, why) of a session a step failed
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._session, self._store, self._reached = None, None, 0
+        self._session, self._store, self._reached, self._failed = None, None, 0, None
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.end("the run ended before the sync finished (terminated, or a step failed)")
@@ -82,6 +87,8 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
     def session(self, run_id: str, pair: str, direction: str, overrides: dict[str, Any], needs: int) -> SyncSession:
         """The run's session, brought at least to step `needs` (STARTED, WALKED or PLANNED): a run that
         re-executes from a later step builds it again and catches up.  Raises RunEnded like the steps."""
+        if self._failed is not None and self._failed[0] == run_id:
+            raise SessionFailed(f"an earlier step failed and ended this run's sync ({self._failed[1]})")
         session = self._session
         if session is None or session.run_id != run_id:
             session = self.start(run_id, pair, direction, overrides)
@@ -109,9 +116,12 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
         self._applied_all = True
         return list(range(len(self._session.batches)))
 
-    def end(self, reason: str) -> Any:
-        """Close the session (recorded as failed for `reason` if it had not ended); idempotent."""
+    def end(self, reason: str, failed: bool = False) -> Any:
+        """Close the session (recorded as failed for `reason` if it had not ended); idempotent.  `failed`:
+        a step failed - the run's later steps must not build a new session (only a new run does)."""
         session, store = self._session, self._store
+        if failed and session is not None:
+            self._failed = (session.run_id, reason)
         self._session, self._store, self._reached = None, None, 0
         try:
             return session.close(reason) if session is not None else None
