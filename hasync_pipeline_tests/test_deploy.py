@@ -227,8 +227,9 @@ def test_instance_config_loads_as_a_dagster_instance_config(built, tmp_path, mon
     assert {"key": "ha-sync/pair", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
 
-def test_the_run_pod_for_media_dell_to_hp_mounts_exactly_its_volumes(built, monkeypatch, tmp_path):
-    """Built by dagster-k8s's own code: the launcher configured from our ConfigMap, the run's tags from the job."""
+def test_every_run_pod_mounts_each_pair_where_the_registry_expects_it(built, monkeypatch, tmp_path):
+    """Built by dagster-k8s's own code: the launcher configured from our ConfigMap, the run's tags from the job
+    (or none: a run the UI launches for a check)."""
     from dagster import DagsterRun
     from dagster._config import process_config
     from dagster_k8s.container_context import K8sContainerContext
@@ -257,36 +258,50 @@ def test_the_run_pod_for_media_dell_to_hp_mounts_exactly_its_volumes(built, monk
     launcher = K8sRunLauncher(
         **{**config, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)}, k8s_client_batch_api=object()
     )
-    run = DagsterRun(job_name="media_dell_to_hp", run_id="0" * 32, tags=dict(defs.get_job_def("media_dell_to_hp").tags))
-    context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
-    job = construct_dagster_k8s_job(
-        context.get_k8s_job_config(job_image=image, run_launcher=launcher),  # the code server's, at run time
-        ["dagster", "api", "execute_run", "{}"],
-        "dagster-run-x",
-        user_defined_k8s_config=context.run_k8s_config,
-    ).to_dict()
-    pod = job["spec"]["template"]["spec"]
-    [container] = pod["containers"]
-    assert container["image"] == image
-    assert pod["service_account_name"] == "ha-sync-run"
-    assert "ha-sync-db-secret" in [e["secret_ref"]["name"] for e in container["env_from"] if e.get("secret_ref")]
-    claims = {
-        v["name"]: v["persistent_volume_claim"]["claim_name"]
-        for v in pod["volumes"]
-        if v.get("persistent_volume_claim")
+    from hasync_pipeline.pairs import load_registry
+    from hasync_pipeline.pipeline.k8s import run_volumes
+
+    job_tags = dict(defs.get_job_def("media_dell_to_hp").tags)
+    assert all(len(value) < 40 for value in job_tags.values()), job_tags  # the run list reads at a glance
+    registry = load_registry()
+    expected = {
+        f"pvc-{side}-{p.name}": f"/mnt/{side}/{p.path or p.name}" for p in registry.pairs for side in ("dell", "hp")
     }
-    mounts = {m["name"]: m["mount_path"] for m in container["volume_mounts"]}
-    by_claim = {claims[name]: path for name, path in mounts.items() if name in claims}
-    assert by_claim == {
-        "pvc-dell-media": "/mnt/dell/media",
-        "pvc-hp-media": "/mnt/hp/media",
-        "pvc-ha-sync-logs": "/var/log/ha-sync",
-    }
-    assert pod["security_context"]["run_as_user"] == 0
-    assert {"name": "HA_SYNC_DRY_RUN", "value": "true"} in [
-        {k: e[k] for k in ("name", "value")} for e in container["env"]
-    ]
-    assert set(by_claim) <= set(of_kind(docs, "PersistentVolumeClaim"))  # and the manifests have those claims
+    expected["pvc-ha-sync-logs"] = "/var/log/ha-sync"
+    # a sync run, and a run launched from the UI without the job's tags (a sides_agree check)
+    for tags in (job_tags, {}):
+        run = DagsterRun(job_name="media_dell_to_hp", run_id="0" * 32, tags=tags)
+        context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
+        job = construct_dagster_k8s_job(
+            context.get_k8s_job_config(job_image=image, run_launcher=launcher),  # the code server's, at run time
+            ["dagster", "api", "execute_run", "{}"],
+            "dagster-run-x",
+            user_defined_k8s_config=context.run_k8s_config,
+        ).to_dict()
+        pod = job["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["image"] == image
+        assert pod["service_account_name"] == "ha-sync-run"
+        assert "ha-sync-db-secret" in [e["secret_ref"]["name"] for e in container["env_from"] if e.get("secret_ref")]
+        claims = {
+            v["name"]: v["persistent_volume_claim"]["claim_name"]
+            for v in pod["volumes"]
+            if v.get("persistent_volume_claim")
+        }
+        mounts = {m["name"]: m["mount_path"] for m in container["volume_mounts"]}
+        by_claim = {claims[name]: path for name, path in mounts.items() if name in claims}
+        assert by_claim == expected  # where the registry's default roots expect each pair
+        assert pod["security_context"]["run_as_user"] == 0
+        assert {"name": "HA_SYNC_DRY_RUN", "value": "true"} in [
+            {k: e[k] for k in ("name", "value")} for e in container["env"]
+        ]
+    assert set(expected) <= set(of_kind(docs, "PersistentVolumeClaim"))  # and the manifests have those claims
+    launcher_config = instance_config(docs)["run_launcher"]["config"]
+    generated = run_volumes(registry)
+    assert (launcher_config["volumes"], launcher_config["volume_mounts"]) == (
+        generated["volumes"],
+        generated["volume_mounts"],
+    )  # the YAML is what `python -m hasync_pipeline.pipeline.k8s` prints
 
 
 def dockerfile_commands() -> list[list[str]]:

@@ -18,7 +18,6 @@ from ..engine.fingerprint import fingerprint
 from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
 from ..settings import BY_NAME, SettingError, deployment
-from .k8s import pod_config_tag
 from .ops import (
     DIRECTION_TAG,
     PAIR_TAG,
@@ -72,7 +71,7 @@ def build_sync_job(registry: Registry, pair: Pair, direction: str) -> dg.JobDefi
         name=job_name(pair.name, direction),
         description=f"Sync {pair.name} ({pair.description}) {direction.replace('_', ' ')}: {src} -> {dest}. "
         f"Dry-run until run config dry_run is turned off.",
-        tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction, **pod_config_tag(pair)},
+        tags={PAIR_TAG: pair.name, DIRECTION_TAG: direction},
         executor_def=dg.in_process_executor,
         partitions_def=partitions_for(direction, partitions_start(deployment().partitions_start)),
     )
