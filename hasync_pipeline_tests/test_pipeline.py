@@ -302,6 +302,38 @@ def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and
         assert "no alert sent" in again.skip_message and len(received) == 2
 
 
+def test_sides_agree_runs_on_its_own_with_the_pair_s_settings(roots, tmp_path, monkeypatch):
+    """The check a user runs from the UI (no sync run around it) walks both folders with the pair's excludes:
+    a file excluded on one side only is not a disagreement; a file on one side only is."""
+    from hasync_pipeline.pairs import load_registry
+    from hasync_pipeline.pipeline.factory import build_sides_agree_check, folder_specs
+
+    dell, hp = roots
+    pairs = tmp_path / "pairs.toml"
+    pairs.write_text('[pairs.media]\ndescription = "Movies"\n[pairs.media.settings]\nexclude = ["*.part"]\n')
+    monkeypatch.setenv("HA_SYNC_PAIRS_FILE", str(pairs))
+    registry = load_registry()
+    media = registry.get("media")
+    check_job = dg.define_asset_job("check_media", selection=dg.AssetSelection.all_asset_checks())
+    check_defs = dg.Definitions(
+        assets=folder_specs(registry, media), asset_checks=[build_sides_agree_check(registry, media)], jobs=[check_job]
+    )
+
+    def evaluation() -> dg.AssetCheckEvaluation:
+        result = check_defs.resolve_job_def("check_media").execute_in_process(instance=dg.DagsterInstance.ephemeral())
+        [only] = result.get_asset_check_evaluations()
+        return only
+
+    for side in (dell, hp):
+        write(side / "media" / "film.mkv", "frames")
+        os.utime(side / "media" / "film.mkv", (1_700_000_000, 1_700_000_000))
+    write(dell / "media" / "film.mkv.part", "half a download")  # excluded by the pair's settings
+    assert evaluation().passed
+    write(hp / "media" / "only-here.txt", "new")
+    failed = evaluation()
+    assert not failed.passed and failed.metadata["hp_files"].value == 2 and failed.metadata["dell_files"].value == 1
+
+
 def test_audit_maintenance_job_runs(roots):
     assert run_job("audit_maintenance").success
 
