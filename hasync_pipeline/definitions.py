@@ -8,12 +8,14 @@ import gc
 import dagster as dg
 
 from .pairs import load_registry
+from .pipeline.deployment import HaSyncDeployment
 from .pipeline.factory import build_all
 from .pipeline.maintenance import audit_maintenance, audit_maintenance_schedule
 from .pipeline.resources import SyncRun
 from .pipeline.sensors import build_failure_sensor, build_freshness_sensor
 
 registry = load_registry()
+ha_sync = HaSyncDeployment.from_environment()
 sync_jobs, sync_schedules, folder_assets, folder_checks = build_all(registry)
 
 defs = dg.Definitions(
@@ -22,7 +24,7 @@ defs = dg.Definitions(
     sensors=[build_failure_sensor(sync_jobs), build_freshness_sensor(registry)],
     assets=folder_assets,
     asset_checks=folder_checks,
-    resources={"sync": SyncRun()},
+    resources={"sync": SyncRun(ha_sync=ha_sync), "ha_sync": ha_sync},
 )
 
 # Dagster's import leaves ~200k long-lived objects that the interpreter's last garbage collection walks at

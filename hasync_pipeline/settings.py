@@ -34,7 +34,9 @@ def default_state_dir() -> str:
 @dataclass(frozen=True)
 class Setting:
     """One setting.  `cli`: an `ha-sync` flag; `run`: a field of a sync job's Dagster run config; `pair`: may
-    be set in pairs.toml ([defaults] or per pair).  Every setting is an environment variable."""
+    be set in pairs.toml ([defaults] or per pair); `at_load`: read when the Dagster code location loads (it
+    shapes the definitions), so not a field of the deployment resource.  Every setting is an environment
+    variable."""
 
     name: str
     kind: type  # bool, int, float, str or list (of str)
@@ -45,6 +47,7 @@ class Setting:
     run: bool = False
     pair: bool = False
     secret: bool = False
+    at_load: bool = False
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
@@ -271,7 +274,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_namespace", str, "", "namespace of the Lease (default: the pod's, else infrastructure)"),
     Setting("dell_root", str, "/mnt/dell", "where the Dell's pair folders are mounted"),
     Setting("hp_root", str, "/mnt/hp", "where the HP's pair folders are mounted"),
-    Setting("pairs_file", str, "", "a pairs.toml to use instead of the built-in one"),
+    Setting("pairs_file", str, "", "a pairs.toml to use instead of the built-in one", at_load=True),
     Setting(
         "audit_retain_days",
         int,
@@ -293,6 +296,7 @@ SETTINGS: tuple[Setting, ...] = (
         (),
         "pairs whose schedules run from the start (comma-separated; default: every pair); the others' "
         "schedules are there, stopped",
+        at_load=True,
     ),
     Setting(
         "partitions_start",
@@ -300,6 +304,7 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "the first day (YYYY-MM-DD, UTC) of the sync jobs' 15-minute partitions, what a backfill can reach; "
         "default: 7 days before the code location loaded",
+        at_load=True,
     ),
     Setting("alert_webhook", str, "", "URL that alerts are POSTed to as JSON", secret=True),
     Setting("smtp_host", str, "", "mail server for alerts"),

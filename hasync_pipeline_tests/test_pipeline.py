@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from hasync_pipeline.audit import AuditStore
 from hasync_pipeline.audit.schema import sync_iterations
-from hasync_pipeline.definitions import defs
+from hasync_pipeline.definitions import defs, ha_sync
 from hasync_pipeline.lease.local import acquire_local
 from hasync_pipeline.pipeline.factory import CRONS
 from hasync_pipeline_tests.conftest import snapshot, write
@@ -227,7 +227,11 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
     [failure] = [r.dagster_event for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
     for _ in range(2):  # the second failure within the hour is not alerted again
         ctx = dg.build_run_status_sensor_context(
-            sensor_name=sensor.name, dagster_event=failure, dagster_instance=instance, dagster_run=result.dagster_run
+            sensor_name=sensor.name,
+            dagster_event=failure,
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            resources={"ha_sync": ha_sync},
         )
         sensor(ctx.for_run_failure())
     assert len(received) == 1
@@ -288,17 +292,17 @@ def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and
     monkeypatch.setenv("HA_SYNC_SCHEDULED_PAIRS", "media,photos")
     sensor = defs.get_sensor_def("ha_sync_freshness")
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance)
+        ctx = dg.build_sensor_context(instance=instance, resources={"ha_sync": ha_sync})
         first = sensor(ctx)
         assert "first interval" in first.skip_message and received == []  # just deployed: no alert
         hour_ago = datetime.now(UTC).timestamp() - 3600
         watched = json.dumps({pair: hour_ago for pair in PAIRS})  # an hour later (4 x 15 min have passed)
-        result = sensor(dg.build_sensor_context(instance=instance, cursor=watched))
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=watched, resources={"ha_sync": ha_sync}))
         assert result.skip_message.startswith("stale: media (last success: never), photos")
         assert "alerted: media, photos" in result.skip_message
         assert sorted(r["key"] for r in received) == ["stale:media", "stale:photos"]  # scheduled pairs only
         monkeypatch.setenv("HA_SYNC_STATE_DIR", str(roots[0].parent / "new-pod"))  # the daemon's pod restarted
-        again = sensor(dg.build_sensor_context(instance=instance, cursor=watched))
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=watched, resources={"ha_sync": ha_sync}))
         assert "no alert sent" in again.skip_message and len(received) == 2
 
 
@@ -316,13 +320,17 @@ def test_sides_agree_runs_on_its_own_with_the_pair_s_settings(roots, tmp_path, m
     media = registry.get("media")
     check_job = dg.define_asset_job("check_media", selection=dg.AssetSelection.all_asset_checks())
     check_defs = dg.Definitions(
-        assets=folder_specs(registry, media), asset_checks=[build_sides_agree_check(registry, media)], jobs=[check_job]
+        assets=folder_specs(registry, media),
+        asset_checks=[build_sides_agree_check(registry, media)],
+        jobs=[check_job],
+        resources={"ha_sync": ha_sync},
     )
 
     def evaluation() -> dg.AssetCheckEvaluation:
-        result = check_defs.resolve_job_def("check_media").execute_in_process(instance=dg.DagsterInstance.ephemeral())
-        [only] = result.get_asset_check_evaluations()
-        return only
+        with dg.instance_for_test() as instance:
+            result = check_defs.resolve_job_def("check_media").execute_in_process(instance=instance)
+            [only] = result.get_asset_check_evaluations()
+            return only
 
     for side in (dell, hp):
         write(side / "media" / "film.mkv", "frames")
@@ -332,6 +340,26 @@ def test_sides_agree_runs_on_its_own_with_the_pair_s_settings(roots, tmp_path, m
     write(hp / "media" / "only-here.txt", "new")
     failed = evaluation()
     assert not failed.passed and failed.metadata["hp_files"].value == 2 and failed.metadata["dell_files"].value == 1
+
+
+def test_the_deployment_resource_names_its_variables_and_the_launchpad_can_override_one(roots, tmp_path, monkeypatch):
+    """The UI's resource page shows which HA_SYNC_* variables runs read (names, never values: the DSN holds a
+    password); a run whose launchpad sets the resource's hp_root syncs into that folder."""
+    from hasync_pipeline.pipeline.deployment import HaSyncDeployment
+
+    monkeypatch.setenv("HA_SYNC_DB_DSN", "mysql+pymysql://ha:hunter2secret@db.example/ha_sync")
+    shown = HaSyncDeployment.from_environment().data  # what the resource page lists
+    assert shown["db_dsn"] == dg.EnvVar("HA_SYNC_DB_DSN") and shown["log_dir"] == dg.EnvVar("HA_SYNC_LOG_DIR")
+    assert isinstance(shown["db_dsn"], dg.EnvVar) and "hunter2secret" not in repr(shown)
+    monkeypatch.delenv("HA_SYNC_DB_DSN")
+
+    dell, hp = roots
+    write(dell / "media" / "film.mkv", "frames")
+    elsewhere = tmp_path / "other-hp"
+    (elsewhere / "media").mkdir(parents=True)
+    result = run_job("media_dell_to_hp", {**REAL, "resources": {"ha_sync": {"config": {"hp_root": str(elsewhere)}}}})
+    assert result.success
+    assert (elsewhere / "media" / "film.mkv").read_text() == "frames" and snapshot(hp / "media") == {}
 
 
 def test_audit_maintenance_job_runs(roots):

@@ -18,6 +18,7 @@ from ..engine.fingerprint import fingerprint
 from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
 from ..settings import BY_NAME, SettingError, deployment
+from .deployment import HaSyncDeployment
 from .ops import (
     DIRECTION_TAG,
     PAIR_TAG,
@@ -113,8 +114,8 @@ def build_sides_agree_check(registry: Registry, pair: Pair) -> dg.AssetChecksDef
         description=f"Walks both copies of {pair.name} and passes when they hold the same files "
         "(paths, sizes, mtimes). Every sync run also reports it.",
     )
-    def sides_agree() -> dg.AssetCheckResult:
-        settings = registry.settings_for(pair.name)  # the pair's excludes apply
+    def sides_agree(ha_sync: HaSyncDeployment) -> dg.AssetCheckResult:
+        settings = registry.settings_for(pair.name, environ=ha_sync.environ())  # the pair's excludes apply
         dell, hp = walk_pair(pair.folder("dell", settings), pair.folder("hp", settings), settings.sync_options())
         fp_dell, fp_hp = fingerprint(dell), fingerprint(hp)
         return dg.AssetCheckResult(

@@ -13,8 +13,6 @@ what is still to do; the first batch step of such a run applies all of it (the o
 the old plan), the others have nothing left.  Each attempt is its own audit iteration.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 import dagster as dg
@@ -25,6 +23,7 @@ from ..engine.session import SyncSession
 from ..pairs import RegistryError, load_registry, sides
 from ..session_factory import build_session
 from ..settings import SettingError
+from .deployment import HaSyncDeployment
 
 # how far a session has come, in step order
 STARTED, WALKED, PLANNED = 1, 2, 3
@@ -40,6 +39,8 @@ class SessionFailed(Exception):
 
 class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model with Dagster's metaclass
     """One sync run's session, shared by its steps (see the module docstring)."""
+
+    ha_sync: HaSyncDeployment  # where data, lease, logs are: the deployment's settings
 
     _session: SyncSession | None = PrivateAttr(default=None)
     _store: AuditStore | None = PrivateAttr(default=None)
@@ -60,7 +61,7 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
         self.end("replaced by a new session")
         try:
             registry = load_registry()
-            settings = registry.settings_for(pair, overrides=overrides)
+            settings = registry.settings_for(pair, overrides=overrides, environ=self.ha_sync.environ())
             store = AuditStore(settings.db_dsn, settings.db_timeout)
         except (SettingError, RegistryError, DsnError) as exc:
             raise RunSettingsError(str(exc)) from None

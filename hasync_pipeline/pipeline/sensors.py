@@ -10,8 +10,8 @@ import dagster as dg
 
 from ..audit import AuditStore, AuditUnavailable, DsnError
 from ..pairs import Registry
-from ..settings import deployment
 from .alerts import Alerter
+from .deployment import HaSyncDeployment
 from .ops import DIRECTION_TAG, PAIR_TAG
 
 SCHEDULE_INTERVAL = timedelta(minutes=15)
@@ -44,10 +44,10 @@ def build_failure_sensor(jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:
         description="Alerts (webhook / e-mail) when a sync run fails, naming the step and its error; at most "
         "one alert per pair per hour.",
     )
-    def failure_alert(context: dg.RunFailureSensorContext):
+    def failure_alert(context: dg.RunFailureSensorContext, ha_sync: HaSyncDeployment):
         run = context.dagster_run
         pair = run.tags.get(PAIR_TAG, run.job_name)
-        settings = deployment()
+        settings = ha_sync.settings()
         subject = f"HA Sync: {run.job_name} failed"
         text = failure_text(context.instance, run, context.failure_event.message or "", settings.dagster_url)
         sent = Alerter.from_settings(settings, context.instance).send(pair, subject, text)
@@ -95,8 +95,8 @@ def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
         description="Alerts when a scheduled pair has had no successful sync for freshness_intervals "
         "(default 4) schedule intervals of 15 minutes; not before that long after the sensor first saw it.",
     )
-    def freshness(context: dg.SensorEvaluationContext):
-        settings = deployment()
+    def freshness(context: dg.SensorEvaluationContext, ha_sync: HaSyncDeployment):
+        settings = ha_sync.settings()
         intervals = settings.freshness_intervals
         now = datetime.now(UTC)
         watched: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
