@@ -90,6 +90,17 @@ def test_dagster_job_execute_media_dell_to_hp(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "hp" / "media" / "poster.jpg").read_text() == "poster"  # it once still dry-ran
+    write(tmp_path / "dell" / "media" / "trailer.mkv", "more frames")  # and `dg launch`, from the project
+    proc = subprocess.run(
+        [BIN / "dg", "launch", "--job", "media_dell_to_hp"],
+        cwd=REPO,
+        env={**env, "HA_SYNC_DRY_RUN": "false"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "hp" / "media" / "trailer.mkv").read_text() == "more frames"
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -140,6 +140,7 @@ def test_schedules_ask_for_the_window_that_just_ended():
             ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
             [request] = schedule.evaluate_tick(ctx).run_requests
         assert request.partition_key == partition
+        assert not request.run_config.get("ops")  # no settings baked in: the run resolves them when it starts
 
 
 # ---- runs ----------------------------------------------------------------------------------------
