@@ -90,23 +90,29 @@ def test_a_folder_with_a_few_changes_is_compared_entry_by_entry(pair):
 
 
 def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
-    from hasync_pipeline.engine.walk import walk_tree
+    from hasync_pipeline.engine.walk import STAT_FANOUT, walk_tree
 
     dell, _ = pair
     for i in range(30):
         write(dell / f"d{i % 7}" / f"sub{i % 3}" / f"f{i}", "x" * i, T0 + i)
     os.symlink("d1", dell / "link-to-d1")
     write(dell / "d0" / ".hasync-tmp-leftover", "partial")
+    for i in range(STAT_FANOUT * 3):  # a big flat folder: its entries are stat'ed by the threads together
+        write(dell / "flat" / f"photo-{i:04d}.jpg", "p" * (i % 5), T0 - i)
+    os.symlink("photo-0001.jpg", dell / "flat" / "latest.jpg")
     one, four = walk_tree(str(dell), threads=1), walk_tree(str(dell), threads=4)
-    assert sorted(one.dirs) == sorted(four.dirs) and len(one.dirs) == 1 + 7 + 21
+    assert sorted(one.dirs) == sorted(four.dirs) and len(one.dirs) == 1 + 7 + 21 + 1
     for rel, listing in one.dirs.items():
         other = four.dirs[rel]
-        assert listing.names() == other.names() and listing.sizes == other.sizes and listing.mtimes == other.mtimes
+        assert listing.names() == other.names() and listing.kinds == other.kinds and listing.links == other.links
+        assert listing.columns() == other.columns()  # sizes, mtimes, modes, owners, inodes, ctimes
 
     def counts(tree):
         return tree.files, tree.directories, tree.symlinks, tree.bytes
 
-    assert counts(one) == counts(four) == (30, 28, 1, sum(range(30)) + len("d1"))  # a link's size: its target's
+    flat = STAT_FANOUT * 3
+    expected = (30 + flat, 29, 2, sum(range(30)) + len("d1") + sum(i % 5 for i in range(flat)) + len("photo-0001.jpg"))
+    assert counts(one) == counts(four) == expected  # a link's size: its target's
     assert one.leftovers == four.leftovers == [b"d0/.hasync-tmp-leftover"]
 
 

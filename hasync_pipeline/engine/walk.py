@@ -11,9 +11,9 @@ import os
 import queue
 import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import fsutil
 from .forking import Child, call_in_child
@@ -22,7 +22,7 @@ from .latency import AUTO_THREADS, on_network
 from .paths import INTERNAL_PREFIX, TMP_PREFIX, ExcludeMatcher, join
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
+    from concurrent.futures import Executor, Future
 
     from .options import SyncOptions
 
@@ -155,17 +155,30 @@ class WalkError(OSError):
 _Listed = tuple[DirListing, list[tuple[bytes, tuple[int, int]]], list[bytes], list[bytes], bool]
 
 
+STAT_FANOUT = 64  # a folder with more entries than this has them stat'ed by the walk's threads together
+
+
+def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+    try:
+        return entry.stat(follow_symlinks=False)  # fstatat on the folder's fd: no path from the root
+    except FileNotFoundError:
+        return None  # vanished since readdir: as if never there
+
+
 def _list_one(
     root_fd: int,
     rel: bytes,
     expect: tuple[int, int] | None,
     excludes: ExcludeMatcher,
+    stat_pool: Executor | None = None,
 ) -> _Listed:
+    """List one folder.  `stat_pool` (a network filesystem): a big folder's entries are stat'ed across its
+    threads, each stat one round trip (a flat folder of 20k photos: 20 s at 1 ms serially, ~1.3 s by 16)."""
     fd = fsutil.open_dir(root_fd, rel)
     try:
         if expect is not None:
-            st = os.fstat(fd)
-            if (st.st_dev, st.st_ino) != expect:
+            here = os.fstat(fd)
+            if (here.st_dev, here.st_ino) != expect:
                 raise OSError("directory was replaced while walking")
         rows: list[Row] = []
         links: dict[bytes, bytes] = {}
@@ -175,6 +188,8 @@ def _list_one(
         add = rows.append
         excluded = excludes.excluded if excludes else None
         hidden = False
+        fan_out = stat_pool is not None
+        listed: list[tuple[bytes, Any]] = []  # (name, its stat) - or, to fan out, (name, its DirEntry)
         with os.scandir(fd) as it:
             for e in it:  # the per-entry hot path: kept flat on purpose
                 name = e.name.encode("utf-8", "surrogateescape")
@@ -187,25 +202,35 @@ def _list_one(
                 if excluded is not None and excluded(join(rel, name), name):
                     hidden = True
                     continue
+                if fan_out:
+                    listed.append((name, e))
+                    continue
                 try:
-                    st = e.stat(follow_symlinks=False)
+                    listed.append((name, e.stat(follow_symlinks=False)))  # fstatat on the folder's fd
                 except FileNotFoundError:
                     continue  # vanished since readdir: as if never there
-                mode = st.st_mode
-                fmt, perm = mode & 0o170000, mode & 0o7777
-                if fmt == _S_IFREG:
-                    kind = FILE
-                elif fmt == _S_IFDIR:
-                    subdirs.append((join(rel, name), (st.st_dev, st.st_ino)))
-                    add((name, DIR, 0, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, 0))
-                    continue  # a folder keeps no ctime (it moves whenever its contents do)
-                elif fmt == _S_IFLNK:
-                    links[name] = os.readlink(name, dir_fd=fd)
-                    kind = LINK
-                else:
-                    special.append(join(rel, name))
-                    continue
-                add((name, kind, st.st_size, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, st.st_ctime_ns))
+        if stat_pool is not None:
+            if len(listed) > STAT_FANOUT:
+                stats: Iterable[os.stat_result | None] = stat_pool.map(_lstat, [e for _, e in listed], chunksize=16)
+            else:
+                stats = map(_lstat, [e for _, e in listed])
+            listed = [(name, st) for (name, _), st in zip(listed, stats, strict=True) if st is not None]
+        for name, st in listed:
+            mode = st.st_mode
+            fmt, perm = mode & 0o170000, mode & 0o7777
+            if fmt == _S_IFREG:
+                kind = FILE
+            elif fmt == _S_IFDIR:
+                subdirs.append((join(rel, name), (st.st_dev, st.st_ino)))
+                add((name, DIR, 0, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, 0))
+                continue  # a folder keeps no ctime (it moves whenever its contents do)
+            elif fmt == _S_IFLNK:
+                links[name] = os.readlink(name, dir_fd=fd)
+                kind = LINK
+            else:
+                special.append(join(rel, name))
+                continue
+            add((name, kind, st.st_size, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, st.st_ctime_ns))
         return DirListing(rows, links), subdirs, special, leftovers, hidden
     finally:
         os.close(fd)
@@ -276,10 +301,15 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
             from concurrent.futures import ThreadPoolExecutor  # only here: ha-sync's start-up stays light
 
             done: queue.SimpleQueue[tuple[bytes, Future[_Listed]]] = queue.SimpleQueue()
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="walk") as pool:
+            # folders on one pool, a big folder's stats on another: a folder's thread waits for its stats,
+            # a stat waits for nothing, so neither pool can starve the other
+            with (
+                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="walk") as pool,
+                ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stat") as stat_pool,
+            ):
 
                 def submit(rel: bytes, ident: tuple[int, int] | None) -> None:
-                    pool.submit(_list_one, root_fd, rel, ident, excludes).add_done_callback(
+                    pool.submit(_list_one, root_fd, rel, ident, excludes, stat_pool).add_done_callback(
                         lambda fut: done.put((rel, fut))
                     )
 
