@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """ha-sync against rsync where every metadata call costs a network round trip, as on the pairs' NFS exports.
 
-    python3 bench/bench_nfs.py [--files 20000] [--delays 0,250,1000] [--cache] [--rounds 3]
+    python3 bench/bench_nfs.py [--files 20000] [--big 20] [--delays 0,250,1000] [--cache] [--rounds 3]
 
 Source and destination are each a latencyfs mount (bench/latencyfs.c: a libfuse3 passthrough that sleeps
 --delays microseconds in every metadata request, kernel attribute/entry caches off; --cache: on for 3 s, as
 NFS's). For each delay, in one run, the median of --rounds of: (a) initial copy of N small files, (b) a
-no-change run, (c) 1% of the files changed; ha-sync with its automatic walk threads against `rsync -a
---delete`. Prints the ratios. (No large-file case yet: data is not delayed, so it would measure what
-bench_engine's (d) does.) Needs /dev/fuse, fuse3 and libfuse3-dev (.ci/install-system-packages installs
-them); every mount is undone on any failure.
+no-change run, (c) 1% of the files changed, (d) an initial copy of --big files of 64 MiB (0: skipped; the
+data itself is not delayed, only the requests around it); ha-sync with its automatic walk threads and
+workers against `rsync -a --delete`. Prints the ratios. Needs /dev/fuse, fuse3 and libfuse3-dev
+(.ci/install-system-packages installs them); every mount is undone on any failure.
 """
 
 from __future__ import annotations
@@ -98,8 +98,19 @@ def clear(folder: str) -> None:
             os.unlink(path)
 
 
-def measure(binary: str, base: str, seed: str, delay: int, cache: bool, rounds: int) -> dict[str, dict[str, float]]:
-    """The three cases at one delay: {case: {contender: median seconds}}."""
+def make_big_tree(root: str, count: int) -> None:
+    block = os.urandom(1 << 20)
+    os.makedirs(root)
+    for i in range(count):
+        with open(os.path.join(root, f"big-{i:02d}.bin"), "wb") as f:
+            for _ in range(64):
+                f.write(block)
+
+
+def measure(
+    binary: str, base: str, seed: str, big_seed: str | None, delay: int, cache: bool, rounds: int
+) -> dict[str, dict[str, float]]:
+    """The cases at one delay: {case: {contender: median seconds}}."""
     with contextlib.ExitStack() as stack:
         src = stack.enter_context(mounted(binary, f"{base}/b-src", f"{base}/m-src", delay, cache))
         dest = {w: stack.enter_context(mounted(binary, f"{base}/b-{w}", f"{base}/m-{w}", delay, cache)) for w in WHO}
@@ -118,18 +129,24 @@ def measure(binary: str, base: str, seed: str, delay: int, cache: bool, rounds: 
                 unpaired(src)  # a first sync again
 
         counter = itertools.count()
-        return {
+        results = {
             "(a) initial copy": run_case({w: (partial(from_empty, w), cmds[w]) for w in WHO}, rounds),
             "(b) no change": run_case({w: (lambda: None, cmds[w]) for w in WHO}, rounds),
             "(c) 1% changed": run_case(
                 {w: (lambda: change_one_percent(src, next(counter)), cmds[w]) for w in WHO}, rounds
             ),
         }
+        if big_seed is not None:
+            clear(src)
+            shutil.copytree(big_seed, src, dirs_exist_ok=True)
+            results["(d) 64 MiB files"] = run_case({w: (partial(from_empty, w), cmds[w]) for w in WHO}, rounds)
+        return results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=20_000)
+    ap.add_argument("--big", type=int, default=20, help="files of 64 MiB in case (d); 0: no case (d)")
     ap.add_argument("--delays", default="0,250,1000", help="microseconds per metadata request")
     ap.add_argument("--cache", action="store_true", help="kernel attribute/entry caches on (3 s), as NFS's")
     ap.add_argument("--rounds", type=int, default=3)
@@ -143,10 +160,13 @@ def main() -> None:
     binary = build_latencyfs(base)
     seed = os.path.join(base, "seed")
     make_small_tree(seed, args.files)
+    big_seed = os.path.join(base, "big-seed") if args.big else None
+    if big_seed is not None:
+        make_big_tree(big_seed, args.big)
     print(f"{args.files} files, {args.rounds} rounds, caches {'on (3 s)' if args.cache else 'off'}", flush=True)
     try:
         for delay in (int(d) for d in args.delays.split(",")):
-            for case, t in measure(binary, base, seed, delay, args.cache, args.rounds).items():
+            for case, t in measure(binary, base, seed, big_seed, delay, args.cache, args.rounds).items():
                 print(
                     f"delay {delay:>5} us  {case:<18} ha-sync {t['ha-sync']:7.2f} s  rsync {t['rsync']:7.2f} s"
                     f"  ratio {t['ha-sync'] / t['rsync']:.2f}x",
