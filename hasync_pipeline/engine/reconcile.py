@@ -492,26 +492,25 @@ class _Reconciler:
         and reaches the other side as a new entry on a later run.  True: a folder to create whole."""
         self.plan.conflicts += 1
         src_label, dest_label = self.opts.labels
-        if source_wins or s.mtime_ns >= o.mtime_ns:  # the source's keeps the name
-            copy_name = conflict_name(name, dest_label, self.opts.now)
-            rename = Op(RENAME_DEST, path, None, o, why, new_path=join(rel, copy_name), reason=CONFLICT)
+        source_keeps = source_wins or s.mtime_ns >= o.mtime_ns  # the newer keeps the name
+        copy_name = conflict_name(name, dest_label if source_keeps else src_label, self.opts.now)
+        kept, moved = (self.src.root, self.dest.root) if source_keeps else (self.dest.root, self.src.root)
+        # said in the run's notes and in the audit rows (the dashboard's conflicts view shows where each copy is)
+        where = f"the newer one ({kept}) keeps the name, the other is now {display(join(rel, copy_name))} in {moved}"
+        if source_keeps:
+            rename = Op(RENAME_DEST, path, None, o, f"{why}; {where}", new_path=join(rel, copy_name), reason=CONFLICT)
             self.ops.append(rename)
-            self._create(rel, name, path, s, j, reason=CONFLICT, detail=f"conflict ({why}): this version kept")
-            kept, moved = self.src.root, self.dest.root
+            self._create(rel, name, path, s, j, reason=CONFLICT, detail=f"{why}; {where}")
             if s.kind == DIR:
                 self.fresh.add(path)
         else:
-            copy_name = conflict_name(name, src_label, self.opts.now)
-            self.ops.append(Op(RENAME_SRC, path, s, None, why, new_path=join(rel, copy_name), reason=CONFLICT))
+            rename = Op(RENAME_SRC, path, s, None, f"{why}; {where}", new_path=join(rel, copy_name), reason=CONFLICT)
+            self.ops.append(rename)
             self.draft.keep(rel, name, *(j or (None, None)))  # the opposite run brings the winner here
             if j is not None and j[0].kind == DIR:
                 self._keep_subtree(path)
             self.draft.changed = True
-            kept, moved = self.dest.root, self.src.root
-        self.plan.notes.append(
-            f"CONFLICT {display(path)}: {why}; the newer one ({kept}) keeps the name, the "
-            f"other is now {display(join(rel, copy_name))} in {moved}; both are synced"
-        )
+        self.plan.notes.append(f"CONFLICT {display(path)}: {why}; {where}; both are synced")
         return s.kind == DIR and moved == self.dest.root
 
     def _op(self, rel: bytes, name: bytes, op: Op, j: tuple[Entry, Entry] | None) -> None:
