@@ -4,6 +4,7 @@ database, and the page itself in a real headless Chromium."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -221,3 +222,65 @@ def test_page_shows_a_run_s_conflicts(pair, tmp_path, browser):
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+def two_runs_with_a_conflict_and_a_replaced_file(tmp_path: Path, dsn: str) -> tuple[Path, Path, dict]:
+    """media under real roots (so `ha-sync restore` finds it): a first sync that keeps two versions of doc.txt,
+    then film.mkv replaced on the HP (its first version goes to the HP's trash)."""
+    env = {
+        "HA_SYNC_DELL_ROOT": str(tmp_path / "dell-root"),
+        "HA_SYNC_HP_ROOT": str(tmp_path / "hp-root"),
+        "HA_SYNC_DB_DSN": dsn,
+        "HA_SYNC_LOG_DIR": str(tmp_path / "logs"),
+    }
+    dell, hp = tmp_path / "dell-root" / "media", tmp_path / "hp-root" / "media"
+    write(dell / "doc.txt", "dell's", T0 + 100)
+    write(hp / "doc.txt", "hp's, other", T0)
+    write(dell / "movies" / "film.mkv", "version 1", T0)
+    args = (*pair_args(dell, hp), "--direction", "dell_to_hp", "--no-dry-run")
+    assert run_cli(*args, env=env).returncode == 7  # a conflict, both kept
+    write(dell / "movies" / "film.mkv", "version 2, longer", T0 + 500)
+    assert run_cli(*args, env=env).returncode == 0
+    return dell, hp, env
+
+
+def test_iteration_operations_filter_by_operation_status_and_path_prefix(client_with_runs):
+    real = client_with_runs.get("/api/iterations", params={"pair": "media", "limit": 2}).json()["iterations"][1]["id"]
+
+    def paths(**params) -> list[str]:
+        got = client_with_runs.get("/api/operations", params={"iteration_id": real, **params})
+        assert got.status_code == 200, got.text
+        return sorted(o["filepath"] for o in got.json()["operations"])
+
+    assert paths() == ["a.txt", "dir", "dir/b.txt"]
+    assert paths(prefix="dir/") == ["dir/b.txt"] and paths(prefix="%") == []  # a LIKE wildcard is a character
+    assert paths(operation="create", status="success") == ["a.txt", "dir", "dir/b.txt"]
+    assert paths(operation="delete") == [] and paths(status="fail") == []
+    bad = client_with_runs.get("/api/operations", params={"iteration_id": real, "operation": "drop"})
+    assert bad.status_code == 400 and "create, update, delete" in bad.json()["error"]
+    page = client_with_runs.get(f"/iterations/{real}", params={"prefix": "dir/"})
+    assert page.status_code == 200 and "dir/b.txt" in page.text and "a.txt" not in page.text
+    assert 'value="dir/"' in page.text  # the form keeps the filter
+    assert client_with_runs.get("/iterations/999999").status_code == 404
+    assert client_with_runs.get("/iterations/abc").status_code == 400
+
+
+def test_conflicts_and_trash_views_and_the_restore_command_they_show(tmp_path, db_dsn):
+    dell, hp, env = two_runs_with_a_conflict_and_a_replaced_file(tmp_path, db_dsn)
+    client = TestClient(create_app(db_dsn))
+    found = client.get("/api/conflicts", params={"pair": "media"}).json()["conflicts"]
+    renamed = [c for c in found if c["filepath"] == "doc.txt" and "is now doc.sync-conflict-" in c["reason"]]
+    assert renamed and str(dell) in renamed[0]["reason"]  # which side kept the name, and where the other is
+    [film] = [t for t in client.get("/api/trash", params={"pair": "media"}).json()["trash"] if "film" in t["filepath"]]
+    assert film["operation"] == "update" and film["size_before"] == len("version 1")
+    assert film["restore"].startswith("ha-sync restore --pair media --side hp movies/film.mkv --at ")
+    page = client.get("/pairs/media").text
+    assert "movies/film.mkv" in page and "doc.sync-conflict-" in page and "<svg" in page
+    assert client.get("/pairs/nope").status_code == 404
+    assert client.get("/api/trash", params={"pair": "nope"}).status_code == 400
+    # the command the page shows, run as shown: the replaced version is back, and recorded
+    restored = run_cli(*shlex.split(film["restore"])[1:], env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert (hp / "movies" / "film.mkv").read_text() == "version 1"
+    its = client.get("/api/iterations", params={"pair": "media", "limit": 1}).json()["iterations"]
+    assert its[0]["direction"] == "restore-hp" and its[0]["status"] == "success"

@@ -5,6 +5,7 @@ stays fast with millions of operation rows."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
@@ -62,15 +63,42 @@ def recent_iterations(conn: Connection, pair: str | None, limit: int) -> list[di
     return [iteration_json(r) for r in conn.execute(q)]
 
 
-def operations_page(conn: Connection, iteration_id: int, after: int, size: int) -> dict:
-    rows = conn.execute(
-        select(*OPERATION_COLUMNS).where(op.iteration_id == iteration_id, op.id > after).order_by(op.id).limit(size + 1)
-    ).all()
-    items = []
-    for r in rows[:size]:
-        d = r._asdict()
-        d["started_at"], d["ended_at"], d["dry_run"] = _iso(d["started_at"]), _iso(d["ended_at"]), bool(d["dry_run"])
-        items.append(d)
+# ---- one iteration, one pair ----------------------------------------------------------------------------
+
+OPERATION_FILTERS = {"operation": ("create", "update", "delete"), "status": ("success", "fail")}
+
+
+def iteration(conn: Connection, iteration_id: int) -> dict | None:
+    row = conn.execute(select(*ITERATION_COLUMNS, it.run_id).where(it.id == iteration_id)).first()
+    return iteration_json(row) if row is not None else None
+
+
+def _operation_json(r: Row) -> dict:
+    d = r._asdict()
+    d["started_at"], d["ended_at"], d["dry_run"] = _iso(d["started_at"]), _iso(d["ended_at"]), bool(d["dry_run"])
+    return d
+
+
+def filtered_operations(
+    conn: Connection,
+    iteration_id: int,
+    after: int,
+    size: int,
+    operation: str | None = None,
+    status: str | None = None,
+    prefix: str | None = None,
+) -> dict:
+    """A keyset page of one iteration's operations, filtered (answered from idx_iteration: the filters only
+    narrow that iteration's rows)."""
+    q = select(*OPERATION_COLUMNS).where(op.iteration_id == iteration_id, op.id > after)
+    if operation:
+        q = q.where(op.operation == operation)
+    if status:
+        q = q.where(op.status == status)
+    if prefix:
+        q = q.where(op.filepath.startswith(prefix, autoescape=True))
+    rows = conn.execute(q.order_by(op.id).limit(size + 1)).all()
+    items = [_operation_json(r) for r in rows[:size]]
     return {
         "iteration_id": iteration_id,
         "operations": items,
@@ -78,5 +106,58 @@ def operations_page(conn: Connection, iteration_id: int, after: int, size: int) 
     }
 
 
-def iteration_exists(conn: Connection, iteration_id: int) -> bool:
-    return conn.execute(select(it.id).where(it.id == iteration_id)).first() is not None
+def _pair_iterations(conn: Connection, pair: str, since: datetime, extra: Any = None, limit: int = 2000) -> list[Row]:
+    """The pair's real iterations since `since`, newest first (idx_pair_dry_started)."""
+    q = select(*ITERATION_COLUMNS).where(it.sync_pair == pair, it.dry_run == 0, it.started_at >= since)
+    if extra is not None:
+        q = q.where(extra)
+    return list(conn.execute(q.order_by(it.started_at.desc(), it.id.desc()).limit(limit)))
+
+
+def _ops_of(conn: Connection, iterations: list[Row], where: Any, limit: int) -> list[dict]:
+    """Operations of these iterations (newest iteration first) matching `where`, up to `limit`: one indexed
+    query per iteration, stopping as soon as there are enough."""
+    out: list[dict] = []
+    for row in iterations:
+        rows = conn.execute(
+            select(*OPERATION_COLUMNS)
+            .where(op.iteration_id == row.id, where)
+            .order_by(op.id.desc())
+            .limit(limit - len(out))
+        ).all()
+        for r in rows:
+            d = _operation_json(r)
+            d["iteration"] = {"id": row.id, "direction": row.direction, "src": row.src, "dest": row.dest}
+            out.append(d)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def conflicts(conn: Connection, pair: str, since: datetime, limit: int = 100) -> list[dict]:
+    """The pair's conflicts since `since`: the rows of runs that kept two versions, newest first."""
+    runs = _pair_iterations(conn, pair, since, it.files_conflicted > 0, limit)
+    return _ops_of(conn, runs, op.reason.startswith("conflict:"), limit)
+
+
+def trashed(conn: Connection, pair: str, since: datetime, limit: int = 200) -> list[dict]:
+    """What the pair's runs replaced or deleted since `since` (kept in the destination's trash), newest first."""
+    runs = _pair_iterations(conn, pair, since, (it.files_updated > 0) | (it.files_deleted > 0))
+    # a replaced or deleted version goes to the trash; a conflict's rename, a move, a metadata change do not
+    plain = op.reason.is_(None) | op.reason.startswith("restored:")
+    return _ops_of(conn, runs, op.operation.in_(("update", "delete")) & (op.status == "success") & plain, limit)
+
+
+def activity(conn: Connection, pair: str, since: datetime) -> list[dict]:
+    """Per real run since `since`, oldest first: when, direction, files changed, bytes (the pair's chart)."""
+    rows = _pair_iterations(conn, pair, since)
+    return [
+        {
+            "started_at": r.started_at,
+            "direction": r.direction,
+            "status": r.status,
+            "files": (r.files_created or 0) + (r.files_updated or 0) + (r.files_deleted or 0),
+            "bytes": r.total_bytes_transferred or 0,
+        }
+        for r in reversed(rows)
+    ]
