@@ -284,3 +284,38 @@ def test_conflicts_and_trash_views_and_the_restore_command_they_show(tmp_path, d
     assert (hp / "movies" / "film.mkv").read_text() == "version 1"
     its = client.get("/api/iterations", params={"pair": "media", "limit": 1}).json()["iterations"]
     assert its[0]["direction"] == "restore-hp" and its[0]["status"] == "success"
+
+
+@pytest.mark.slow
+def test_in_chromium_a_pair_s_name_opens_its_chart_conflicts_and_trash_and_a_row_its_files(tmp_path, browser):
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    two_runs_with_a_conflict_and_a_replaced_file(tmp_path, dsn)
+    port = free_port()
+    ui = start_ui(dsn, port)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/")
+        assert "all times UTC" in page.locator("#legend").inner_text()
+        first_time = page.locator("#activity tbody time").first
+        first_time.wait_for()
+        assert first_time.inner_text().endswith(" UTC") and "(your time)" in first_time.get_attribute("title")
+        assert "dell → hp" in page.locator("article.card[data-pair=media]").inner_text()  # which direction ran
+        page.click("article.card[data-pair=media] h2 a")
+        page.wait_for_selector("svg.chart")
+        assert "2 real runs" in page.locator("svg.chart").get_attribute("aria-label")
+        assert page.locator("svg.chart rect").count() == 2  # one bar per run
+        conflicts = page.locator("section", has_text="Conflicts in the last").locator("tbody tr")
+        assert conflicts.count() >= 1 and "sync-conflict" in conflicts.first.inner_text()
+        trash = page.locator("section", has_text="In the trash").locator("tbody tr")
+        assert trash.count() == 1 and "ha-sync restore --pair media --side hp movies/film.mkv" in trash.inner_text()
+        trash.locator("a").first.click()  # its iteration
+        page.wait_for_selector("form.filters")
+        assert page.locator("tbody tr").count() >= 1
+        page.fill("input[name=prefix]", "movies/")
+        page.click("form.filters button")
+        page.wait_for_url("**prefix=movies%2F**")
+        rows = page.locator("tbody tr")
+        assert rows.count() == 1 and "movies/film.mkv" in rows.inner_text()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
