@@ -114,7 +114,7 @@ def _filters_form(iteration_id: int, filters: dict[str, str]) -> str:
     )
 
 
-def pair_page(pair: str, chart: str, conflicts: list[dict], trashed: list[dict], days: int, trash_days: int) -> str:
+def pair_page(pair: str, chart: str, conflicts: list[dict], trashed: list[dict], days: int, trash_days: float) -> str:
     """One pair: its activity, its recent conflicts (where each version is), and what its trash keeps with
     the command that puts a version back."""
     conflict_rows = [
@@ -140,7 +140,7 @@ def pair_page(pair: str, chart: str, conflicts: list[dict], trashed: list[dict],
         "the other is renamed <code>name.sync-conflict-&lt;time&gt;-&lt;side&gt;.ext</code> and synced too. "
         "Resolve by keeping the one you want and deleting the other: the next runs propagate that.</p>"
         + _table(["When", "Path", "Sizes", "Where each version is", "Iteration"], conflict_rows, "No conflicts.")
-        + f"</section><section><h2>In the trash (the last {trash_days} days)</h2>"
+        + f"</section><section><h2>In the trash (the last {trash_days:g} days)</h2>"
         '<p class="legend">Every version a run replaced or deleted is kept in the destination\'s '
         "<code>.hasync-trash</code> for <code>trash_retain_days</code>. Run the command where the folders are "
         "mounted to put a version back (recorded like any sync; the current file goes to the trash).</p>"
