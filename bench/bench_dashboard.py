@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Dashboard speed: /api/pairs and /api/iterations against a real MariaDB holding N operation rows
-(default 1,000,000) spread over 50,000 iterations of the six pairs (every 15 minutes, both directions).
+"""Dashboard speed: every page and API route against a real MariaDB holding N operation rows (default
+1,000,000) spread over 50,000 iterations of the six pairs (every 15 minutes, both directions, ending now, so
+the pair pages' last 7/30 days are full), a fifth of them updates and deletes, some conflicts.
 Target: under 200 ms each.
 
     python3 bench/bench_dashboard.py [--ops 1000000] [--iterations 50000]   (needs Debian's mariadb-server)
@@ -14,7 +15,7 @@ import random
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,7 +30,7 @@ PAIRS = ["media", "photos", "owncloud", "games", "infra", "ai"]
 
 def fill(server: MariaDB, database: str, iterations: int, ops: int) -> None:
     rnd = random.Random(7)
-    start = datetime(2025, 11, 22)
+    start = datetime.now(UTC).replace(tzinfo=None) - timedelta(minutes=15 * (iterations // 12 + 1))
     with server.root() as conn, conn.cursor() as cur:
         cur.execute(f"USE {database}")
         conn.autocommit(False)
@@ -47,50 +48,54 @@ def fill(server: MariaDB, database: str, iterations: int, ops: int) -> None:
                     rnd.choice(["success"] * 8 + ["partial_failure", "failed"]),
                     i % 3 == 0,
                     rnd.randint(0, 50),
-                    0,
-                    0,
+                    rnd.randint(0, 5),
+                    rnd.randint(0, 3),
                     100,
                     0,
                     1000,
                     None,
                     f"run-{i}",
+                    1 if i % 50 == 0 else None,
                 )
             )
         cur.executemany(
             "INSERT INTO sync_iterations (sync_pair, direction, src, dest, started_at, ended_at, status,"
             " dry_run, files_created, files_updated, files_deleted, files_skipped, files_failed,"
-            " total_bytes_transferred, error_message, run_id) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,"
-            "%s,%s,%s,%s,%s)",
+            " total_bytes_transferred, error_message, run_id, files_conflicted) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,"
+            "%s,%s,%s,%s,%s,%s,%s,%s,%s)",
             rows,
         )
         per = max(1, ops // iterations)
         batch = []
         for n in range(ops):
             it = n // per % iterations + 1
+            operation = ("create", "create", "create", "create", "update", "delete")[n % 6]
+            reason = "conflict: changed on both sides; the other is now x" if n % 97 == 0 else None
             batch.append(
                 (
                     it,
                     0,
-                    "create",
-                    f"dir/{n:08d}.jpg",
-                    None,
-                    1000,
+                    operation,
+                    f"dir{n % 100:02d}/{n:08d}.jpg",
+                    None if operation == "create" else 900,
+                    None if operation == "delete" else 1000,
                     "2026-01-01 00:00:00.000",
                     "2026-01-01 00:00:00.100",
-                    "success",
+                    "fail" if n % 53 == 0 else "success",
+                    reason,
                 )
             )
             if len(batch) == 20000:
                 cur.executemany(
                     "INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
-                    " size_after, started_at, ended_at, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    " size_after, started_at, ended_at, status, reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                     batch,
                 )
                 batch = []
         if batch:
             cur.executemany(
                 "INSERT INTO sync_operations (iteration_id, dry_run, operation, filepath, size_before,"
-                " size_after, started_at, ended_at, status) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                " size_after, started_at, ended_at, status, reason) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 batch,
             )
         conn.commit()
@@ -120,13 +125,21 @@ def main() -> None:
         print(f"filling {args.iterations} iterations and {args.ops} operations ...", flush=True)
         fill(server, database, args.iterations, args.ops)
         client = TestClient(create_app(dsn))
+        mid = args.iterations // 2
         for url in (
+            "/",
             "/api/pairs",
             "/api/iterations?limit=20",
             "/api/iterations?pair=photos&limit=20",
-            f"/api/operations?iteration_id={args.iterations // 2}&page_size=100",
+            f"/api/operations?iteration_id={mid}&page_size=100",
+            f"/api/operations?iteration_id={mid}&operation=delete&status=success&prefix=dir1",
+            f"/iterations/{mid}",
+            f"/iterations/{mid}?operation=update&prefix=dir0",
+            "/pairs/photos",
+            "/api/conflicts?pair=photos",
+            "/api/trash?pair=photos",
         ):
-            print(f"{url:<45} median {timed(client, url):7.1f} ms  (target < 200 ms)")
+            print(f"{url:<62} median {timed(client, url):7.1f} ms  (target < 200 ms)")
     finally:
         server.stop()
 

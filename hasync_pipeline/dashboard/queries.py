@@ -106,28 +106,32 @@ def filtered_operations(
     }
 
 
-def _pair_iterations(conn: Connection, pair: str, since: datetime, extra: Any = None, limit: int = 2000) -> list[Row]:
-    """The pair's real iterations since `since`, newest first (idx_pair_dry_started)."""
-    q = select(*ITERATION_COLUMNS).where(it.sync_pair == pair, it.dry_run == 0, it.started_at >= since)
+def _pair_iterations(
+    conn: Connection, pair: str, since: datetime, *columns: Any, extra: Any = None, limit: int = 2000
+) -> list[Row]:
+    """The pair's real iterations since `since`, newest first (idx_pair_dry_started), just `columns`."""
+    q = select(it.id, *columns).where(it.sync_pair == pair, it.dry_run == 0, it.started_at >= since)
     if extra is not None:
         q = q.where(extra)
     return list(conn.execute(q.order_by(it.started_at.desc(), it.id.desc()).limit(limit)))
 
 
-def _ops_of(conn: Connection, iterations: list[Row], where: Any, limit: int) -> list[dict]:
-    """Operations of these iterations (newest iteration first) matching `where`, up to `limit`: one indexed
-    query per iteration, stopping as soon as there are enough."""
+def _ops_of(conn: Connection, iterations: list[Row], where: Any, limit: int, chunk: int = 50) -> list[dict]:
+    """Operations of these iterations (newest first) matching `where`, up to `limit`: one indexed query per
+    `chunk` iterations, stopping as soon as there are enough."""
     out: list[dict] = []
-    for row in iterations:
+    for start in range(0, len(iterations), chunk):
+        runs = {row.id: row for row in iterations[start : start + chunk]}
         rows = conn.execute(
-            select(*OPERATION_COLUMNS)
-            .where(op.iteration_id == row.id, where)
-            .order_by(op.id.desc())
+            select(*OPERATION_COLUMNS, op.iteration_id)
+            .where(op.iteration_id.in_(runs), where)
+            .order_by(op.iteration_id.desc(), op.id.desc())
             .limit(limit - len(out))
         ).all()
         for r in rows:
             d = _operation_json(r)
-            d["iteration"] = {"id": row.id, "direction": row.direction, "src": row.src, "dest": row.dest}
+            run = runs[d.pop("iteration_id")]
+            d["iteration"] = {"id": run.id, "direction": run.direction, "src": run.src, "dest": run.dest}
             out.append(d)
         if len(out) >= limit:
             break
@@ -136,13 +140,16 @@ def _ops_of(conn: Connection, iterations: list[Row], where: Any, limit: int) -> 
 
 def conflicts(conn: Connection, pair: str, since: datetime, limit: int = 100) -> list[dict]:
     """The pair's conflicts since `since`: the rows of runs that kept two versions, newest first."""
-    runs = _pair_iterations(conn, pair, since, it.files_conflicted > 0, limit)
+    runs = _pair_iterations(
+        conn, pair, since, it.direction, it.src, it.dest, extra=it.files_conflicted > 0, limit=limit
+    )
     return _ops_of(conn, runs, op.reason.startswith("conflict:"), limit)
 
 
 def trashed(conn: Connection, pair: str, since: datetime, limit: int = 200) -> list[dict]:
     """What the pair's runs replaced or deleted since `since` (kept in the destination's trash), newest first."""
-    runs = _pair_iterations(conn, pair, since, (it.files_updated > 0) | (it.files_deleted > 0))
+    changed = (it.files_updated > 0) | (it.files_deleted > 0)
+    runs = _pair_iterations(conn, pair, since, it.direction, it.src, it.dest, extra=changed)
     # a replaced or deleted version goes to the trash; a conflict's rename, a move, a metadata change do not
     plain = op.reason.is_(None) | op.reason.startswith("restored:")
     return _ops_of(conn, runs, op.operation.in_(("update", "delete")) & (op.status == "success") & plain, limit)
@@ -150,7 +157,19 @@ def trashed(conn: Connection, pair: str, since: datetime, limit: int = 200) -> l
 
 def activity(conn: Connection, pair: str, since: datetime) -> list[dict]:
     """Per real run since `since`, oldest first: when, direction, files changed, bytes (the pair's chart)."""
-    rows = _pair_iterations(conn, pair, since)
+    rows = _pair_iterations(
+        conn,
+        pair,
+        since,
+        it.started_at,
+        it.direction,
+        it.status,
+        it.files_created,
+        it.files_updated,
+        it.files_deleted,
+        it.total_bytes_transferred,
+        limit=5000,
+    )
     return [
         {
             "started_at": r.started_at,
