@@ -309,3 +309,56 @@ def test_restore_puts_a_trashed_version_back_as_the_newest_and_records_it(tmp_pa
     assert outside.returncode == 2 and "is not a path inside the pair folder" in outside.stderr
     nothing = run_cli("restore", "--pair", "media", "--side", "dell", "notes.txt", env=env)
     assert nothing.returncode == 4 and "no version in the trash; nothing changed" in nothing.stderr
+
+
+@pytest.mark.slow
+def test_every_user_error_is_one_line_with_its_documented_exit_code_and_nothing_changes(tmp_path):
+    """A walk through the mistakes a user makes, each with the exit code the README's table gives: one line on
+    stderr naming the problem, no traceback, the destination untouched.  (A log disk filling mid-run, exit 1,
+    and the unreadable cases, exit 3, have tests of their own above and in test_engine_failures.)"""
+    dell, hp = tmp_path / "dell", tmp_path / "hp"
+    write(dell / "a.txt", "a")
+    hp.mkdir()
+    write(tmp_path / "a-file", "not a folder")
+    write(tmp_path / "pairs.toml", "this is = = not toml")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64m", "tmpfs", str(readonly)], check=True)
+    try:
+        cases = [
+            (
+                "source missing",
+                base_args(tmp_path / "gone", hp, tmp_path),
+                {},
+                4,
+                "does not exist (is the volume mounted?)",
+            ),
+            ("source is a file", base_args(tmp_path / "a-file", hp, tmp_path), {}, 4, "is not a directory"),
+            ("destination read-only", base_args(dell, readonly, tmp_path), {}, 4, "read-only filesystem"),
+            ("source = destination", base_args(dell, dell, tmp_path), {}, 4, "are the same folder"),
+            (
+                "log dir is a file",
+                (*base_args(dell, hp, tmp_path), "--log-dir", str(tmp_path / "a-file")),
+                {},
+                4,
+                "unusable",
+            ),
+            ("bad DSN", base_args(dell, hp, tmp_path, "--db-dsn", "postgresql://u:secret@db/a"), {}, 2, "unsupported"),
+            ("bad setting", base_args(dell, hp, tmp_path), {"HA_SYNC_WORKERS": "lots"}, 2, "HA_SYNC_WORKERS: 'lots'"),
+            (
+                "bad pairs file",
+                base_args(dell, hp, tmp_path),
+                {"HA_SYNC_PAIRS_FILE": str(tmp_path / "pairs.toml")},
+                2,
+                "cannot read pairs file",
+            ),
+        ]
+        for what, args, env, code, says in cases:
+            proc = run_cli(*args, env=env)
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert proc.returncode == code, (what, proc.returncode, proc.stderr)
+            assert len(lines) == 1 and says in lines[0] and "Traceback" not in proc.stderr, (what, proc.stderr)
+            assert "secret" not in proc.stderr + proc.stdout, what
+            assert snapshot(hp) == {} and snapshot(readonly) == {}, what
+    finally:
+        subprocess.run(["umount", str(readonly)], check=False)

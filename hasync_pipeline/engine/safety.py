@@ -29,7 +29,10 @@ class SafetyLimits:
     free_space_reserve_bytes: int = 64 << 20
 
 
-def check_roots(src: str, dest: str) -> None:
+def check_roots(src: str, dest: str, writing: bool = True) -> None:
+    """Both roots exist, are folders, are not the same or nested; `writing` (a real run): both can be written
+    (a two-way sync writes its journal, and a conflict's rename, on both sides) - else one line now, not one
+    EROFS failure per file."""
     for label, path in (("source", src), ("destination", dest)):
         try:
             st = os.stat(path)
@@ -39,6 +42,10 @@ def check_roots(src: str, dest: str) -> None:
             raise SafetyRefusal(f"{label} {path} cannot be reached: {exc.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise SafetyRefusal(f"{label} {path} is not a directory")
+        if writing and os.statvfs(path).f_flag & os.ST_RDONLY:
+            raise SafetyRefusal(f"{label} {path} is on a read-only filesystem (mounted ro?); a sync writes both sides")
+        if writing and not os.access(path, os.W_OK | os.X_OK) and st.st_uid != os.geteuid():  # its owner may chmod
+            raise SafetyRefusal(f"{label} {path} is not writable by this user (uid {os.geteuid()})")
     if os.path.samefile(src, dest):
         raise SafetyRefusal(f"source {src} and destination {dest} are the same folder")
     real_src, real_dest = os.path.realpath(src), os.path.realpath(dest)

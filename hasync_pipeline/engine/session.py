@@ -353,7 +353,7 @@ def walk_pair(
     """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
     between them), after checking both roots are usable.  `started`: walks already running (start_walks)."""
     try:
-        safety.check_roots(src, dest)
+        safety.check_roots(src, dest, writing=not opts.dry_run)
     except BaseException:
         for child in started:
             if child is not None:
