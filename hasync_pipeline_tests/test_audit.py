@@ -102,7 +102,10 @@ def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_index
         seed_cols, seed_idx, seed_fks = _describe(conn, seed_db)
         our_cols, our_idx, our_fks = _describe(conn, ours_db)
     store.dispose()
-    extra_cols = {c for c in our_cols - seed_cols if c[0] != "alembic_version"}  # Alembic's bookkeeping
+    ours_only = ("alembic_version", "sync_checks")  # Alembic's bookkeeping; the documented extra table
+    extra_cols = {c for c in our_cols - seed_cols if c[0] not in ours_only}
+    checks = {(c[1], c[3]) for c in our_cols if c[0] == "sync_checks"}
+    assert checks == {("sync_pair", "NO"), ("direction", "NO"), ("checked_at", "NO"), ("iteration_id", "YES")}
     assert seed_cols <= our_cols  # every seed column, with the same type, nullability, default, extra
     assert {(c[1], c[3]) for c in extra_cols} == {
         ("run_id", "YES"),
@@ -110,7 +113,7 @@ def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_index
         ("files_conflicted", "YES"),
         ("reason", "YES"),
     }
-    extra_idx = {i[1] for i in our_idx - seed_idx if i[0] != "alembic_version"}
+    extra_idx = {i[1] for i in our_idx - seed_idx if i[0] not in ours_only}
     assert seed_idx <= our_idx and extra_idx == {"uq_run_id", "idx_pair_dry_started"}
     assert seed_fks == our_fks
 

@@ -244,6 +244,23 @@ def two_runs_with_a_conflict_and_a_replaced_file(tmp_path: Path, dsn: str) -> tu
     return dell, hp, env
 
 
+def test_a_dry_run_that_finds_nothing_new_shows_as_still_current(pair, tmp_path, db_dsn):
+    """By the seed's rule it writes no iteration; the pair's card must not look stale for it."""
+    dell, hp = pair
+    write(dell / "a.txt", "a")
+    args = (*pair_args(dell, hp), "--direction", "dell_to_hp", "--log-dir", str(tmp_path / "logs"), "--db-dsn", db_dsn)
+    assert run_cli(*args, "--dry-run").returncode == 0
+    client = TestClient(create_app(db_dsn))
+    media = client.get("/api/pairs").json()["pairs"][0]
+    assert media["last_dry_run"] is not None and media["dry_run_current"] is None  # recorded, not yet confirmed
+    again = run_cli(*args, "--dry-run")
+    assert again.returncode == 0 and "Dry-run already current" in again.stdout
+    media = client.get("/api/pairs").json()["pairs"][0]
+    current = media["dry_run_current"]
+    assert current["iteration_id"] == media["last_dry_run"]["id"] and current["direction"] == "dell_to_hp"
+    assert current["checked_at"] > media["last_dry_run"]["started_at"]
+
+
 def test_iteration_operations_filter_by_operation_status_and_path_prefix(client_with_runs):
     real = client_with_runs.get("/api/iterations", params={"pair": "media", "limit": 2}).json()["iterations"][1]["id"]
 
@@ -289,7 +306,10 @@ def test_conflicts_and_trash_views_and_the_restore_command_they_show(tmp_path, d
 @pytest.mark.slow
 def test_in_chromium_a_pair_s_name_opens_its_chart_conflicts_and_trash_and_a_row_its_files(tmp_path, browser):
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
-    two_runs_with_a_conflict_and_a_replaced_file(tmp_path, dsn)
+    dell, hp, env = two_runs_with_a_conflict_and_a_replaced_file(tmp_path, dsn)
+    for _ in range(2):  # the second finds the same plan: it writes no row, the card says it is still current
+        dry = run_cli(*pair_args(hp, dell), "--direction", "hp_to_dell", "--dry-run", env=env)
+        assert dry.returncode in (0, 7), dry.stderr
     port = free_port()
     ui = start_ui(dsn, port)
     try:
@@ -299,7 +319,8 @@ def test_in_chromium_a_pair_s_name_opens_its_chart_conflicts_and_trash_and_a_row
         first_time = page.locator("#activity tbody time").first
         first_time.wait_for()
         assert first_time.inner_text().endswith(" UTC") and "(your time)" in first_time.get_attribute("title")
-        assert "dell → hp" in page.locator("article.card[data-pair=media]").inner_text()  # which direction ran
+        card = page.locator("article.card[data-pair=media]").inner_text()
+        assert "dell → hp" in card and "plan still current: checked" in card  # which direction ran; a quiet dry run
         page.click("article.card[data-pair=media] h2 a")
         page.wait_for_selector("svg.chart")
         assert "2 real runs" in page.locator("svg.chart").get_attribute("aria-label")

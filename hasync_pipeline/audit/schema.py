@@ -7,6 +7,8 @@ Extra columns, all nullable (the seed allows nothing else), each added by a migr
   sync_iterations.files_conflicted INT                - paths changed on both sides (both kept).       [0003]
   sync_operations.reason           VARCHAR(1024)      - why it is not a plain propagation: "conflict: ...",
                                    "restored: ...", "moved: ...", "metadata: ..."                   [0003]
+And one extra table, sync_checks (sync_pair, direction, checked_at, iteration_id): when a dry run last found
+its plan unchanged (it writes no iteration, by the seed's rule), so the dashboard can say "still current". [0004]
 And one extra index, idx_pair_dry_started (sync_pair, dry_run, started_at): "the last real / dry-run
 iteration of each pair" (dashboard, dry-run idempotency) is then one index lookup, not a sort.
 """
@@ -107,5 +109,15 @@ sync_operations = Table(
     Column("reason", String(1024), nullable=True),
     Index("idx_iteration", "iteration_id"),
     ForeignKeyConstraint(["iteration_id"], ["sync_iterations.id"], name="fk_iteration"),
+    **TABLE_OPTIONS,
+)
+
+sync_checks = Table(
+    "sync_checks",
+    metadata,
+    Column("sync_pair", String(255), primary_key=True),
+    Column("direction", String(64), primary_key=True),
+    Column("checked_at", DATETIME3, nullable=False),
+    Column("iteration_id", ID),  # the dry-run iteration whose plan is still current
     **TABLE_OPTIONS,
 )

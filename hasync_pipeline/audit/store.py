@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from .dsn import DsnError, redact, scrub, to_url
 from .migrate import MigrationError, upgrade
 from .records import header_values, insert_sql, naive_utc
-from .schema import sync_iterations, sync_operations
+from .schema import sync_checks, sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
 MIGRATION_TIMEOUT = 600  # seconds a schema migration may take (it waits for GET_LOCK 60 s, then ALTERs)
@@ -149,9 +149,9 @@ class AuditStore:
             return int(found)
 
     # ---- reading -------------------------------------------------------------------------------
-    def last_dry_run(self, pair: str, direction: str) -> tuple[datetime, set[tuple[str, str, int | None]]] | None:
+    def last_dry_run(self, pair: str, direction: str) -> tuple[datetime, set[tuple[str, str, int | None]], int] | None:
         """The seed's rule: the last *successful* dry-run of this pair and direction, as (started_at, its set
-        of (filepath, operation, size_before))."""
+        of (filepath, operation, size_before), its iteration id)."""
         self.ensure_schema()
         it = sync_iterations.c
         try:
@@ -166,7 +166,7 @@ class AuditStore:
                     return None
                 op = sync_operations.c
                 rows = conn.execute(select(op.filepath, op.operation, op.size_before).where(op.iteration_id == last.id))
-                return last.started_at, {(r.filepath, r.operation, r.size_before) for r in rows}
+                return last.started_at, {(r.filepath, r.operation, r.size_before) for r in rows}, last.id
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
@@ -197,6 +197,24 @@ class AuditStore:
             if iteration_id is not None:
                 q = q.where(sync_operations.c.iteration_id == iteration_id)
             return conn.execute(q).scalar_one()
+
+    def note_still_current(self, pair: str, direction: str, iteration_id: int, when: datetime) -> None:
+        """A dry run found the plan of iteration `iteration_id` unchanged at `when` (sync_checks; it writes no
+        iteration of its own)."""
+        self.ensure_schema()
+        c = sync_checks.c
+        row = {
+            "sync_pair": pair,
+            "direction": direction,
+            "checked_at": when.replace(tzinfo=None),
+            "iteration_id": iteration_id,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(sync_checks).where(c.sync_pair == pair, c.direction == direction))
+                conn.execute(insert(sync_checks).values(**row))
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
 
     # ---- housekeeping --------------------------------------------------------------------------
     def purge_operations(self, older_than_days: float = 30, batch: int = 10_000, now: datetime | None = None) -> int:

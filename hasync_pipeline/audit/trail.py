@@ -106,9 +106,13 @@ class AuditTrail:
         except AuditUnavailable as exc:
             self._down(str(exc))
             return None
-        if last is not None and last[1] == plan_signature(plan):
-            return ALREADY_CURRENT.format(started_at=last[0].isoformat(sep=" ", timespec="milliseconds"))
-        return None
+        if last is None or last[1] != plan_signature(plan):
+            return None
+        try:  # what the dashboard shows as "still current"
+            store.note_still_current(self.pair, self.direction, last[2], datetime.now(UTC))
+        except AuditUnavailable as exc:
+            self._down(str(exc))
+        return ALREADY_CURRENT.format(started_at=last[0].isoformat(sep=" ", timespec="milliseconds"))
 
     def begin(self) -> None:
         self.writer = OpslogWriter(self.log_dir, self.header)

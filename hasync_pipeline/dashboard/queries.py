@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Row
 
+from ..audit.schema import sync_checks
 from ..audit.schema import sync_iterations as it_table
 from ..audit.schema import sync_operations as op_table
 
@@ -51,9 +52,29 @@ def known_pairs(conn: Connection, registry_pairs: list[str]) -> list[str]:
 
 def pairs_summary(conn: Connection, registry_pairs: list[str]) -> list[dict]:
     return [
-        {"pair": pair, "last_real": last_iteration(conn, pair, False), "last_dry_run": last_iteration(conn, pair, True)}
+        {
+            "pair": pair,
+            "last_real": last_iteration(conn, pair, False),
+            "last_dry_run": last_iteration(conn, pair, True),
+            "dry_run_current": still_current(conn, pair),
+        }
         for pair in known_pairs(conn, registry_pairs)
     ]
+
+
+def still_current(conn: Connection, pair: str) -> dict | None:
+    """The latest dry run of the pair that found its plan unchanged (it wrote no iteration): when, which
+    direction, and the iteration whose plan it confirmed."""
+    c = sync_checks.c
+    row = conn.execute(
+        select(c.checked_at, c.direction, c.iteration_id)
+        .where(c.sync_pair == pair)
+        .order_by(c.checked_at.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return {"checked_at": _iso(row.checked_at), "direction": row.direction, "iteration_id": row.iteration_id}
 
 
 def recent_iterations(conn: Connection, pair: str | None, limit: int) -> list[dict]:
