@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from array import array
 from pathlib import Path
 
 from hasync_pipeline.engine.plan import TOUCH
@@ -350,3 +351,25 @@ def test_the_same_path_trashed_twice_in_one_trash_folder_keeps_both(pair):
         sync(dell, hp, run_id="same-run")
     kept = sorted(p.read_text() for p in (hp / ".hasync-trash").rglob("doc*"))
     assert kept == ["first", "second"] and (hp / "doc").read_text() == "third"
+
+
+def test_a_walked_listing_s_narrow_columns_go_through_the_journal_unchanged(pair):
+    """The walk keeps modes as 16-bit and a folder's single owner as one value (walk.Same); the journal's
+    format stores 32-bit columns: what comes back must equal what went in, entry by entry."""
+    from hasync_pipeline.engine.journal import Journal, decode, encode
+    from hasync_pipeline.engine.walk import Same, walk_tree
+
+    dell, _ = pair
+    for i in range(5):
+        write(dell / "same" / f"f{i}", "x" * i, T0 + i)
+        write(dell / "mixed" / f"f{i}", "y", T0)
+        os.chmod(dell / "mixed" / f"f{i}", 0o600 + i)
+    os.chown(dell / "mixed" / "f3", 4242, 4343)
+    tree = walk_tree(str(dell))
+    same, mixed = tree.dirs[b"same"], tree.dirs[b"mixed"]
+    assert isinstance(same.uids, Same) and not isinstance(mixed.uids, Same) and same.modes.typecode == "H"
+    assert same.uids == array("I", [os.geteuid()] * 5) and array("I", [os.geteuid()] * 5) == same.uids
+    back = decode(encode(Journal("g1", None, ("a", "b"), {rel: (d, d) for rel, d in tree.dirs.items()})))
+    for rel, listing in tree.dirs.items():
+        for side in back.dirs[rel]:
+            assert list(side.entries()) == list(listing.entries()), rel

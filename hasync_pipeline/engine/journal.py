@@ -28,6 +28,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from . import fsutil
 from .walk import DIR, DirListing, Entry, Row
@@ -211,6 +212,11 @@ def _write_atomically(dir_fd: int, name: str, data: bytes) -> None:
 # ---- the format ------------------------------------------------------------------------------------------
 
 
+def _stored(column: Any, code: str) -> bytes:
+    """A column's bytes in the format's item type (a walked listing may keep it narrower, or as walk.Same)."""
+    return column.tobytes() if column.typecode == code and column.itemsize else array(code, column).tobytes()
+
+
 def encode(journal: Journal) -> bytes:
     parts: list[bytes] = []
     for rel in sorted(journal.dirs):
@@ -223,9 +229,9 @@ def encode(journal: Journal) -> bytes:
         same_owner = all(a == getattr(side0, name) for a, (name, _) in zip(owner1, _OWNER, strict=True))
         columns = [
             side0.kinds,
-            *(getattr(side0, name).tobytes() for name, _ in _SHARED + _OWNER + _IDENTITY),
-            *(_SAME_AS_SIDE_0 if same_owner else a.tobytes() for a in owner1),
-            *(getattr(side1, name).tobytes() for name, _ in _IDENTITY),
+            *(_stored(getattr(side0, name), code) for name, code in _SHARED + _OWNER + _IDENTITY),
+            *(_SAME_AS_SIDE_0 if same_owner else _stored(a, code) for a, (_, code) in zip(owner1, _OWNER, strict=True)),
+            *(_stored(getattr(side1, name), code) for name, code in _IDENTITY),
             json.dumps(links).encode(),
         ]
         parts += [_U32.pack(len(rel)), rel, _U32.pack(len(side0)), _U32.pack(len(side0.names_blob)), side0.names_blob]

@@ -13,6 +13,7 @@ import stat
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import fsutil
@@ -49,6 +50,51 @@ class Entry(NamedTuple):
 Row = tuple[bytes, int, int, int, int, int, int, int, int]  # name, then Entry's fields but the link
 
 
+class Same:
+    """A column holding one value n times: a folder's owner and group, nearly always one user's.  Reads like
+    the array it replaces (index, iterate, compare with an array, tobytes) and costs no bytes per entry: 8 of
+    the 64 a 1M-entry walk took per entry (bench_engine --million)."""
+
+    __slots__ = ("value", "n")
+    typecode, itemsize = "I", 0
+
+    def __init__(self, value: int, n: int):
+        self.value, self.n = value, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        if not -self.n <= i < self.n:
+            raise IndexError("column index out of range")
+        return self.value
+
+    def __iter__(self) -> Iterator[int]:
+        return repeat(self.value, self.n)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Same):
+            return self.n == other.n and (self.value == other.value or self.n == 0)
+        if isinstance(other, array):
+            return len(other) == self.n and other.count(self.value) == self.n
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # like array: compared, never a key
+
+    def tobytes(self) -> bytes:
+        return (array(self.typecode, (self.value,)) * self.n).tobytes()
+
+    def __repr__(self) -> str:
+        return f"Same({self.value}, {self.n})"
+
+
+def _owner_column(values: tuple[int, ...]) -> Same | array[int]:
+    """Same when every entry has one value (checked at C speed), else an array."""
+    if values and values.count(values[0]) == len(values):
+        return Same(values[0], len(values))
+    return array("I", values)
+
+
 class DirListing:
     """The entries of one directory, sorted by name, stored as columns."""
 
@@ -63,9 +109,9 @@ class DirListing:
         self.kinds = bytes(kinds)
         self.sizes = array("q", sizes)
         self.mtimes = array("q", mtimes)
-        self.modes = array("I", modes)
-        self.uids = array("I", uids)
-        self.gids = array("I", gids)
+        self.modes = array("H", modes)  # permission bits only (<= 0o7777)
+        self.uids = _owner_column(uids)
+        self.gids = _owner_column(gids)
         self.inos = array("Q", inos)
         self.ctimes = array("q", ctimes)
         self.links = links or None  # name -> target, symlinks only (rare)
@@ -98,7 +144,7 @@ class DirListing:
             e._replace(link=self.links[n]) if e.kind == LINK else e for n, e in zip(self.names(), rows, strict=True)
         )
 
-    def columns(self) -> tuple[array[int], ...]:
+    def columns(self) -> tuple[array[int] | Same, ...]:
         return (self.sizes, self.mtimes, self.modes, self.uids, self.gids, self.inos, self.ctimes)
 
     def nbytes(self) -> int:
