@@ -244,6 +244,7 @@ def two_runs_with_a_conflict_and_a_replaced_file(tmp_path: Path, dsn: str) -> tu
     return dell, hp, env
 
 
+@pytest.mark.slow
 def test_a_dry_run_that_finds_nothing_new_shows_as_still_current(pair, tmp_path, db_dsn):
     """By the seed's rule it writes no iteration; the pair's card must not look stale for it."""
     dell, hp = pair
@@ -282,6 +283,7 @@ def test_iteration_operations_filter_by_operation_status_and_path_prefix(client_
     assert client_with_runs.get("/iterations/abc").status_code == 400
 
 
+@pytest.mark.slow
 def test_conflicts_and_trash_views_and_the_restore_command_they_show(tmp_path, db_dsn):
     dell, hp, env = two_runs_with_a_conflict_and_a_replaced_file(tmp_path, db_dsn)
     client = TestClient(create_app(db_dsn))

@@ -307,6 +307,7 @@ def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and
         assert "no alert sent" in again.skip_message and len(received) == 2
 
 
+@pytest.mark.slow
 def test_sides_agree_runs_on_its_own_with_the_pair_s_settings(roots, tmp_path, monkeypatch):
     """The check a user runs from the UI (no sync run around it) walks both folders with the pair's excludes:
     a file excluded on one side only is not a disagreement; a file on one side only is."""
