@@ -437,6 +437,40 @@ def test_a_step_that_fails_ends_the_sync_and_later_batches_do_not_start_another(
     assert lease_is_free("media")
 
 
+@pytest.mark.slow
+def test_a_step_retry_after_a_failure_starts_the_sync_again_and_finishes_it(roots, monkeypatch):
+    """A retried step (a RetryPolicy a user adds) is the one step allowed to start a new session after its own
+    failure ended the first: one failed and one successful audit iteration, the destination in sync."""
+    from hasync_pipeline.engine import session as session_module
+    from hasync_pipeline.pipeline.factory import sync_graph
+    from hasync_pipeline.pipeline.resources import SyncRun
+
+    dell, hp = roots
+    for i in range(3):
+        write(dell / "media" / f"f{i}", f"{i}")
+    real_apply, calls = session_module.SyncSession.apply, []
+
+    def fails_once(self, index):
+        calls.append(index)
+        if len(calls) == 1:
+            raise RuntimeError("a transient fault")
+        return real_apply(self, index)
+
+    monkeypatch.setattr(session_module.SyncSession, "apply", fails_once)
+    job = sync_graph.to_job(
+        name="media_dell_to_hp",
+        tags=dict(defs.get_job_def("media_dell_to_hp").tags),
+        executor_def=dg.in_process_executor,
+        resource_defs={"sync": SyncRun(ha_sync=ha_sync), "ha_sync": ha_sync},
+        op_retry_policy=dg.RetryPolicy(max_retries=1),
+    )
+    result = job.execute_in_process(run_config=REAL, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success
+    assert snapshot(hp / "media") == snapshot(dell / "media")
+    assert [it["status"] for it in iterations()] == ["failed", "success"]
+    assert lease_is_free("media")
+
+
 def test_partitions_start_on_the_deployment_s_day_a_week_back_by_default(monkeypatch):
     from hasync_pipeline.pairs import load_registry
     from hasync_pipeline.pipeline.factory import build_all

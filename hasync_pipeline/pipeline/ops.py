@@ -80,8 +80,13 @@ def _step(context: dg.OpExecutionContext, sync: SyncRun, step: Callable[[], T]) 
     except RunSettingsError as exc:
         raise dg.Failure(description=f"bad settings: {exc}") from None
     except Exception as exc:
-        sync.end(f"step {context.get_step_execution_context().step.key}: {exc}", failed=True)
+        step_key = _step_key(context)
+        sync.end(f"step {step_key}: {exc}", failed_step=step_key)
         raise
+
+
+def _step_key(context: dg.OpExecutionContext) -> str:
+    return context.get_step_execution_context().step.key
 
 
 def _target(context: dg.OpExecutionContext) -> tuple[str, str]:
@@ -95,7 +100,8 @@ def _session(context: dg.OpExecutionContext, sync: SyncRun, needs: int) -> SyncS
     raw = (ops_config.get("acquire_lease") or {}).get("config") or {}
     overrides = {k: v for k, v in raw.items() if v is not None}
     pair, direction = _target(context)
-    return _step(context, sync, lambda: sync.session(context.run_id, pair, direction, overrides, needs))
+    step = _step_key(context)
+    return _step(context, sync, lambda: sync.session(context.run_id, pair, direction, overrides, needs, step))
 
 
 def superseded_by(context: dg.OpExecutionContext, dry_run: bool) -> str | None:

@@ -47,10 +47,14 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
     _reached: int = PrivateAttr(default=0)
     _resumed: bool = PrivateAttr(default=False)
     _applied_all: bool = PrivateAttr(default=False)
-    _failed: tuple[str, str] | None = PrivateAttr(default=None)  # (run id, why) of a session a step failed
+    # (run id, step key, why) of a session a step's failure ended
+    _failed: tuple[str, str, str] | None = PrivateAttr(default=None)
+    _run_id: str = PrivateAttr(default="")  # the Dagster run of the session
+    _attempt: int = PrivateAttr(default=0)  # sessions that run has started (a step retry starts another)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._session, self._store, self._reached, self._failed = None, None, 0, None
+        self._run_id, self._attempt = "", 0
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.end("the run ended before the sync finished (terminated, or a step failed)")
@@ -66,12 +70,17 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
         except (SettingError, RegistryError, DsnError) as exc:
             raise RunSettingsError(str(exc)) from None
         src, dest = registry.get(pair).endpoints(direction, settings)
+        self._attempt = self._attempt + 1 if self._run_id == run_id else 1
+        self._run_id = run_id
+        # each session is its own audit iteration: a second one in the same run (a step retry) gets its own id,
+        # or flushing it would count as flushing the first again (run ids are unique) and its record be lost
+        audit_id = run_id if self._attempt == 1 else f"{run_id}-{self._attempt}"
         self._store = store
         self._session = build_session(
             settings,
             settings.sync_options(),
             store,
-            run_id=run_id,
+            run_id=audit_id,
             pair=pair,
             direction=direction,
             src=src,
@@ -85,13 +94,17 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
     def reached(self, step: int) -> None:
         self._reached = max(self._reached, step)
 
-    def session(self, run_id: str, pair: str, direction: str, overrides: dict[str, Any], needs: int) -> SyncSession:
+    def session(
+        self, run_id: str, pair: str, direction: str, overrides: dict[str, Any], needs: int, step: str = ""
+    ) -> SyncSession:
         """The run's session, brought at least to step `needs` (STARTED, WALKED or PLANNED): a run that
         re-executes from a later step builds it again and catches up.  Raises RunEnded like the steps."""
         if self._failed is not None and self._failed[0] == run_id:
-            raise SessionFailed(f"an earlier step failed and ended this run's sync ({self._failed[1]})")
+            if self._failed[1] != step:
+                raise SessionFailed(f"an earlier step failed and ended this run's sync ({self._failed[2]})")
+            self._failed = None  # a retry of the step that failed: it starts the sync again
         session = self._session
-        if session is None or session.run_id != run_id:
+        if session is None or self._run_id != run_id:
             session = self.start(run_id, pair, direction, overrides)
             self._resumed = True
         if self._reached < STARTED:
@@ -117,12 +130,13 @@ class SyncRun(dg.ConfigurableResource):  # type: ignore[misc]  # pydantic model 
         self._applied_all = True
         return list(range(len(self._session.batches)))
 
-    def end(self, reason: str, failed: bool = False) -> Any:
+    def end(self, reason: str, failed_step: str = "") -> Any:
         """Close the session (recorded as failed for `reason` if it had not ended); idempotent.  `failed`:
-        a step failed - the run's later steps must not build a new session (only a new run does)."""
+        `failed_step`: that step failed - the run's other steps must not build a new session (a retry of that
+        step, or a new run, may)."""
         session, store = self._session, self._store
-        if failed and session is not None:
-            self._failed = (session.run_id, reason)
+        if failed_step and session is not None:
+            self._failed = (self._run_id, failed_step, reason)
         self._session, self._store, self._reached = None, None, 0
         try:
             return session.close(reason) if session is not None else None
