@@ -281,6 +281,8 @@ def test_iteration_operations_filter_by_operation_status_and_path_prefix(client_
     assert 'value="dir/"' in page.text  # the form keeps the filter
     assert client_with_runs.get("/iterations/999999").status_code == 404
     assert client_with_runs.get("/iterations/abc").status_code == 400
+    quoted = client_with_runs.get("/iterations/<b>bold")  # the error quotes the request: escaped
+    assert quoted.status_code == 400 and "<b>" not in quoted.text and "&lt;b&gt;bold" in quoted.text
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ a line of HTML for a page); never a stack trace or a DSN."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from html import escape
 from importlib import resources
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -67,7 +68,8 @@ def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starle
 
         def error(message: str, code: int) -> Response:
             if html:
-                return HTMLResponse(pages.layout("HA Sync", f'<p class="alert">{message}</p>'), status_code=code)
+                body = f'<p class="alert">{escape(message)}</p>'  # it may quote the request
+                return HTMLResponse(pages.layout("HA Sync", body), status_code=code)
             return JSONResponse({"error": message}, status_code=code)
 
         try:
