@@ -344,3 +344,25 @@ def test_in_chromium_a_pair_s_name_opens_its_chart_conflicts_and_trash_and_a_row
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_in_chromium_a_refused_run_stands_out_with_its_reason(tmp_path, browser):
+    """A refusal (here: the destination is not mounted) changed nothing, but a person must see it at once."""
+    dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    write(tmp_path / "dell" / "a.txt", "a")
+    args = (*pair_args(tmp_path / "dell", tmp_path / "not-mounted"), "--log-dir", str(tmp_path / "logs"))
+    assert run_cli(*args, "--db-dsn", dsn, "--no-dry-run").returncode == 4
+    port = free_port()
+    ui = start_ui(dsn, port)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        badge = page.locator("article.card[data-pair=media] .badge.refused")
+        badge.wait_for()
+        assert badge.inner_text() == "REFUSED"
+        assert "does not exist (is the volume mounted?)" in page.locator("article.card[data-pair=media]").inner_text()
+        assert page.locator("#activity tbody tr.bad .badge.refused").count() == 1
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
