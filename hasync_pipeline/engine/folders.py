@@ -46,13 +46,23 @@ class FolderSettler:
         self.src_root, self.dest_root, self.dest_tree = src_root, dest_root, dest_tree
         self.modes: dict[bytes, int | None] = {}  # folder -> final mode (None: the mode the walk saw)
         self.made: dict[bytes, Op] = {}  # folders made or re-moded: the journal needs what they are after
+        self.removed: set[bytes] = set()  # folders this run removed: nothing left to settle
 
     def saw(self, op: Op, ok: bool) -> None:
         for folder in folders_touched(op):
             self.modes.setdefault(folder, None)
+        if ok and op.action == RMDIR:
+            self.removed.add(op.path)  # its deleted files touched it too, in whatever order they end
         if ok and gets_source_mode(op):
             self.modes[op.path] = op.src_entry.mode
             self.made[op.path] = op
+
+    def _removed(self, rel: bytes) -> bool:
+        while rel:
+            if rel in self.removed:
+                return True
+            rel = rel.rpartition(b"/")[0]
+        return False
 
     def _walked_mode(self, rel: bytes) -> int | None:
         if not rel:
@@ -70,6 +80,8 @@ class FolderSettler:
         src_fd, dest_fd = fsutil.open_root(self.src_root), fsutil.open_root(self.dest_root)
         try:
             for rel in sorted(self.modes, key=lambda r: r.count(b"/") + bool(r), reverse=True):
+                if self._removed(rel):
+                    continue
                 want = self.modes[rel]
                 want = self._walked_mode(rel) if want is None else want
                 try:
@@ -83,6 +95,7 @@ class FolderSettler:
             os.close(src_fd)
             os.close(dest_fd)
         self.modes.clear()
+        self.removed.clear()
         return idents, errors
 
 
