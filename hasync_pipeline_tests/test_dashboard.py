@@ -237,9 +237,14 @@ def two_runs_with_a_conflict_and_a_replaced_file(tmp_path: Path, dsn: str) -> tu
     write(dell / "doc.txt", "dell's", T0 + 100)
     write(hp / "doc.txt", "hp's, other", T0)
     write(dell / "movies" / "film.mkv", "version 1", T0)
+    write(dell / "movies" / "poster.jpg", "the same bytes", T0)
+    write(dell / "old" / "gone.txt", "soon deleted", T0)
     args = (*pair_args(dell, hp), "--direction", "dell_to_hp", "--no-dry-run")
     assert run_cli(*args, env=env).returncode == 7  # a conflict, both kept
     write(dell / "movies" / "film.mkv", "version 2, longer", T0 + 500)
+    os.utime(dell / "movies" / "poster.jpg", (T0 + 900, T0 + 900))  # touched: only the mtime travels
+    shutil.rmtree(dell / "old")  # a file and its folder deleted: the file is trashed, the folder just goes
+    args = (*args, "--delete-missing")
     assert run_cli(*args, env=env).returncode == 0
     return dell, hp, env
 
@@ -292,7 +297,9 @@ def test_conflicts_and_trash_views_and_the_restore_command_they_show(tmp_path, d
     found = client.get("/api/conflicts", params={"pair": "media"}).json()["conflicts"]
     renamed = [c for c in found if c["filepath"] == "doc.txt" and "is now doc.sync-conflict-" in c["reason"]]
     assert renamed and str(dell) in renamed[0]["reason"]  # which side kept the name, and where the other is
-    [film] = [t for t in client.get("/api/trash", params={"pair": "media"}).json()["trash"] if "film" in t["filepath"]]
+    trash = client.get("/api/trash", params={"pair": "media"}).json()["trash"]
+    assert sorted(t["filepath"] for t in trash) == ["movies/film.mkv", "old/gone.txt"]  # not the touch, not "old"
+    [film] = [t for t in trash if "film" in t["filepath"]]
     assert film["operation"] == "update" and film["size_before"] == len("version 1")
     assert film["restore"].startswith("ha-sync restore --pair media --side hp movies/film.mkv --at ")
     page = client.get("/pairs/media").text
@@ -331,7 +338,7 @@ def test_in_chromium_a_pair_s_name_opens_its_chart_conflicts_and_trash_and_a_row
         assert page.locator("svg.chart rect").count() == 2  # one bar per run
         conflicts = page.locator("section", has_text="Conflicts in the last").locator("tbody tr")
         assert conflicts.count() >= 1 and "sync-conflict" in conflicts.first.inner_text()
-        trash = page.locator("section", has_text="In the trash").locator("tbody tr")
+        trash = page.locator("section", has_text="In the trash").locator("tbody tr", has_text="movies/film.mkv")
         assert trash.count() == 1 and "ha-sync restore --pair media --side hp movies/film.mkv" in trash.inner_text()
         trash.locator("a").first.click()  # its iteration
         page.wait_for_selector("form.filters")
@@ -340,7 +347,8 @@ def test_in_chromium_a_pair_s_name_opens_its_chart_conflicts_and_trash_and_a_row
         page.click("form.filters button")
         page.wait_for_url("**prefix=movies%2F**")
         rows = page.locator("tbody tr")
-        assert rows.count() == 1 and "movies/film.mkv" in rows.inner_text()
+        paths = sorted(rows.nth(i).locator("td.path").inner_text() for i in range(rows.count()))
+        assert paths == ["movies/film.mkv", "movies/poster.jpg"]  # the replaced file and the touched one
     finally:
         ui.terminate()
         ui.wait(timeout=30)

@@ -171,9 +171,13 @@ def trashed(conn: Connection, pair: str, since: datetime, limit: int = 200) -> l
     """What the pair's runs replaced or deleted since `since` (kept in the destination's trash), newest first."""
     changed = (it.files_updated > 0) | (it.files_deleted > 0)
     runs = _pair_iterations(conn, pair, since, it.direction, it.src, it.dest, extra=changed)
-    # a replaced or deleted version goes to the trash; a conflict's rename, a move, a metadata change do not
+    # a replaced or deleted file goes to the trash; a conflict's rename, a move, a metadata change, a folder
+    # removed empty, and an mtime-only touch (same bytes: same md5 before and after) do not
     plain = op.reason.is_(None) | op.reason.startswith("restored:")
-    return _ops_of(conn, runs, op.operation.in_(("update", "delete")) & (op.status == "success") & plain, limit)
+    a_file = op.size_before.is_not(None)
+    new_bytes = op.md5_before.is_(None) | op.md5_after.is_(None) | (op.md5_before != op.md5_after)
+    kept = op.operation.in_(("update", "delete")) & (op.status == "success") & plain & a_file & new_bytes
+    return _ops_of(conn, runs, kept, limit)
 
 
 def activity(conn: Connection, pair: str, since: datetime) -> list[dict]:

@@ -257,7 +257,7 @@ def _list_one(
                     continue  # vanished since readdir: as if never there
         if stat_pool is not None:
             if len(listed) > STAT_FANOUT:
-                stats: Iterable[os.stat_result | None] = stat_pool.map(_lstat, [e for _, e in listed], chunksize=16)
+                stats: Iterable[os.stat_result | None] = stat_pool.map(_lstat, [e for _, e in listed])
             else:
                 stats = map(_lstat, [e for _, e in listed])
             listed = [(name, st) for (name, _), st in zip(listed, stats, strict=True) if st is not None]
