@@ -150,11 +150,12 @@ def main() -> None:
     ap.add_argument("--delays", default="0,250,1000", help="microseconds per metadata request")
     ap.add_argument("--cache", action="store_true", help="kernel attribute/entry caches on (3 s), as NFS's")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--dir", default=None)
+    ap.add_argument("--dir", default=None, help="where the trees and mounts go (created; default: a new temp folder)")
     args = ap.parse_args()
     if not os.path.exists("/dev/fuse"):
         raise SystemExit("bench_nfs: /dev/fuse is absent here: no latency bed")
     base = args.dir or tempfile.mkdtemp(prefix="hasync-bench-nfs-")
+    os.makedirs(base, exist_ok=True)
     os.environ.setdefault("HA_SYNC_STATE_DIR", os.path.join(base, "state"))
     os.environ.setdefault("HA_SYNC_LEASE_BACKEND", "local")
     binary = build_latencyfs(base)
