@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from array import array
 from pathlib import Path
+
+import pytest
 
 from hasync_pipeline.engine.plan import TOUCH
 from hasync_pipeline_tests.conftest import internal_leftovers, read_deep, snapshot, sync, synced, write, write_deep
@@ -115,6 +118,64 @@ def test_walk_with_threads_lists_exactly_what_one_thread_does(pair):
     expected = (30 + flat, 29, 2, sum(range(30)) + len("d1") + sum(i % 5 for i in range(flat)) + len("photo-0001.jpg"))
     assert counts(one) == counts(four) == expected  # a link's size: its target's
     assert one.leftovers == four.leftovers == [b"d0/.hasync-tmp-leftover"]
+
+
+_OPENS: list[object] | None = None  # while a list, the audit hook below appends every os.open's path to it
+
+
+def _count_opens(event: str, args: tuple) -> None:
+    if event == "open" and _OPENS is not None:
+        _OPENS.append(args[0])
+
+
+sys.addaudithook(_count_opens)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_walk_opens_each_folder_once_through_its_parent_and_keeps_no_fd(pair, monkeypatch, threads):
+    """Each folder is one openat of its name through its parent's fd, not one per component of its path
+    (on NFS each is a round trip); past the fd budget, by its path, listing the same."""
+    from hasync_pipeline.engine import walk
+
+    dell, _ = pair
+    chain = dell
+    for depth in range(8):
+        chain = chain / f"level{depth}"
+        for i in range(3):
+            write(chain / f"side{i}" / "f", "x", T0)
+    write(chain / "deepest", "y", T0)
+    folders = 1 + 8 * 4  # the root, then each level and its three side folders
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+
+    class Budgeted(walk.KeptFolders):
+        budget_now: int | None = None
+
+        def __init__(self) -> None:
+            super().__init__(Budgeted.budget_now)
+
+    monkeypatch.setattr(walk, "KeptFolders", Budgeted)
+
+    def walk_counting_opens(budget: int | None) -> tuple[walk.TreeListing, list[object]]:
+        global _OPENS
+        Budgeted.budget_now = budget
+        _OPENS = []
+        try:
+            return walk.walk_tree(str(dell), threads=threads), _OPENS
+        finally:
+            _OPENS = None
+
+    kept, kept_opens = walk_counting_opens(None)
+    assert len(kept.dirs) == folders
+    assert len(kept_opens) == folders  # the root, then one openat of a name per folder
+    assert all(b"/" not in name for name in kept_opens[1:])
+    by_path, path_opens = walk_counting_opens(0)  # no fd kept: every folder opened from the root
+    assert len(path_opens) == 1 + sum(rel.count(b"/") + 1 for rel in kept.dirs if rel)  # each component
+    tight, _ = walk_counting_opens(1)  # one kept at a time: some through a parent, some by path
+    for tree in (by_path, tight):
+        assert sorted(tree.dirs) == sorted(kept.dirs)
+        for rel, listing in kept.dirs.items():
+            assert tree.dirs[rel].names() == listing.names() and tree.dirs[rel].columns() == listing.columns()
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before  # every kept fd closed
 
 
 def test_identical_content_with_a_new_mtime_is_not_recopied(pair):

@@ -39,7 +39,7 @@ def open_dir(root_fd: int, rel: bytes, create_mode: int | None = None) -> int:
     try:
         for comp in rel.split(b"/"):
             try:
-                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                nfd = open_child(fd, comp)
             except FileNotFoundError:
                 if create_mode is None:
                     raise
@@ -47,20 +47,26 @@ def open_dir(root_fd: int, rel: bytes, create_mode: int | None = None) -> int:
                     os.mkdir(comp, create_mode, dir_fd=fd)
                 except FileExistsError:
                     pass
-                nfd = os.open(comp, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise UnsafePathError(
-                        exc.errno,
-                        f"'{comp.decode('utf-8', 'backslashreplace')}' "
-                        "is a symlink or not a directory; refusing to go through it",
-                    ) from None
-                raise
+                nfd = open_child(fd, comp)
             os.close(fd)
             fd = nfd
         return fd
     except BaseException:
         os.close(fd)
+        raise
+
+
+def open_child(dir_fd: int, name: bytes) -> int:
+    """Open the folder `name` in the folder `dir_fd`, never through a symlink (UnsafePathError)."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePathError(
+                exc.errno,
+                f"'{name.decode('utf-8', 'backslashreplace')}' "
+                "is a symlink or not a directory; refusing to go through it",
+            ) from None
         raise
 
 

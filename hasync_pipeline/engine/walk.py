@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import queue
+import resource
 import stat
+import threading
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -197,8 +199,50 @@ class WalkError(OSError):
 
 
 # one folder listed: its listing, its subfolders (with their identity), special files, leftover temp files,
-# whether it holds names left alone (excluded or internal)
-_Listed = tuple[DirListing, list[tuple[bytes, tuple[int, int]]], list[bytes], list[bytes], bool]
+# whether it holds names left alone (excluded or internal), its fd if kept open for its subfolders (or None)
+_Listed = tuple[DirListing, list[tuple[bytes, tuple[int, int]]], list[bytes], list[bytes], bool, int | None]
+
+
+class KeptFolders:
+    """Listed folders' fds, each kept open until its subfolders have been opened through it.  A folder then
+    costs one openat of its name instead of one per component of its path from the root (each a round trip
+    on NFS: depth 6 is 6).  At most `budget` are kept at once, a share of the process's fd limit: a wide
+    tree's frontier can be thousands of folders, and past the budget a subfolder is opened by its path."""
+
+    def __init__(self, budget: int | None = None):
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        limit = soft if soft != resource.RLIM_INFINITY else 1 << 16
+        self.budget = budget if budget is not None else max(0, min(1024, limit // 4))
+        self._waiting: dict[int, int] = {}  # fd -> its subfolders not yet opened through it
+        self._lock = threading.Lock()
+
+    def keep(self, fd: int, subfolders: int) -> bool:
+        """Keep `fd` open for `subfolders` opens through it; False (close it yourself) past the budget."""
+        with self._lock:
+            if len(self._waiting) >= self.budget:
+                return False
+            self._waiting[fd] = subfolders
+            return True
+
+    def opened_one(self, fd: int) -> None:
+        """One subfolder of `fd` is open (or failed to open): the last one closes it."""
+        with self._lock:
+            left = self._waiting[fd] - 1
+            if left:
+                self._waiting[fd] = left
+                return
+            del self._waiting[fd]
+        os.close(fd)
+
+    def close_all(self) -> None:
+        """A walk that stopped half-way: close what its unstarted subfolders would have."""
+        with self._lock:
+            fds, self._waiting = list(self._waiting), {}
+        for fd in fds:
+            os.close(fd)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
 
 
 STAT_FANOUT = 64  # a folder with more entries than this has them stat'ed by the walk's threads together
@@ -211,16 +255,30 @@ def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
         return None  # vanished since readdir: as if never there
 
 
+def _open_folder(root_fd: int, rel: bytes, parent_fd: int | None, kept: KeptFolders) -> int:
+    """Open `rel` through its parent's kept fd (one openat), or by its path from the root."""
+    if parent_fd is None:
+        return fsutil.open_dir(root_fd, rel)
+    try:
+        return fsutil.open_child(parent_fd, rel.rpartition(b"/")[2])
+    finally:
+        kept.opened_one(parent_fd)
+
+
 def _list_one(
     root_fd: int,
     rel: bytes,
     expect: tuple[int, int] | None,
     excludes: ExcludeMatcher,
+    kept: KeptFolders,
+    parent_fd: int | None = None,
     stat_pool: Executor | None = None,
 ) -> _Listed:
     """List one folder.  `stat_pool` (a network filesystem): a big folder's entries are stat'ed across its
-    threads, each stat one round trip (a flat folder of 20k photos: 20 s at 1 ms serially, ~1.3 s by 16)."""
-    fd = fsutil.open_dir(root_fd, rel)
+    threads, each stat one round trip (a flat folder of 20k photos: 20 s at 1 ms serially, ~1.3 s by 16).
+    The folder's fd is kept open for its subfolders when `kept` has room (the last element: it or None)."""
+    fd = _open_folder(root_fd, rel, parent_fd, kept)
+    keep = False
     try:
         if expect is not None:
             here = os.fstat(fd)
@@ -277,9 +335,11 @@ def _list_one(
                 special.append(join(rel, name))
                 continue
             add((name, kind, st.st_size, st.st_mtime_ns, perm, st.st_uid, st.st_gid, st.st_ino, st.st_ctime_ns))
-        return DirListing(rows, links), subdirs, special, leftovers, hidden
+        keep = bool(subdirs) and kept.keep(fd, len(subdirs))
+        return DirListing(rows, links), subdirs, special, leftovers, hidden, fd if keep else None
     finally:
-        os.close(fd)
+        if not keep:
+            os.close(fd)
 
 
 def threads_for(root: str) -> int:
@@ -313,7 +373,7 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
     root_dev, tree.root_mode = root_st.st_dev, root_st.st_mode & 0o7777
 
     def record(rel: bytes, listed: _Listed) -> list[tuple[bytes, tuple[int, int]]]:
-        listing, subdirs, special, leftovers, hidden = listed
+        listing, subdirs, special, leftovers, hidden, _ = listed
         tree.dirs[rel] = listing
         tree.special.extend(special)
         tree.leftovers.extend(leftovers)
@@ -332,17 +392,18 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
             raise WalkError(exc.errno, f"cannot list {root}: {exc.strerror or exc}") from None
         tree.unreadable[rel] = exc.strerror or str(exc)
 
+    kept = KeptFolders()
     try:
         if threads <= 1:
-            stack: list[tuple[bytes, tuple[int, int] | None]] = [(b"", None)]
+            stack: list[tuple[bytes, tuple[int, int] | None, int | None]] = [(b"", None, None)]
             while stack:
-                rel, ident = stack.pop()
+                rel, ident, parent_fd = stack.pop()
                 try:
-                    listed = _list_one(root_fd, rel, ident, excludes)
+                    listed = _list_one(root_fd, rel, ident, excludes, kept, parent_fd)
                 except OSError as exc:
                     failed(rel, exc)
                     continue
-                stack.extend(record(rel, listed))
+                stack.extend((sub, sub_ident, listed[-1]) for sub, sub_ident in record(rel, listed))
         else:
             from concurrent.futures import ThreadPoolExecutor  # only here: ha-sync's start-up stays light
 
@@ -354,12 +415,12 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
                 ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stat") as stat_pool,
             ):
 
-                def submit(rel: bytes, ident: tuple[int, int] | None) -> None:
-                    pool.submit(_list_one, root_fd, rel, ident, excludes, stat_pool).add_done_callback(
+                def submit(rel: bytes, ident: tuple[int, int] | None, parent_fd: int | None) -> None:
+                    pool.submit(_list_one, root_fd, rel, ident, excludes, kept, parent_fd, stat_pool).add_done_callback(
                         lambda fut: done.put((rel, fut))
                     )
 
-                submit(b"", None)
+                submit(b"", None, None)
                 pending = 1
                 while pending:
                     rel, fut = done.get()
@@ -370,9 +431,10 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
                         failed(rel, exc)
                         continue
                     for sub_rel, ident in record(rel, listed):
-                        submit(sub_rel, ident)
+                        submit(sub_rel, ident, listed[-1])
                         pending += 1
     finally:
+        kept.close_all()
         os.close(root_fd)
     return tree
 
