@@ -178,6 +178,52 @@ def test_a_walk_opens_each_folder_once_through_its_parent_and_keeps_no_fd(pair, 
     assert sorted(os.listdir("/proc/self/fd")) == fds_before  # every kept fd closed
 
 
+def test_kept_folders_open_each_component_once_and_stay_safe(tmp_path):
+    """FileOps reaches every folder through FolderFds: a sibling of a kept folder is one openat; a renamed
+    folder forgotten is not followed; a symlink is never gone through; at most `size` fds are kept."""
+    global _OPENS
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hasync_pipeline.engine import fsutil
+
+    root = tmp_path / "root"
+    root.mkdir()
+    root_fd = fsutil.open_root(str(root))
+    fds_before = len(os.listdir("/proc/self/fd"))
+    folders = fsutil.FolderFds(root_fd, size=8)
+    try:
+        _OPENS = []
+        fd = folders.open(b"a/b/c/d/one", create_mode=0o755)  # made on the way: each component opened once
+        os.close(fd)
+        made = len(_OPENS)
+        _OPENS = []
+        os.close(folders.open(b"a/b/c/d/two", create_mode=0o755))
+        os.close(folders.open(b"a/b/c/d/one"))
+        assert made == 5 + 5 and _OPENS == [b"two", b"two"]  # missing: a failed open, mkdir, open
+        _OPENS = None
+        assert (root / "a/b/c/d/two").is_dir()
+
+        os.rename(root / "a/b/c", root / "a/b/moved")  # this run renamed a folder: forget it
+        folders.forget(b"a/b/c")
+        os.close(folders.open(b"a/b/c/d", create_mode=0o755))
+        assert (root / "a/b/c/d").is_dir() and not (root / "a/b/c/d/one").exists()
+
+        (root / "a/b/c/d/trap").symlink_to("/etc")
+        with pytest.raises(fsutil.UnsafePathError):
+            folders.open(b"a/b/c/d/trap/passwd-dir")
+
+        with ThreadPoolExecutor(8) as pool:  # new folders are made by several threads at once
+            for fd in pool.map(lambda i: folders.open(b"w/%d/x/%d" % (i % 5, i), create_mode=0o755), range(200)):
+                os.close(fd)
+        assert sum(1 for _ in (root / "w").glob("*/x/*")) == 200
+        assert len(os.listdir("/proc/self/fd")) <= fds_before + 8  # no more than `size` kept
+    finally:
+        _OPENS = None
+        folders.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+    os.close(root_fd)
+
+
 def test_identical_content_with_a_new_mtime_is_not_recopied(pair):
     dell, hp = pair
     write(dell / "big", b"z" * 1_000_000, T0)

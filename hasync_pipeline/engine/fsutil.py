@@ -10,6 +10,8 @@ import ctypes
 import errno
 import os
 import stat
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -38,22 +40,87 @@ def open_dir(root_fd: int, rel: bytes, create_mode: int | None = None) -> int:
         return fd
     try:
         for comp in rel.split(b"/"):
-            try:
-                nfd = open_child(fd, comp)
-            except FileNotFoundError:
-                if create_mode is None:
-                    raise
-                try:
-                    os.mkdir(comp, create_mode, dir_fd=fd)
-                except FileExistsError:
-                    pass
-                nfd = open_child(fd, comp)
+            nfd = _step_into(fd, comp, create_mode)
             os.close(fd)
             fd = nfd
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _step_into(fd: int, comp: bytes, create_mode: int | None) -> int:
+    """Open folder `comp` in `fd`, creating it first (mode `create_mode`) when missing and asked to."""
+    try:
+        return open_child(fd, comp)
+    except FileNotFoundError:
+        if create_mode is None:
+            raise
+    try:
+        os.mkdir(comp, create_mode, dir_fd=fd)
+    except FileExistsError:
+        pass  # made meanwhile: opening it checks it is a real folder
+    return open_child(fd, comp)
+
+
+class FolderFds:
+    """Folders below one root, each opened once and kept (the `size` most recently used): a folder is reached
+    from its nearest kept ancestor, one openat per component not yet open, instead of down its whole path from
+    the root again for every group of files, every trash folder, every xattr read (on NFS each component is
+    a round trip).  Hands out its own fd (a dup: the caller closes it), so closing one kept for later never
+    pulls an fd from under a caller; thread-safe (new folders are made by several threads).
+
+    A kept fd follows its folder if that is renamed: `forget()` it when this run renames or removes one."""
+
+    def __init__(self, root_fd: int, size: int = 64):
+        self.root_fd, self.size = root_fd, size
+        self._kept: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def open(self, rel: bytes, create_mode: int | None = None) -> int:
+        """An fd on folder `rel` (made, with its missing parents, when `create_mode` is given); yours to close."""
+        with self._lock:
+            base = rel
+            while base and base not in self._kept:
+                base = base.rpartition(b"/")[0]
+            fd = os.dup(self._kept[base] if base else self.root_fd)
+            if base:
+                self._kept.move_to_end(base)
+        try:
+            here = base
+            for comp in rel[len(base) :].lstrip(b"/").split(b"/") if rel != base else ():
+                nfd = _step_into(fd, comp, create_mode)
+                os.close(fd)
+                fd = nfd
+                here = here + b"/" + comp if here else comp
+                self._keep(here, fd)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _keep(self, rel: bytes, fd: int) -> None:
+        with self._lock:
+            if rel in self._kept:
+                return
+            self._kept[rel] = os.dup(fd)
+            while len(self._kept) > self.size:
+                os.close(self._kept.popitem(last=False)[1])
+
+    def forget(self, rel: bytes) -> None:
+        """Folder `rel` was renamed or removed: close what is kept of it and below (its path leads elsewhere)."""
+        below = rel + b"/"
+        with self._lock:
+            gone = [k for k in self._kept if k == rel or k.startswith(below)]
+            fds = [self._kept.pop(k) for k in gone]
+        for fd in fds:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._kept = list(self._kept.values()), OrderedDict()
+        for fd in fds:
+            os.close(fd)
 
 
 def open_child(dir_fd: int, name: bytes) -> int:

@@ -85,7 +85,8 @@ def restore(root: str, rel: bytes, version: Version, run_stamp: bytes, preserve_
     copied, size of the file it replaced or None)."""
     head, name = split(rel)
     root_fd = fsutil.open_root(root)
-    trash = Trash(root_fd, run_stamp)
+    folders = fsutil.FolderFds(root_fd)
+    trash = Trash(folders, run_stamp)
     try:
         kept_fd = fsutil.open_dir(root_fd, TRASH_DIR + b"/" + version.stamp.encode() + (b"/" + head if head else b""))
         try:
@@ -127,4 +128,5 @@ def restore(root: str, rel: bytes, version: Version, run_stamp: bytes, preserve_
             os.close(sfd)
     finally:
         trash.close()
+        folders.close()
         os.close(root_fd)

@@ -4,7 +4,8 @@ Crash safety without an fsync per file: every copy is first written to a temp na
 folder (`.hasync-tmp-*`); the caller then makes ONE syncfs() for the whole batch, and only after it are the
 temp files renamed over their real names.  A crash at any point leaves each real name holding either the
 old or the new complete file; stray temp files are removed by the next run.  Replaced and deleted files go
-to the trash.  Every path is reached through O_NOFOLLOW directory fds (fsutil.open_dir).
+to the trash.  Every path is reached through O_NOFOLLOW directory fds (fsutil.FolderFds: each folder opened
+once, from its nearest open ancestor).
 
 `FileOps` works on groups of operations that share a parent folder (one directory open per group) and
 reports each outcome as a plain tuple through `emit`, so it can run in the calling process or in a forked
@@ -115,7 +116,8 @@ class FileOps:
         self.preserve = preserve
         self.src_fd = fsutil.open_root(src_root)
         self.dest_fd = fsutil.open_root(dest_root)
-        self.trash = Trash(self.dest_fd, trash_stamp, mounts)
+        self.src_dirs, self.dest_dirs = fsutil.FolderFds(self.src_fd), fsutil.FolderFds(self.dest_fd)
+        self.trash = Trash(self.dest_dirs, trash_stamp, mounts)
         self.staged: list[tuple[int, bytes, float]] = []  # temp files written and not yet renamed
         tmp_prefix = TMP_PREFIX + secrets.token_hex(4).encode() + b"-"
         self._tmp_names = (tmp_prefix + b"%d" % n for n in itertools.count())
@@ -123,11 +125,21 @@ class FileOps:
 
     def close(self) -> None:
         self.trash.close()
+        self.src_dirs.close()
+        self.dest_dirs.close()
         os.close(self.src_fd)
         os.close(self.dest_fd)
 
+    def _dirs(self, root_fd: int) -> fsutil.FolderFds:
+        return self.src_dirs if root_fd == self.src_fd else self.dest_dirs
+
     def _xattrs_from_source(self, rel: bytes, dst_fd: int) -> None:
-        sfd = xattrs.open_entry(self.src_fd, rel)
+        head, name = split(rel)
+        pfd = self.src_dirs.open(head)
+        try:
+            sfd = os.open(name, xattrs.OPEN_ANY, dir_fd=pfd) if name else os.dup(pfd)
+        finally:
+            os.close(pfd)
         try:
             xattrs.sync_fd(sfd, dst_fd)
         finally:
@@ -156,7 +168,7 @@ class FileOps:
         head, name = split(op.path)
         started = time.time()
         try:
-            pfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755)
+            pfd = self.dest_dirs.open(head, create_mode=0o755)
             try:
                 self._writable(pfd)
                 try:
@@ -208,9 +220,10 @@ class FileOps:
         (old_head, old_name), (new_head, new_name) = split(old), split(new)
         started = time.time()
         try:
-            ofd = fsutil.open_dir(root_fd, old_head)
+            dirs = self._dirs(root_fd)
+            ofd = dirs.open(old_head)
             try:
-                nfd = fsutil.open_dir(root_fd, new_head, create_mode=0o755)
+                nfd = dirs.open(new_head, create_mode=0o755)
                 try:
                     if root_fd == self.dest_fd:
                         self._writable(ofd)
@@ -218,6 +231,8 @@ class FileOps:
                     current = _lstat(old_name, ofd)
                     if current is None or not _same(current, expected):
                         raise Changed("changed since the plan; left for the next run")
+                    if expected.kind == DIR:
+                        dirs.forget(old)  # kept fds below it would lead to its new place
                     for n in range(1, 1000 if numbered else 2):
                         try:
                             target = new_name if n == 1 else numbered_name(new_name, n)
@@ -244,7 +259,7 @@ class FileOps:
         started = time.time()
         src = op.src_entry
         try:
-            pfd = fsutil.open_dir(self.dest_fd, head)
+            pfd = self.dest_dirs.open(head)
             try:
                 current = _lstat(name, pfd)
                 if current is None or not _same(current, op.dest_entry):
@@ -275,9 +290,9 @@ class FileOps:
         src = op.src_entry
         started = time.time()
         try:
-            tfd = fsutil.open_dir(self.dest_fd, twin_head)
+            tfd = self.dest_dirs.open(twin_head)
             try:
-                dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755)
+                dfd = self.dest_dirs.open(head, create_mode=0o755)
                 try:
                     self._writable(dfd)
                     twin = _lstat(twin_name, tfd)
@@ -306,7 +321,8 @@ class FileOps:
         head, name = split(self.ops[idx].path)
         started = time.time()
         try:
-            pfd = fsutil.open_dir(self.dest_fd, head)
+            self.dest_dirs.forget(self.ops[idx].path)
+            pfd = self.dest_dirs.open(head)
             try:
                 self._writable(pfd)
                 os.rmdir(name, dir_fd=pfd)
@@ -323,7 +339,7 @@ class FileOps:
     def _open_pair(self, head: bytes, indices: list[int], with_src: bool) -> tuple[int, int] | None:
         """(source folder fd or -1 when not asked for, destination folder fd), or None: all failed."""
         try:
-            dfd = fsutil.open_dir(self.dest_fd, head, create_mode=0o755 if with_src else None)
+            dfd = self.dest_dirs.open(head, create_mode=0o755 if with_src else None)
             try:
                 self._writable(dfd)
             except OSError:
@@ -336,7 +352,7 @@ class FileOps:
         if not with_src:
             return -1, dfd
         try:
-            return fsutil.open_dir(self.src_fd, head), dfd
+            return self.src_dirs.open(head), dfd
         except OSError as exc:
             os.close(dfd)
             for idx in indices:
@@ -495,7 +511,7 @@ class FileOps:
         """Remove the temp files of copies that will not be committed (interrupted, lease lost)."""
         for idx, tmp, _ in self.staged:
             try:
-                dfd = fsutil.open_dir(self.dest_fd, split(self.ops[idx].path)[0])
+                dfd = self.dest_dirs.open(split(self.ops[idx].path)[0])
             except OSError:
                 continue
             unlink_quietly(tmp, dfd)

@@ -25,13 +25,14 @@ def new_stamp(run_id: str, retain_days: float, now: datetime | None = None) -> b
 
 class Trash:
     """One per process (not thread-safe).  Keeps the trash folder it used last open: operations come grouped
-    by folder, so the folder chain is opened (and made) once per folder, not once per file.
+    by folder, so it is opened once per folder, not once per file, through the destination's kept folders
+    (`folders`), which hold its parents: a sibling's trash folder is one openat away.
 
     With no stamp (--trash-retain-days 0, "delete for real") nothing is kept: a replaced file is simply
     renamed over and a deleted one unlinked, rather than kept and purged at the end of the same run."""
 
-    def __init__(self, root_fd: int, stamp: bytes | None, mounts: Sequence[bytes] = ()):
-        self.root_fd, self.mounts = root_fd, mounts
+    def __init__(self, folders: fsutil.FolderFds, stamp: bytes | None, mounts: Sequence[bytes] = ()):
+        self.folders, self.mounts = folders, mounts
         self.base = TRASH_DIR + b"/" + stamp if stamp is not None else None
         self._open: tuple[bytes, int] | None = None
 
@@ -44,7 +45,7 @@ class Trash:
             mount = mount_of(self.mounts, head) if self.mounts else b""
             inside = head[len(mount) :].lstrip(b"/")
             where = join(mount, self.base + (b"/" + inside if inside else b""))
-            fd = fsutil.open_dir(self.root_fd, where, create_mode=0o700)
+            fd = self.folders.open(where, create_mode=0o700)
             self._open = (head, fd)
         return self._open[1]
 
