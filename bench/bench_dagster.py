@@ -16,7 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine import make_small_tree  # noqa: E402
+from bench_engine import as_installed, make_small_tree  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     base = args.dir
+    as_installed()
     shutil.rmtree(base, ignore_errors=True)
     home = os.path.join(base, "home")
     os.makedirs(home)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine import ha_sync, make_small_tree, unpaired  # noqa: E402
+from bench_engine import as_installed, ha_sync, make_small_tree, unpaired  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHO = ("ha-sync", "rsync")
@@ -158,6 +158,7 @@ def main() -> None:
     os.makedirs(base, exist_ok=True)
     os.environ.setdefault("HA_SYNC_STATE_DIR", os.path.join(base, "state"))
     os.environ.setdefault("HA_SYNC_LEASE_BACKEND", "local")
+    as_installed()
     binary = build_latencyfs(base)
     seed = os.path.join(base, "seed")
     make_small_tree(seed, args.files)

@@ -21,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_engine import make_small_tree, run  # noqa: E402  (the same trees as the one-way benchmark)
+from bench_engine import as_installed, make_small_tree, run  # noqa: E402  (the same trees as the one-way benchmark)
 
 HA_SYNC = [sys.executable, "-m", "hasync_pipeline.cli"]
 
@@ -108,6 +108,7 @@ def main() -> None:
     for tool in ("unison", "rclone"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install unison rclone)")
+    as_installed()
     print(f"{'case':<28}{'ha-sync':>10}{'unison':>10}{'bisync':>10}{'/unison':>10}{'/bisync':>10}", flush=True)
     for files in args.files:
         shutil.rmtree(args.dir, ignore_errors=True)
