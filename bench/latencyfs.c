@@ -1,6 +1,6 @@
 /* latencyfs: a FUSE passthrough that makes every metadata request cost what it costs over a LAN.
  *
- *   latencyfs BACKING MOUNTPOINT -o delay_us=1000 [-o cache] [-f]
+ *   latencyfs BACKING MOUNTPOINT -o delay_us=1000 [-o cache] [-o max_threads=64] [-f]
  *
  * Every request that NFS would make a round trip for (lookup/getattr, readdir, open, create, mkdir, unlink,
  * rmdir, rename, link, symlink, readlink, chmod, chown, utimens, truncate, statfs, fsync, xattrs) sleeps
@@ -267,22 +267,26 @@ static const struct fuse_operations ops = {
     .lseek = lfs_lseek,
 };
 
-int main(int argc, char *argv[]) {
-    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-    if (fuse_opt_parse(&args, &opts, option_spec, NULL) == -1) return 1;
-    /* the first non-option argument is the backing folder; fuse_main gets the rest */
-    if (args.argc < 3) {
-        fprintf(stderr, "usage: latencyfs BACKING MOUNTPOINT [-o delay_us=N] [-o cache] [-f]\n");
-        return 2;
-    }
+/* the first non-option argument is the backing folder (taken out); the rest, options included, go to fuse_main */
+static int take_backing(void *data, const char *arg, int key, struct fuse_args *outargs) {
+    (void)data, (void)outargs;
+    if (key != FUSE_OPT_KEY_NONOPT || opts.backing != NULL) return 1;
     static char backing[PATH_MAX];
-    if (realpath(args.argv[1], backing) == NULL) {
-        perror(args.argv[1]);
-        return 2;
+    if (realpath(arg, backing) == NULL) {
+        perror(arg);
+        exit(2);
     }
     opts.backing = backing;
-    for (int i = 1; i < args.argc - 1; i++) args.argv[i] = args.argv[i + 1];
-    args.argc--;
+    return 0;
+}
+
+int main(int argc, char *argv[]) {
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    if (fuse_opt_parse(&args, &opts, option_spec, take_backing) == -1) return 1;
+    if (opts.backing == NULL || args.argc < 2) {
+        fprintf(stderr, "usage: latencyfs BACKING MOUNTPOINT [-o delay_us=N] [-o cache] [-o max_threads=N] [-f]\n");
+        return 2;
+    }
     fuse_opt_add_arg(&args, "-oallow_other,default_permissions");
     int r = fuse_main(args.argc, args.argv, &ops, NULL);
     fuse_opt_free_args(&args);
