@@ -11,6 +11,7 @@ import time
 import pytest
 
 from hasync_pipeline.engine import run_sync
+from hasync_pipeline.engine.workers import _split_into_shares
 from hasync_pipeline_tests.conftest import (
     NOBODY,
     as_user,
@@ -46,6 +47,85 @@ def test_many_files_through_four_workers_converge(pair):
     assert internal_leftovers(hp) == []
     trashed = [p for p in (hp / ".hasync-trash").rglob("file*")]
     assert len(trashed) == 200  # every overwritten version kept
+
+
+def test_metadata_of_many_files_goes_through_the_workers_and_many_folders_settle_on_threads(pair):
+    """300 chmod-only files are done by forked workers (on NFS one by one in the parent they waited a round
+    trip each), a folder's own new mode before them; 40 folders made and 40 re-moded are settled a level at
+    a time on threads: every mode and folder mtime as the source's, nothing copied."""
+    dell, hp = pair
+    for i in range(300):
+        write(dell / f"dir{i % 3}" / f"file{i:03d}", "x", T0)
+    for i in range(40):
+        write(dell / "deep" / f"d{i:02d}" / "inner" / "f", "y", T0)
+    synced(dell, hp)
+    inodes = {p: p.stat().st_ino for p in hp.rglob("file*")}
+    for i in range(300):
+        os.chmod(dell / f"dir{i % 3}" / f"file{i:03d}", 0o600 + i % 2 * 0o040)
+    os.chmod(dell / "dir1", 0o750)
+    for i in range(40):
+        write(dell / "new" / f"n{i:02d}" / "inner" / "f", "z", T0)  # 81 new folders
+        os.chmod(dell / "deep" / f"d{i:02d}" / "inner", 0o555)  # re-moded: read-only, settled after its file
+        os.utime(dell / "deep" / f"d{i:02d}" / "inner", (T0 - i, T0 - i))
+        os.utime(dell / "new" / f"n{i:02d}" / "inner", (T0 - 2 * i, T0 - 2 * i))
+    results = []
+    report, plan = run_sync(str(dell), str(hp), options(workers=4), "meta", on_result=results.append)
+    assert report.failed == 0 and report.errors == [] and report.bytes == 40
+    assert sum(1 for op in plan.ops if op.action == "meta") == 300 + 1 + 40
+    shares = _split_into_shares(plan.ops, 4)
+    by_workers = [plan.ops[i].path for share in shares for _, group in share.meta for i in group]
+    assert len(by_workers) == len(set(by_workers)) == 300 and all(b"/file" in p for p in by_workers)
+    assert len(results) == len(plan.ops)
+    assert {p: p.stat().st_ino for p in hp.rglob("file*")} == inodes  # changed in place, not copied
+
+    def modes_and_folder_mtimes(root):
+        out = {}
+        for path in sorted(root.rglob("*")):
+            if ".hasync" in str(path):
+                continue
+            st = path.lstat()
+            out[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns if path.is_dir() else None)
+        return out
+
+    assert modes_and_folder_mtimes(hp) == modes_and_folder_mtimes(dell)
+
+
+@pytest.mark.parametrize("deepest_first", [False, True])
+def test_folders_are_done_a_level_at_a_time_on_threads(deepest_first):
+    """levels.by_level: a level starts when the one before it has ended (a folder after its parent, or a
+    folder settled after its children), its folders on threads together; results in the items' order."""
+    import threading
+
+    from hasync_pipeline.engine.levels import by_level
+
+    first_level = [b"a", b"c", b"d"] if not deepest_first else [b"a/b/c", b"a/b/x", b"a/b/y"]
+    folders = [b"a", b"a/b", b"c", b"a/b/c", b"d", b"a/b/x", b"a/b/y"] + [b"e/%d" % i for i in range(30)]
+    depth = {f: f.count(b"/") for f in folders}
+    together = threading.Barrier(len(first_level), timeout=30)  # the first level's folders all run at once
+    started: list[bytes] = []
+    finished: list[bytes] = []
+    lock = threading.Lock()
+
+    def must_follow(a: bytes, b: bytes) -> bool:
+        return depth[a] < depth[b] if deepest_first else depth[a] > depth[b]
+
+    def do(folder: bytes) -> bytes:
+        with lock:
+            started.append(folder)
+            waited_for = [f for f in folders if must_follow(folder, f)]
+            assert all(f in finished for f in waited_for), f"{folder!r} started before the levels it follows ended"
+        if folder in first_level:
+            together.wait()  # fails (BrokenBarrierError) unless the level's folders run on threads together
+        with lock:
+            finished.append(folder)
+        return folder.upper()
+
+    assert by_level(folders, depth.get, do, threads=4, deepest_first=deepest_first) == [f.upper() for f in folders]
+    assert sorted(started) == sorted(folders)
+
+    names = []
+    by_level(folders[:5], depth.get, lambda f: names.append(threading.current_thread().name), threads=4)
+    assert names == [threading.current_thread().name] * 5  # a few: one by one here, no pool started
 
 
 def test_failure_inside_a_worker_is_reported_and_the_rest_applied(pair):

@@ -4,11 +4,12 @@ While a run fills a folder it must be writable for us: a new folder is made u+rw
 once, so what goes in inherits its group), and an existing read-only folder we own is made u+w for the run
 (`FileOps` does both; root writes anyway).  Once every batch is done, `settle` gives each folder the run
 touched its final mode (the source's for folders made or re-moded this run, else the one the walk saw) and
-the source folder's mtime, deepest first.  Without this a 0555 source folder synced by a non-root user
-arrived empty, run after run, and every folder's mtime was the time of the sync.
+the source folder's mtime, deepest first (a level's folders on threads at once: levels.py).  Without this a
+0555 source folder synced by a non-root user arrived empty, run after run, and every folder's mtime was the
+time of the sync.
 
 Cost: a folder the run did not touch costs nothing; a touched one ~6 syscalls (open, fstat, [fchmod],
-utime, close, and a stat of the source folder).
+utime, close, and a stat of the source folder), its parents reached through kept fds (fsutil.FolderFds).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import stat
 from collections.abc import Iterator
 
 from . import fsutil
+from .levels import by_level
 from .paths import display
 from .plan import COPY, DELETE, HARDLINK, META, MKDIR, MOVE, RENAME_DEST, RMDIR, SYMLINK, Op
 from .transfer import Ident, describe_error, ident_of
@@ -42,8 +44,9 @@ def gets_source_mode(op: Op) -> bool:
 class FolderSettler:
     """Collects the folders a run touched (from each operation's outcome) and settles them at the end."""
 
-    def __init__(self, src_root: str, dest_root: str, dest_tree: TreeListing):
+    def __init__(self, src_root: str, dest_root: str, dest_tree: TreeListing, threads: int = 1):
         self.src_root, self.dest_root, self.dest_tree = src_root, dest_root, dest_tree
+        self.threads = threads  # a level's folders settled at once (the run's workers: many on NFS)
         self.modes: dict[bytes, int | None] = {}  # folder -> final mode (None: the mode the walk saw)
         self.made: dict[bytes, Op] = {}  # folders made or re-moded: the journal needs what they are after
         self.removed: set[bytes] = set()  # folders this run removed: nothing left to settle
@@ -71,40 +74,55 @@ class FolderSettler:
         return entry.mode if entry is not None and entry.kind == DIR else None
 
     def settle(self) -> tuple[dict[int, Ident], list[str]]:
-        """Final mode and mtime for each folder touched, deepest first.  Returns the new identity of each
-        folder made or re-moded (by id of its op, for the journal) and the errors."""
+        """Final mode and mtime for each folder touched, deepest first, a level's folders on `threads` threads
+        at once.  Returns the new identity of each folder made or re-moded (by id of its op, for the journal)
+        and the errors."""
         idents: dict[int, Ident] = {}
         errors: list[str] = []
-        if not self.modes:
+        todo = [rel for rel in self.modes if not self._removed(rel)]
+        if not todo:
             return idents, errors
         src_fd, dest_fd = fsutil.open_root(self.src_root), fsutil.open_root(self.dest_root)
+        src_dirs, dest_dirs = fsutil.FolderFds(src_fd), fsutil.FolderFds(dest_fd)
+
+        def settle_one(rel: bytes) -> Ident | OSError:
+            want = self.modes[rel]
+            try:
+                return _settle_one(src_dirs, dest_dirs, rel, self._walked_mode(rel) if want is None else want)
+            except OSError as exc:
+                return exc
+
         try:
-            for rel in sorted(self.modes, key=lambda r: r.count(b"/") + bool(r), reverse=True):
-                if self._removed(rel):
-                    continue
-                want = self.modes[rel]
-                want = self._walked_mode(rel) if want is None else want
-                try:
-                    after = _settle_one(src_fd, dest_fd, rel, want)
-                except OSError as exc:
-                    errors.append(f"{display(rel)}: folder mode and mtime not set: {describe_error(exc)}")
-                    continue
-                if rel in self.made:
-                    idents[id(self.made[rel])] = after
+            outcomes = by_level(todo, lambda rel: rel.count(b"/") + bool(rel), settle_one, self.threads, True)
         finally:
+            src_dirs.close()
+            dest_dirs.close()
             os.close(src_fd)
             os.close(dest_fd)
+        for rel, after in zip(todo, outcomes, strict=True):
+            if isinstance(after, OSError):
+                errors.append(f"{display(rel)}: folder mode and mtime not set: {describe_error(after)}")
+            elif rel in self.made:
+                idents[id(self.made[rel])] = after
         self.modes.clear()
         self.removed.clear()
         return idents, errors
 
 
-def _settle_one(src_fd: int, dest_fd: int, rel: bytes, mode: int | None) -> Ident:
+def _settle_one(src_dirs: fsutil.FolderFds, dest_dirs: fsutil.FolderFds, rel: bytes, mode: int | None) -> Ident:
+    head, name = rel.rpartition(b"/")[::2]
     try:
-        src = os.stat(rel or b".", dir_fd=src_fd, follow_symlinks=False)
+        if rel:
+            sfd = src_dirs.open(head)
+            try:
+                src: os.stat_result | None = os.stat(name, dir_fd=sfd, follow_symlinks=False)
+            finally:
+                os.close(sfd)
+        else:
+            src = os.fstat(src_dirs.root_fd)
     except FileNotFoundError:
         src = None  # gone from the source meanwhile: its mtime is left as it is
-    dfd = fsutil.open_dir(dest_fd, rel)
+    dfd = dest_dirs.open(rel)
     try:
         st = os.fstat(dfd)
         if mode is not None:

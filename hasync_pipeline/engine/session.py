@@ -145,7 +145,7 @@ class SyncSession:
                     self._record(OpResult(op, True))
                 return 0
             report.errors += cleanup_leftovers(self.dest, self.dest_tree.leftovers)
-            self.folders = FolderSettler(self.src, self.dest, self.dest_tree)
+            self.folders = FolderSettler(self.src, self.dest, self.dest_tree, threads=self.opts.workers)
             report.notes += self._clock_skews()
             self.trash_stamp = trash.new_stamp(self.run_id, self.opts.trash_retain_days)
             self.batches = split_batches(plan.ops, self.opts.batch_max_ops, self.opts.batch_max_bytes)

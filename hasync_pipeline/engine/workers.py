@@ -1,10 +1,10 @@
 """Apply one batch of a plan with `workers` processes, keeping the batch crash-safe and fenced.
 
-Sequence: folders are made (in order, here); the copies, touches and deletes are split by folder among the
-workers; every worker stages its copies as temp files and reports "staged"; when all have, the parent makes
-ONE syncfs() and checks the lease, then tells them to go on (commit renames, touches, deletes) or to drop
-their temp files.  Emptied folders are removed last, here.  Each outcome streams back to the parent, which
-calls `on_result` (opslog, progress) for it.
+Sequence: folders are made (here, a level at a time) and re-moded; the copies, touches, files' metadata
+changes and deletes are split by folder among the workers; every worker stages its copies as temp files and
+reports "staged"; when all have, the parent makes ONE syncfs() and checks the lease, then tells them to go
+on (commit renames, touches, metadata, deletes) or to drop their temp files.  Emptied folders are removed
+last, here.  Each outcome streams back to the parent, which calls `on_result` (opslog, progress) for it.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ from dataclasses import dataclass, field
 from . import fsutil
 from .forking import Child, write_frame
 from .gcpause import cyclic_gc_paused
+from .levels import by_level
 from .paths import split
 from .plan import COPY, DELETE, HARDLINK, META, MKDIR, MOVE, RENAME_DEST, RENAME_SRC, RMDIR, SYMLINK, TOUCH, Op
 from .transfer import FileOps, Ident, Outcome, Preserve
+from .walk import DIR
 
 _GO, _ABORT = b"G", b"A"
+_IN_WORKERS = (COPY, SYMLINK, TOUCH, META, DELETE)  # done in the workers' shares (a folder's META: here)
 _GROUP = 64  # operations per folder group handed to a worker...
 _GROUP_BYTES = 64 << 20  # ...or bytes to copy
 _FLUSH_EVERY = 256  # outcomes per message from a worker
-_PARALLEL_MKDIRS = 16  # at least this many new folders are made on threads
 _FORK_WORTH = 128  # below this much work (operations + 64 KiB units copied), forking costs more than it saves
 
 
@@ -70,6 +72,7 @@ class _Share:
 
     stage: list[tuple[bytes, list[int]]] = field(default_factory=list)
     touch: list[tuple[bytes, list[int]]] = field(default_factory=list)
+    meta: list[tuple[bytes, list[int]]] = field(default_factory=list)
     delete: list[tuple[bytes, list[int]]] = field(default_factory=list)
     weight: float = 0.0
 
@@ -79,7 +82,7 @@ def _groups(ops: list[Op], actions: tuple[str, ...]) -> list[tuple[bytes, list[i
     one folder still spread over the workers."""
     by_folder: dict[bytes, list[int]] = {}
     for idx, op in enumerate(ops):
-        if op.action in actions:
+        if op.action in actions and not _meta_of_folder(op):
             by_folder.setdefault(split(op.path)[0], []).append(idx)
     groups = []
     for head, indices in by_folder.items():
@@ -95,12 +98,19 @@ def _groups(ops: list[Op], actions: tuple[str, ...]) -> list[tuple[bytes, list[i
     return groups
 
 
+def _meta_of_folder(op: Op) -> bool:
+    """A folder's new mode is set here, before the workers start: set by a worker, a read-only mode could
+    land while another worker is writing into that folder."""
+    return op.action == META and op.src_entry.kind == DIR
+
+
 def _split_into_shares(ops: list[Op], workers: int) -> list[_Share]:
     """Greedy balance by weight: one unit per operation plus one per 64 KiB copied."""
     shares = [_Share() for _ in range(max(1, workers))]
     work = (
         [("stage", g) for g in _groups(ops, (COPY, SYMLINK))]
         + [("touch", g) for g in _groups(ops, (TOUCH,))]
+        + [("meta", g) for g in _groups(ops, (META,))]
         + [("delete", g) for g in _groups(ops, (DELETE,))]
     )
 
@@ -111,7 +121,7 @@ def _split_into_shares(ops: list[Op], workers: int) -> list[_Share]:
         share = min(shares, key=lambda s: s.weight)
         getattr(share, kind).append(group)
         share.weight += weigh(group)
-    return [s for s in shares if s.stage or s.touch or s.delete]
+    return [s for s in shares if s.stage or s.touch or s.meta or s.delete]
 
 
 def _run_share(fileops: FileOps, share: _Share, barrier: Callable[[], bool]) -> None:
@@ -129,6 +139,11 @@ def _run_share(fileops: FileOps, share: _Share, barrier: Callable[[], bool]) -> 
     fileops.staged = []
     for head, items in commits.items():
         fileops.commit_group(head, items)
+    for _, indices in share.meta:
+        for idx in indices:
+            if fileops.cancelled():
+                return
+            fileops.meta(idx)
     for head, indices in share.delete:
         fileops.delete_group(head, indices)
 
@@ -220,7 +235,7 @@ class _Applier:
                 elif op.action == MOVE:
                     local.move(idx)
             self._make_folders(local)
-            for idx in (i for i, op in enumerate(self.ops) if op.action == META):
+            for idx in (i for i, op in enumerate(self.ops) if _meta_of_folder(op)):
                 local.meta(idx)
             shares = _split_into_shares(self.ops, self.ctx.workers)
             if len(shares) > 1 and sum(s.weight for s in shares) >= _FORK_WORTH:
@@ -237,26 +252,14 @@ class _Applier:
         return self.results
 
     def _make_folders(self, local: FileOps) -> None:
-        """New folders, parents before children.  Many of them (a new tree): those of one depth at once on
-        `workers` threads - on NFS each mkdir is several round trips, and the GIL is released in syscalls;
+        """New folders, parents before children, those of one depth on `workers` threads at once (levels.py);
         their outcomes are delivered here, in this thread, in plan order."""
         mkdirs = [i for i, op in enumerate(self.ops) if op.action == MKDIR]
-        if len(mkdirs) < _PARALLEL_MKDIRS or self.ctx.workers < 2:
-            for idx in mkdirs:
-                local.mkdir(idx)
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        by_depth: dict[int, list[int]] = {}
-        for idx in mkdirs:
-            by_depth.setdefault(self.ops[idx].path.count(b"/"), []).append(idx)
         deliver = local.emit
         outcomes: list[Outcome] = []
         local.emit = outcomes.append  # list.append is atomic: the threads only collect
         try:
-            with ThreadPoolExecutor(max_workers=self.ctx.workers, thread_name_prefix="mkdir") as pool:
-                for depth in sorted(by_depth):
-                    list(pool.map(local.mkdir, by_depth[depth]))
+            by_level(mkdirs, lambda i: self.ops[i].path.count(b"/"), local.mkdir, self.ctx.workers)
         finally:
             local.emit = deliver
             for outcome in sorted(outcomes, key=lambda o: o[0]):
@@ -327,7 +330,8 @@ class _Applier:
         died = [pid for pid, status in statuses.items() if status != 0]
         if died:
             for idx, op in enumerate(self.ops):
-                if idx not in self.reported and op.action in (COPY, SYMLINK, TOUCH, DELETE):
+                in_a_worker = op.action in _IN_WORKERS and not _meta_of_folder(op)
+                if idx not in self.reported and in_a_worker:
                     now = time.time()
                     self.deliver(
                         (idx, False, f"worker process died (pids {died}); left for the next run", 0, now, now, None)
