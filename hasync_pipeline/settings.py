@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .engine.latency import AUTO_THREADS, AUTO_WORKERS, LOCAL_WORKERS
 from .engine.options import SyncOptions
 
 
@@ -139,8 +140,8 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         int,
         0,
-        "worker processes applying a batch; 0: chosen by the destination - 4 on a local disk (the seed's "
-        "default), 16 on a network filesystem",
+        f"worker processes applying a batch; 0: chosen by the destination - {LOCAL_WORKERS} on a local disk "
+        f"(the seed's default), {AUTO_WORKERS} on a network filesystem",
         cli=True,
         run=True,
         pair=True,
@@ -213,8 +214,8 @@ SETTINGS: tuple[Setting, ...] = (
         "walk_threads",
         int,
         0,
-        "threads listing each folder tree; 0: chosen per side - 1 on a local disk, 16 on a network filesystem "
-        "(NFS, or a root whose stat takes a round trip)",
+        f"threads listing each folder tree; 0: chosen per side - 1 on a local disk, {AUTO_THREADS} on a network "
+        "filesystem (NFS, or a root whose stat takes a round trip)",
         cli=True,
         run=True,
         pair=True,
