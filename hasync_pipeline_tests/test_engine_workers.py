@@ -90,6 +90,23 @@ def test_metadata_of_many_files_goes_through_the_workers_and_many_folders_settle
     assert modes_and_folder_mtimes(hp) == modes_and_folder_mtimes(dell)
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_little_work_is_forked_only_across_a_network(pair, remote):
+    """Ten copies are not worth forking on a local disk; across a network each waits round trips, so they are
+    spread over the workers (1% of 5000 files changed at 1 ms: 5.2 s inline, 2.1 s forked)."""
+    from hasync_pipeline.engine.workers import ApplyContext, apply_batch
+
+    dell, hp = pair
+    for i in range(10):
+        write(dell / f"dir{i % 5}" / f"file{i}", "x" * i, T0)
+    _, plan = run_sync(str(dell), str(hp), options(dry_run=True))
+    ctx = ApplyContext(str(dell), str(hp), None, workers=4, remote=remote, prepare=lambda result: os.getpid())
+    results = apply_batch(plan.ops, ctx)
+    assert all(r.ok for r in results) and snapshot(hp) == snapshot(dell)
+    copied_by = {r.prepared for r in results if r.op.action == "copy"}
+    assert (os.getpid() not in copied_by and len(copied_by) > 1) if remote else copied_by == {os.getpid()}
+
+
 @pytest.mark.parametrize("deepest_first", [False, True])
 def test_folders_are_done_a_level_at_a_time_on_threads(deepest_first):
     """levels.by_level: a level starts when the one before it has ended (a folder after its parent, or a

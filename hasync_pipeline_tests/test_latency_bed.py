@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hasync_pipeline.engine.walk import AUTO_THREADS, threads_for
-from hasync_pipeline_tests.conftest import snapshot, sync, write
+from hasync_pipeline_tests.conftest import options, snapshot, sync, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 pytestmark = pytest.mark.slow  # builds and mounts a filesystem
@@ -78,3 +78,7 @@ def test_walk_threads_and_workers_are_chosen_by_where_the_folders_are(latency_pa
     assert (threads_for(str(dell)), workers_for(str(dell), 0)) == (AUTO_THREADS, AUTO_WORKERS)
     assert (threads_for(str(local)), workers_for(str(local), 0)) == (1, LOCAL_WORKERS)
     assert workers_for(str(dell), 4) == 4  # the seed's --workers 4 still means 4
+    from hasync_pipeline.engine.session import SyncSession
+
+    assert SyncSession(str(dell), str(local), options(), "probe").remote  # a little work is forked (a root is remote)
+    assert not SyncSession(str(local), str(tmp_path), options(), "probe").remote

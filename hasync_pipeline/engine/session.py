@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from . import journal, safety, trash
 from .folders import FolderSettler
 from .forking import Child, call_in_child, result_of
-from .latency import workers_for
+from .latency import on_network, workers_for
 from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
 from .paths import ExcludeMatcher, display
@@ -63,6 +63,7 @@ class SyncSession:
         self.src, self.dest = os.path.abspath(src), os.path.abspath(dest)
         # workers 0: chosen by where the destination is (latency.py), once, for every step
         self.opts = dataclasses.replace(opts, workers=workers_for(self.dest, opts.workers))
+        self.remote = on_network(self.src) or on_network(self.dest)  # every operation a round trip or more
         self.run_id = run_id
         self.trail: Trail = trail if trail is not None else NoTrail()
         self.take_lease, self.lease_name = take_lease, lease_name or "the lease"
@@ -162,6 +163,7 @@ class SyncSession:
             preserve=Preserve(xattrs=self.opts.xattrs, sparse=self.opts.sparse),
             mounts=tuple(self.dest_tree.mounts) if self.dest_tree is not None else (),
             durable=self.opts.durable,
+            remote=self.remote,
             check_lease=self.lease.check,
             on_result=self._record,
             prepare=self.trail.prepare,
