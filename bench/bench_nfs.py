@@ -107,12 +107,13 @@ def clear(folder: str) -> None:
             os.unlink(path)
 
 
-def lay_out(seed: str, backing: str, cache: bool) -> None:
-    """Put a case's source tree in place beneath the delay, in the mount's backing folder: through the mount,
-    20k files took 18 minutes at 1 ms before anything was measured.  With the kernel's caches on, wait for
-    what it cached of the old tree to expire."""
+def lay_out(seed: str | None, backing: str, cache: bool) -> None:
+    """Put a case's tree in place (None: empty) beneath the delay, in the mount's backing folder: through the
+    mount, 20k files took 18 minutes at 1 ms before anything was measured.  With the kernel's caches on, wait
+    for what it cached of the old tree to expire."""
     clear(backing)
-    shutil.copytree(seed, backing, symlinks=True, dirs_exist_ok=True)
+    if seed is not None:
+        shutil.copytree(seed, backing, symlinks=True, dirs_exist_ok=True)
     if cache:
         time.sleep(CACHE_SECONDS + 0.5)
 
@@ -142,7 +143,7 @@ def measure(
         }
 
         def from_empty(who: str) -> None:
-            clear(dest[who])
+            lay_out(None, f"{base}/b-{who}", cache)  # emptied beneath the delay, as the source is laid out
             if who == "ha-sync":
                 unpaired(src)  # a first sync again
 
