@@ -90,6 +90,40 @@ def test_metadata_of_many_files_goes_through_the_workers_and_many_folders_settle
     assert modes_and_folder_mtimes(hp) == modes_and_folder_mtimes(dell)
 
 
+_INTERRUPT_AFTER_FORK = []  # while true, the at-fork hook below sends this process SIGTERM as a child starts
+os.register_at_fork(after_in_parent=lambda: _INTERRUPT_AFTER_FORK and os.kill(os.getpid(), signal.SIGTERM))
+
+
+def test_an_interruption_as_a_worker_starts_stops_and_reaps_it_first(tmp_path):
+    """A SIGTERM held back across fork() is handled when Child() unblocks it; the exception its handler raises
+    must not leave the new worker running on, unknown to the parent (it copied on, orphaned, under CI load)."""
+    from hasync_pipeline.engine.forking import Child
+
+    class Terminated(Exception):
+        pass
+
+    def raise_terminated(*_):
+        raise Terminated
+
+    marker = tmp_path / "worker-finished"
+
+    def worker_body(out_fd: int, in_fd: int) -> None:
+        stopped = []
+        signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
+        os.read(in_fd, 1)  # waits for the parent (or for its end of the pipe to close)
+        marker.write_text("stopped" if stopped else "ran on")
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    _INTERRUPT_AFTER_FORK.append(True)
+    try:
+        with pytest.raises(Terminated):
+            Child(worker_body, stop=signal.SIGTERM)
+    finally:
+        _INTERRUPT_AFTER_FORK.clear()
+        signal.signal(signal.SIGTERM, previous)
+    assert marker.exists()  # reaped before the exception went on: the worker had finished
+
+
 @pytest.mark.parametrize("remote", [False, True])
 def test_a_little_work_is_forked_only_across_a_network(pair, remote):
     """Ten copies are not worth forking on a local disk; across a network each waits round trips, so they are

@@ -60,7 +60,9 @@ class FrameReader:
 class Child:
     """A forked process running `body(out_fd, in_fd)`; the parent reads `out` and may write to `inp`."""
 
-    def __init__(self, body: Callable[[int, int], None]):
+    def __init__(self, body: Callable[[int, int], None], stop: int = signal.SIGKILL):
+        """`stop`: the signal that ends it if an interruption arrives as it starts (a worker that must clean up
+        after itself catches SIGTERM; a walk can simply be killed)."""
         out_r, out_w = os.pipe()
         in_r, in_w = os.pipe()
         # SIGTERM/SIGINT are held back across fork(): a handler's exception raised inside the at-fork hooks
@@ -86,7 +88,14 @@ class Child:
         self.reader = FrameReader(out_r)
         self.control = in_w
         self.exit_status: int | None = None
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal held back is handled here
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a signal held back is handled here...
+        except BaseException:
+            # ...and the exception its handler raises leaves the caller without this child: stop and reap it
+            # first (it was found under CI load: a worker started as the run was terminated copied on, orphaned)
+            self.signal(stop)
+            self.reap()
+            raise
 
     def send(self, data: bytes) -> None:
         try:

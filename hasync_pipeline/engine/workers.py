@@ -292,7 +292,7 @@ class _Applier:
         released = False
         try:
             for share in shares:  # inside the try: an interruption here still stops those already started
-                child = Child(_worker_body(self.ops, self.ctx, share))
+                child = Child(_worker_body(self.ops, self.ctx, share), stop=signal.SIGTERM)
                 children.append(child)
                 by_fd[child.reader.fd] = child
                 waiting.add(child)
