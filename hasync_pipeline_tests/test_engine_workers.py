@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -90,8 +91,16 @@ def test_metadata_of_many_files_goes_through_the_workers_and_many_folders_settle
     assert modes_and_folder_mtimes(hp) == modes_and_folder_mtimes(dell)
 
 
-_INTERRUPT_AFTER_FORK = []  # while true, the at-fork hook below sends this process SIGTERM as a child starts
-os.register_at_fork(after_in_parent=lambda: _INTERRUPT_AFTER_FORK and os.kill(os.getpid(), signal.SIGTERM))
+_INTERRUPT_AFTER_FORK: list[bool] = []  # when set, the next fork sends the main thread SIGTERM as the child starts
+
+
+def _interrupt_after_fork() -> None:
+    if _INTERRUPT_AFTER_FORK:
+        _INTERRUPT_AFTER_FORK.clear()  # once: one signal, to the thread that forked (where it is held back)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+
+os.register_at_fork(after_in_parent=_interrupt_after_fork)
 
 
 def test_an_interruption_as_a_worker_starts_stops_and_reaps_it_first(tmp_path):
@@ -145,7 +154,6 @@ def test_a_little_work_is_forked_only_across_a_network(pair, remote):
 def test_folders_are_done_a_level_at_a_time_on_threads(deepest_first):
     """levels.by_level: a level starts when the one before it has ended (a folder after its parent, or a
     folder settled after its children), its folders on threads together; results in the items' order."""
-    import threading
 
     from hasync_pipeline.engine.levels import by_level
 
