@@ -26,7 +26,9 @@ from .transfer import FileOps, Ident, Outcome, Preserve
 from .walk import DIR
 
 _GO, _ABORT = b"G", b"A"
-_IN_WORKERS = (COPY, SYMLINK, TOUCH, META, DELETE)  # done in the workers' shares (a folder's META: here)
+# what each part of a worker's share holds (a folder's META is done here, before them: _meta_of_folder)
+_SHARE_PARTS = {"stage": (COPY, SYMLINK), "touch": (TOUCH,), "meta": (META,), "delete": (DELETE,)}
+_IN_WORKERS = tuple(action for actions in _SHARE_PARTS.values() for action in actions)
 _GROUP = 64  # operations per folder group handed to a worker...
 _GROUP_BYTES = 64 << 20  # ...or bytes to copy
 _FLUSH_EVERY = 256  # outcomes per message from a worker
@@ -111,12 +113,7 @@ def _meta_of_folder(op: Op) -> bool:
 def _split_into_shares(ops: list[Op], workers: int) -> list[_Share]:
     """Greedy balance by weight: one unit per operation plus one per 64 KiB copied."""
     shares = [_Share() for _ in range(max(1, workers))]
-    work = (
-        [("stage", g) for g in _groups(ops, (COPY, SYMLINK))]
-        + [("touch", g) for g in _groups(ops, (TOUCH,))]
-        + [("meta", g) for g in _groups(ops, (META,))]
-        + [("delete", g) for g in _groups(ops, (DELETE,))]
-    )
+    work = [(part, group) for part, actions in _SHARE_PARTS.items() for group in _groups(ops, actions)]
 
     def weigh(group: tuple[bytes, list[int]]) -> float:
         return sum(1 + ops[i].copy_bytes / 65536 for i in group[1])
