@@ -1,6 +1,7 @@
 """A small Lease API server with the real semantics the lease code depends on (there is no kube-apiserver
 here): POST 201 / 409 AlreadyExists, GET 200 / 404, PUT with a stale resourceVersion 409 Conflict and
-without one 422 Invalid, DELETE honouring preconditions.resourceVersion, and injectable failures."""
+without one 422 Invalid, DELETE honouring preconditions.resourceVersion, and injectable failures.  It also
+answers GET of a pod (200 with its phase, 404 when there is no such pod): a lease's holder may be gone."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _PATH = re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/?]+))?")
+_POD = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/?]+)")
 
 
 def _status(code: int, reason: str, message: str) -> dict:
@@ -32,6 +34,8 @@ class FakeKube:
         self.leases: dict[tuple[str, str], dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.failures: list[int] = []  # status codes to answer the next requests with
+        self.pods: dict[tuple[str, str], str] = {}  # (namespace, name) -> phase (Running, Failed...)
+        self.pod_failures: list[int] = []  # status codes to answer the next pod reads with
         self.lock = threading.Lock()
         self._rv = 0
         fake = self
@@ -53,6 +57,9 @@ class FakeKube:
                 self.wfile.write(data)
 
             def _handle(self, method: str):
+                pod = _POD.match(self.path)
+                if pod and method == "GET":
+                    return self._send(*fake.pod(pod.group("ns"), pod.group("name")))
                 m = _PATH.match(self.path)
                 body = self._body()
                 if not m:
@@ -115,6 +122,24 @@ class FakeKube:
                 del self.leases[key]
                 return 200, _status(200, "", "deleted")
             return 405, _status(405, "MethodNotAllowed", method)
+
+    def pod(self, ns: str, name: str) -> tuple[int, dict]:
+        with self.lock:
+            self.requests.append(("GET pod", name))
+            if self.pod_failures:
+                code = self.pod_failures.pop(0)
+                return code, _status(code, "Forbidden" if code == 403 else "InternalError", "injected failure")
+            phase = self.pods.get((ns, name))
+        if phase is None:
+            return 404, _status(404, "NotFound", f'pods "{name}" not found')
+        meta = {"name": name, "namespace": ns, "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name))}
+        return 200, {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": meta,
+            "spec": {"containers": []},
+            "status": {"phase": phase},
+        }
 
     def _store(self, key, body: dict, created: bool) -> dict:
         self._rv += 1

@@ -115,6 +115,38 @@ def test_expired_lease_is_taken_over_and_the_old_holder_knows_it_lost(kube):
     new.release()
 
 
+def test_a_lease_whose_holder_pod_is_gone_counts_as_expired_and_nothing_else_does(kube, monkeypatch):
+    monkeypatch.setenv("POD_NAME", "run-pod-1")
+    first = acquire_kube("ai", "run-pod-1/run", 3600, api=api_for(kube), namespace=NS, renew_every=3600)
+    assert kube.lease("ha-sync-ai")["metadata"]["annotations"] == {"ha-sync.vandachevici.ro/holder-pod": "run-pod-1"}
+    monkeypatch.setenv("POD_NAME", "run-pod-2")
+    kube.pods[(NS, "run-pod-1")] = "Running"
+    with pytest.raises(LeaseHeld, match="held by run-pod-1/run"):  # alive: held, for all its ttl
+        acquire_kube("ai", "run-pod-2/run", 3600, api=api_for(kube), namespace=NS, retries=0)
+    del kube.pods[(NS, "run-pod-1")]
+    for code in (403, 500):  # no right to read pods, or an API in trouble: cannot tell, so it is held
+        kube.pod_failures = [code]
+        with pytest.raises(LeaseHeld):
+            acquire_kube("ai", "run-pod-2/run", 3600, api=api_for(kube), namespace=NS, retries=0)
+    assert kube.pod_failures == [] and kube.count("GET pod", "run-pod-1") == 3
+    kube.pods[(NS, "run-pod-1")] = "Succeeded"
+    taken = acquire_kube("ai", "run-pod-2/run", 3600, api=api_for(kube), namespace=NS, renew_every=3600)
+    assert taken.note == "took over lease ha-sync-ai from run-pod-1/run: its pod run-pod-1 no longer runs"
+    assert kube.lease("ha-sync-ai")["metadata"]["annotations"] == {"ha-sync.vandachevici.ro/holder-pod": "run-pod-2"}
+    with pytest.raises(LeaseLost):
+        first.check()
+    taken.release()
+    del kube.pods[(NS, "run-pod-1")]  # gone altogether (deleted): 404 counts as gone too
+    monkeypatch.setenv("POD_NAME", "run-pod-1")
+    again = acquire_kube("ai", "run-pod-1/run2", 3600, api=api_for(kube), namespace=NS, renew_every=3600)
+    monkeypatch.setenv("POD_NAME", "run-pod-3")
+    after = acquire_kube("ai", "run-pod-3/run", 3600, api=api_for(kube), namespace=NS, renew_every=3600)
+    assert after.note is not None and "its pod run-pod-1 no longer runs" in after.note
+    again.release()
+    after.release()
+    assert kube.lease("ha-sync-ai") is None
+
+
 def test_heartbeat_renews_and_tolerates_server_errors(kube):
     lease = acquire_kube("games", "pod/run", 60, api=api_for(kube), namespace=NS, renew_every=0.05)
     wait_for(lambda: lease.renewals >= 3, what="three renewals")
@@ -194,10 +226,13 @@ def test_sigterm_releases_the_kubernetes_lease_and_leaves_no_temp_files(kube, pa
 
 
 @pytest.mark.slow
-def test_sigkill_leaves_the_lease_to_expire_then_it_is_taken_over(kube, pair, tmp_path):
+def test_a_sigkilled_holder_blocks_its_pair_while_its_pod_runs_and_not_once_the_pod_has_ended(kube, pair, tmp_path):
+    """No lease outlives its holder: SIGKILL leaves the Lease behind (lock_ttl, an hour), but once the
+    holder's pod has ended (here: Failed, as a killed run pod is) the next run takes it over at once."""
     dell, hp = pair
     big_source(dell)
     env = cli_env(kube, tmp_path)
+    kube.pods[(NS, "test-pod")] = "Running"
     proc = start_cli(dell, hp, tmp_path, env)
     wait_for(
         lambda: kube.lease("ha-sync-media") is not None and internal_leftovers(hp) or proc.poll() is not None,
@@ -205,24 +240,27 @@ def test_sigkill_leaves_the_lease_to_expire_then_it_is_taken_over(kube, pair, tm
     )
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    dead_holder = kube.lease("ha-sync-media")["spec"]["holderIdentity"]
+    lease = kube.lease("ha-sync-media")
+    dead_holder = lease["spec"]["holderIdentity"]
+    assert lease["metadata"]["annotations"] == {"ha-sync.vandachevici.ro/holder-pod": "test-pod"}
     blocked = run_cli(
         *pair_args(dell, hp, "media"),
         "--log-dir",
         str(tmp_path / "logs"),
         "--no-dry-run",
-        env=env,
+        env={**env, "POD_NAME": "second-pod"},
     )
     assert blocked.returncode == 5 and dead_holder in blocked.stderr and "since" in blocked.stderr
-    kube.age("ha-sync-media", 3600)  # the ttl has passed
+    kube.pods[(NS, "test-pod")] = "Failed"  # the kubelet has noticed: the pod's one container was killed
     again = run_cli(
         *pair_args(dell, hp, "media"),
         "--log-dir",
         str(tmp_path / "logs"),
         "--no-dry-run",
-        env=env,
+        env={**env, "POD_NAME": "second-pod"},
     )
     assert again.returncode == 0, again.stderr
+    assert f"took over lease ha-sync-media from {dead_holder}: its pod test-pod no longer runs" in again.stdout
     assert snapshot(hp) == snapshot(dell) and internal_leftovers(hp) == []
     assert kube.lease("ha-sync-media") is None
 

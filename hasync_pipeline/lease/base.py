@@ -26,6 +26,9 @@ class LeaseHeld(_EngineLeaseHeld):
         super().__init__(f"lease {name} is held by {holder}{when}")
 
 
+RELEASE_WAIT = 2.0  # seconds release() waits for a renewal under way
+
+
 class TransientLeaseError(Exception):
     """The lease backend did not answer this time (5xx, connection refused, timeout): retry."""
 
@@ -42,6 +45,7 @@ class HeldLease:
         self.renew_every = renew_every if renew_every is not None else ttl / 3
         self.renewals = 0
         self.lost_reason: str | None = None
+        self.note: str | None = None  # said in the run's notes (e.g. taken over from a holder that died)
         self._valid_until = time.monotonic() + ttl
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +94,7 @@ class HeldLease:
         """Stop renewing and give the lease back, only if it is still ours.  Never raises."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(RELEASE_WAIT)  # a renewal stuck on an API that does not answer is not waited out
         if self.lost_reason is None:
             try:
                 self._delete_if_ours()

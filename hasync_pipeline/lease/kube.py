@@ -3,7 +3,13 @@ database needed to lock).
 
 Every write carries the resourceVersion we read, so of two racing writers exactly one wins (the other gets
 409 Conflict); creation races are decided by 409 AlreadyExists.  RBAC needed: leases get, create, update,
-delete in the namespace.
+delete in the namespace, and pods get.
+
+No lease outlives its holder: a holder in a pod records the pod's name (annotation HOLDER_POD), and a lease
+whose pod no longer exists - or has ended, Succeeded or Failed - counts as expired, as a dead local process
+does for the local lease.  A run SIGKILLed with its lease held (a pod deleted while its share hung) then
+blocks its pair until the next run asks, not for lock_ttl (an hour).  Any other answer (a live pod, no
+right to read pods, an API that does not answer) leaves the lease held.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from .base import HeldLease, LeaseHeld, LeaseLost, TransientLeaseError
-from .identity import SERVICE_ACCOUNT_NAMESPACE, in_cluster
+from .identity import SERVICE_ACCOUNT_NAMESPACE, holder_pod, in_cluster
 
 DEFAULT_NAMESPACE = "infrastructure"
 REQUEST_TIMEOUT = 10  # seconds per API call
+HOLDER_POD = "ha-sync.vandachevici.ro/holder-pod"  # the annotation naming the holder's pod
+_ENDED = ("Succeeded", "Failed")
 
 
 def default_api() -> tuple[client.CoordinationV1Api, str]:
@@ -44,6 +52,32 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, ApiException):
         return exc.status is None or exc.status == 0 or exc.status == 429 or exc.status >= 500
     return isinstance(exc, (HTTPError, OSError))
+
+
+def _gone_pod(api: client.CoordinationV1Api, namespace: str, lease: client.V1Lease) -> str | None:
+    """The holder's pod, if the lease names one and that pod no longer exists or has ended (else None)."""
+    pod = (lease.metadata.annotations or {}).get(HOLDER_POD)
+    if not pod:
+        return None
+    try:
+        found = client.CoreV1Api(api.api_client).read_namespaced_pod(pod, namespace, _request_timeout=REQUEST_TIMEOUT)
+    except ApiException as exc:
+        return pod if exc.status == 404 else None  # 403 (no RBAC), 5xx: cannot tell, so it is held
+    except (HTTPError, OSError):
+        return None
+    phase = found.status.phase if found.status is not None else None
+    return pod if phase in _ENDED else None
+
+
+def _annotate(meta: client.V1ObjectMeta) -> None:
+    """Record this pod as the holder's (or no pod, outside a cluster)."""
+    annotations = dict(meta.annotations or {})
+    pod = holder_pod()
+    if pod:
+        annotations[HOLDER_POD] = pod
+    else:
+        annotations.pop(HOLDER_POD, None)
+    meta.annotations = annotations or None
 
 
 def _expired(lease: client.V1Lease, now: datetime) -> bool:
@@ -160,6 +194,7 @@ def _try_acquire(
         holder_identity=holder, lease_duration_seconds=int(ttl), acquire_time=now, renew_time=now, lease_transitions=0
     )
     body = client.V1Lease(metadata=client.V1ObjectMeta(name=name, namespace=namespace), spec=spec)
+    _annotate(body.metadata)
     try:
         created = api.create_namespaced_lease(namespace, body, _request_timeout=REQUEST_TIMEOUT)
         return KubeLease(api, namespace, name, holder, ttl, created, renew_every).start_heartbeat()
@@ -178,9 +213,15 @@ def _try_acquire(
         if _transient(exc):
             raise TransientLeaseError(str(exc)) from None
         raise
+    note = None
     if current.spec.holder_identity != holder and not _expired(current, now):
-        raise LeaseHeld(name, current.spec.holder_identity, current.spec.acquire_time)
-    # ours already, or expired: take it over with the resourceVersion we read
+        pod = _gone_pod(api, namespace, current)
+        if pod is None:
+            raise LeaseHeld(name, current.spec.holder_identity, current.spec.acquire_time)
+        note = f"took over lease {name} from {current.spec.holder_identity}: its pod {pod} no longer runs"
+    # ours already, expired, or its holder's pod gone: take it over with the resourceVersion we read
+    previous = current.spec.holder_identity
+    _annotate(current.metadata)
     current.spec.holder_identity = holder
     current.spec.lease_duration_seconds = int(ttl)
     current.spec.acquire_time = now
@@ -195,4 +236,6 @@ def _try_acquire(
         if _transient(exc):
             raise TransientLeaseError(str(exc)) from None
         raise
-    return KubeLease(api, namespace, name, holder, ttl, taken, renew_every).start_heartbeat()
+    lease = KubeLease(api, namespace, name, holder, ttl, taken, renew_every)
+    lease.note = note if previous != holder else None
+    return lease.start_heartbeat()
