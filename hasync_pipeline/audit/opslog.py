@@ -8,7 +8,9 @@ Lines reach the OS in bursts, at most 256 lines or one second after they happen 
 was ~0.4 s of a 100k-file run's serial part; a worker reports its operations in messages of up to 256
 anyway), so a crash loses at most the last burst of records, never a file.  A live writer
 holds a POSIX lock on its file (it works over NFS too): a flusher never touches a file that is still
-being written.  Paths are stored with `encode_path`, a reversible text form of any bytes name.
+being written.  Paths are stored with `encode_path`, a reversible text form of any bytes name.  Every call
+on the file goes through its LogFolder (logfolder.py): a folder whose server died raises LogFolderStalled
+instead of hanging the run, and the trail goes on in its spool (`OpslogWriter.continuing`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,18 @@ from typing import IO, Any
 
 from ..engine.ports import AuditUnwritable
 from ..engine.workers import OpResult
-from .records import Prepared, RecordInvalid, header_values, iso, operation_row, parse_iso, prepare_op, summary_values
+from .logfolder import LogFolder, LogFolderStalled
+from .records import (
+    OPERATION_FIELDS,
+    Prepared,
+    RecordInvalid,
+    header_values,
+    iso,
+    operation_row,
+    parse_iso,
+    prepare_op,
+    summary_values,
+)
 
 OPSLOG_GLOB_PREFIX = "opslog-"
 
@@ -71,47 +84,61 @@ class OpslogWriter:
     """Writes the file, and keeps the database rows of what it wrote, so the run's own flush need not read
     the file back (the file stays the source of truth for any other flusher)."""
 
-    def __init__(self, log_dir: str, header: dict[str, Any]):
+    def __init__(self, log_dir: str, header: dict[str, Any], folder: LogFolder | None = None):
         started = parse_iso(header["started_at"])
         self.path = os.path.join(log_dir, opslog_name(header["pair"], header["direction"], started))
+        self.folder = folder or LogFolder(log_dir)
         with self._writing():
-            os.makedirs(log_dir, exist_ok=True)
-            self._f = open(self.path, "x", encoding="utf-8", buffering=_BURST_LINES * 512)
-            fcntl.lockf(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "still being written" for flushers
+            self._f = self.folder.call(_open_locked, log_dir, self.path)
         self.dry_run = int(bool(header.get("dry_run")))
         self.parsed = ParsedOpslog(self.path, header)
-        self._unwritten, self._burst_started = 0, time.monotonic()
+        self._pending: list[str] = []  # lines not yet written: they go in bursts
+        self._burst_started = time.monotonic()
         self._line({"type": "header", **header})
+
+    @classmethod
+    def continuing(cls, log_dir: str, old: OpslogWriter) -> OpslogWriter:
+        """A writer in `log_dir` (the spool) that goes on with `old`'s run, whose folder stopped answering:
+        the same header, then every operation `old` recorded (rewritten from its rows), then what comes."""
+        new = cls(log_dir, old.parsed.header)
+        new._pending += [_op_line(row) for row in old.parsed.rows]
+        new.parsed = old.parsed
+        new.parsed.path = new.path
+        new.write_out()
+        return new
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """A write that fails (a full disk, a folder gone) is AuditUnwritable, naming the file."""
+        """A write that fails (a full disk, a folder gone) is AuditUnwritable, naming the file; a folder that
+        does not answer raises LogFolderStalled (the trail then goes on in its spool)."""
         try:
             yield
+        except LogFolderStalled:
+            raise
         except OSError as exc:
             raise AuditUnwritable(f"cannot write the opslog {self.path}: {exc.strerror or exc}") from None
 
     def _line(self, obj: dict[str, Any]) -> None:
-        with self._writing():
-            self._f.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._pending.append(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
         self.write_out()
 
     def record(self, result: OpResult) -> None:
         prepared: Prepared = result.prepared or prepare_op(result, self.dry_run)  # type: ignore[assignment]
         line, row, operation, ok, nbytes, ended = prepared
-        with self._writing():
-            self._f.write(line)
+        self._pending.append(line)
         self.parsed.rows.append(row)
         self.parsed.count(operation, ok, nbytes, ended)
-        self._unwritten += 1
-        if self._unwritten >= _BURST_LINES or time.monotonic() - self._burst_started >= _BURST_SECONDS:
+        if len(self._pending) >= _BURST_LINES or time.monotonic() - self._burst_started >= _BURST_SECONDS:
             self.write_out()
 
     def write_out(self) -> None:
-        """Hand the buffered lines to the OS (one write())."""
-        with self._writing():
-            self._f.flush()
-        self._unwritten, self._burst_started = 0, time.monotonic()
+        """Hand the lines not yet written to the OS (one write(), on the folder's thread)."""
+        text = "".join(self._pending)
+        self._pending.clear()  # a folder that stalls now loses them here: the trail rewrites them from the rows
+        self._burst_started = time.monotonic()
+        if text:
+            with self._writing():
+                self.folder.call(_write, self._f, text)
 
     def close(self, summary: dict[str, Any] | None) -> None:
         """Write the summary (None: leave the file as a crashed run would, e.g. interrupted) and unlock."""
@@ -119,11 +146,40 @@ class OpslogWriter:
             if summary is not None:
                 self._line({"type": "summary", **summary})
                 self.parsed.summary = summary
+            else:
+                self.write_out()
         finally:
             try:
-                self._f.close()
+                self.folder.call(self._f.close)
             except OSError:
                 pass  # what could not be written was said by the _line above
+
+
+def _open_locked(log_dir: str, path: str) -> IO[str]:
+    os.makedirs(log_dir, exist_ok=True)
+    f = open(path, "x", encoding="utf-8")
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "still being written" for flushers
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _write(f: IO[str], text: str) -> None:
+    f.write(text)
+    f.flush()
+
+
+def _op_line(row: tuple[Any, ...]) -> str:
+    """An operation line again, from its database row (the spool's copy of a run whose folder died): times
+    back to the opslog's ISO form; the bytes of each are not in the row (the summary keeps the total)."""
+    op = dict(zip(OPERATION_FIELDS, row, strict=True))
+    for name in ("started_at", "ended_at"):
+        text = op[name]
+        if isinstance(text, str) and len(text) == 26 and text[10] == " ":
+            op[name] = f"{text[:10]}T{text[11:23]}Z"
+    return json.dumps({"type": "op", **op, "bytes": 0}, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 class OpslogCorrupt(Exception):

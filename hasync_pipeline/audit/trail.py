@@ -1,5 +1,10 @@
 """One run's audit trail: the opslog as it happens, the database row when the database answers.  The
-engine's `Trail` (engine/ports.py): the session calls it at each step."""
+engine's `Trail` (engine/ports.py): the session calls it at each step.
+
+The log folder is reached only through its LogFolder (logfolder.py): one that stops answering (its server
+died) is handled like a dead database - the run goes on, its opslog continues in the local spool
+(`<state dir>/opslog-spool`), and the record reaches the database at the end of the run or, the database
+down too, from the spool at a later run on this machine.  Never a hang."""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+from ..engine.latency import mount_source
 from ..engine.plan import Plan
 from ..engine.ports import AuditUnwritable
 from ..engine.report import SyncReport
 from ..engine.workers import OpResult
-from .flush import FlushOutcome, expire_old_and_warn, flush_file, flush_pending
+from .flush import FlushOutcome, expire_old_and_warn, flush_file, flush_pending, pending_files
+from .logfolder import LogFolder, LogFolderStalled
 from .opslog import OpslogWriter
 from .records import Prepared, encode_path, iso, prepare_op, size_of
 from .store import AuditStore, AuditUnavailable
@@ -40,8 +47,15 @@ class AuditTrail:
         dry_run: bool,
         dagster_run_id: str | None = None,
         log_retain_days: float = 10.0,
+        spool_dir: str | None = None,
+        stall_timeout: float | None = None,
+        probe_timeout: float | None = None,
     ):
+        """`spool_dir`: a local folder for the record when the log folder stops answering for `stall_timeout`
+        seconds (None: no deadline, no spool: tools and tests); `probe_timeout`: what check() waits."""
         self.store, self.log_dir, self.log_retain_days = store, log_dir, log_retain_days
+        self.folder = LogFolder(log_dir, stall_timeout if spool_dir else None, mount_source(log_dir))
+        self.spool_dir, self.probe_timeout = spool_dir, probe_timeout
         self.pair, self.direction = pair, direction
         self.header: dict[str, Any] = {
             "run_id": run_id,
@@ -65,35 +79,60 @@ class AuditTrail:
         self.db_down = True
         self.warnings.append(message)
 
+    def _stalled(self, exc: LogFolderStalled) -> None:
+        """The log folder stopped answering: say so once; the record goes to the spool from now on."""
+        if self.spool_dir is None:
+            raise AuditUnwritable(str(exc)) from None
+        message = f"{exc}; the run goes on, its opslog in {self.spool_dir} (flushed from there)"
+        if message not in self.warnings:
+            self.warnings.append(message)
+
     def check(self) -> None:
         """The opslog folder exists (made if need be), is a writable folder and has room: else nothing is
-        changed (a run must not change files it cannot record)."""
+        changed (a run must not change files it cannot record).  One that does not answer within the probe's
+        seconds is not waited for: the spool keeps the record."""
         try:
-            os.makedirs(self.log_dir, exist_ok=True)
-            if not os.access(self.log_dir, os.W_OK | os.X_OK):
-                raise PermissionError(errno.EACCES, "not writable by this user")
-            st = os.statvfs(self.log_dir)
-            if st.f_bavail * st.f_frsize < _MIN_FREE:
-                raise OSError(errno.ENOSPC, "its disk is full")
+            self.folder.call(_check_folder, self.log_dir, timeout=self.probe_timeout)
+        except LogFolderStalled as exc:
+            self._stalled(exc)
         except OSError as exc:
             raise AuditUnwritable(f"opslog folder {self.log_dir} unusable: {exc.strerror or exc}") from None
 
+    def _folders(self) -> list[tuple[str, LogFolder]]:
+        """Where opslogs wait: the spool first (its records are whole; a copy in a folder that died may not
+        be), then the log folder."""
+        spool = [(self.spool_dir, LogFolder(self.spool_dir))] if self.spool_dir else []
+        return [*spool, (self.log_dir, self.folder)]
+
     def flush_leftovers(self) -> None:
         """Flush the opslogs earlier runs left (a dead database, a killed run); a dead database leaves them."""
-        store = self._database()
-        if store is None or not os.path.isdir(self.log_dir):
-            return
-        outcomes, db_error = flush_pending(store, self.log_dir)
-        self.warnings += [outcome.error for outcome in outcomes if outcome.error]
-        if db_error:
-            self._down(f"{db_error}; earlier opslogs stay in {self.log_dir} for the next run")
+        for folder, runner in self._folders():
+            store = self._database()
+            if store is None:
+                return
+            try:
+                outcomes, db_error = runner.call(_flush_folder, store, folder)
+            except LogFolderStalled as exc:
+                self._stalled(exc)
+                continue
+            self.warnings += [outcome.error for outcome in outcomes if outcome.error]
+            if db_error:
+                self._down(f"{db_error}; earlier opslogs stay in {folder} for the next run")
 
     def expire_old(self) -> None:
         """Delete opslogs older than the retention; say so when that drops records never flushed."""
-        if os.path.isdir(self.log_dir):
-            message = expire_old_and_warn(self.log_dir, self.log_retain_days)
+        for folder, runner in self._folders():
+            try:
+                message = runner.call(_expire_folder, folder, self.log_retain_days)
+            except LogFolderStalled as exc:
+                self._stalled(exc)
+                continue
             if message:
                 self.warnings.append(message)
+
+    def hurry(self) -> None:
+        """The run is being interrupted: no wait on the log folder is long from now on."""
+        self.folder.hurry()
 
     def already_current(self, plan: Plan) -> str | None:
         """For a dry-run: the seed's message when the last successful dry-run had the same plan, else None
@@ -115,7 +154,12 @@ class AuditTrail:
         return ALREADY_CURRENT.format(started_at=last[0].isoformat(sep=" ", timespec="milliseconds"))
 
     def begin(self) -> None:
-        self.writer = OpslogWriter(self.log_dir, self.header)
+        try:
+            self.writer = OpslogWriter(self.log_dir, self.header, self.folder)
+        except LogFolderStalled as exc:
+            self._stalled(exc)
+            assert self.spool_dir is not None
+            self.writer = OpslogWriter(self.spool_dir, self.header)
         store = self._database()
         if store is not None:
             try:
@@ -129,12 +173,25 @@ class AuditTrail:
 
     def record(self, result: OpResult) -> None:
         assert self.writer is not None, "begin() first"
-        self.writer.record(result)
+        try:
+            self.writer.record(result)
+        except LogFolderStalled as exc:
+            self._to_spool(exc)
 
     def write_out(self) -> None:
         """Hand the opslog lines still buffered to the OS (they otherwise go in bursts, see opslog.py)."""
         if self.writer is not None:
-            self.writer.write_out()
+            try:
+                self.writer.write_out()
+            except LogFolderStalled as exc:
+                self._to_spool(exc)
+
+    def _to_spool(self, exc: LogFolderStalled) -> None:
+        """Go on in the spool with everything recorded so far (the file in the dead folder is left as it is;
+        if it is ever flushed, the run id makes the second copy harmless)."""
+        self._stalled(exc)
+        assert self.writer is not None and self.spool_dir is not None
+        self.writer = OpslogWriter.continuing(self.spool_dir, self.writer)
 
     def finish(self, report: SyncReport | None, status: str, error: str | None = None) -> FlushOutcome | None:
         """Close the opslog with its summary and flush it (a dead database leaves it for the next run)."""
@@ -154,16 +211,41 @@ class AuditTrail:
             "files_conflicted": report.conflicts,
             "error_message": "\n".join(errors)[:60000] or None,
         }
+        assert self.writer is not None
+        try:
+            self.writer.close(summary)
+        except LogFolderStalled as exc:
+            self._to_spool(exc)
+            self.writer.close(summary)
         writer = self.writer
-        assert writer is not None
-        writer.close(summary)
         store = self._database()
         if store is None:
             if self.db_down:
                 self.warnings.append(f"opslog {writer.path} kept for the next run")
             return None
         try:
-            return flush_file(store, writer.path, writer.parsed)
+            return writer.folder.call(flush_file, store, writer.path, writer.parsed)
         except AuditUnavailable as exc:
             self._down(f"{exc}; opslog {writer.path} kept for the next run")
-            return None
+        except LogFolderStalled as exc:  # written to the database or not, the file stays where it is
+            self._stalled(exc)
+        return None
+
+
+def _check_folder(log_dir: str) -> None:
+    os.makedirs(log_dir, exist_ok=True)
+    if not os.access(log_dir, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "not writable by this user")
+    st = os.statvfs(log_dir)
+    if st.f_bavail * st.f_frsize < _MIN_FREE:
+        raise OSError(errno.ENOSPC, "its disk is full")
+
+
+def _flush_folder(store: AuditStore, folder: str) -> tuple[list[FlushOutcome], str | None]:
+    if not pending_files(folder):
+        return [], None
+    return flush_pending(store, folder)
+
+
+def _expire_folder(folder: str, retain_days: float) -> str | None:
+    return expire_old_and_warn(folder, retain_days) if os.path.isdir(folder) else None

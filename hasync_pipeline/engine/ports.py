@@ -68,6 +68,9 @@ class Trail(Protocol):
     def expire_old(self) -> None:
         """Delete opslogs past their retention (warnings say what was dropped)."""
 
+    def hurry(self) -> None:
+        """The run is ending early (interrupted, a server not answering): no long wait on the log folder."""
+
 
 class NoTrail:
     """A trail that keeps nothing: engine tests and tools that need no audit."""
@@ -88,6 +91,7 @@ class NoTrail:
     def write_out(self) -> None: ...
     def finish(self, report: SyncReport, status: str, error: str | None = None) -> None: ...
     def expire_old(self) -> None: ...
+    def hurry(self) -> None: ...
 
 
 class NoLease:
