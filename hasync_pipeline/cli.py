@@ -7,7 +7,9 @@ Exit codes (documented in the README):
   3 partial failure (some operations failed or entries were skipped; the rest was applied)
   4 refused by a safety check or an unusable log folder (nothing was changed)
   5 another run holds the lease (nothing was changed; not a failure)
-  6 interrupted (SIGTERM/SIGINT; lease released, no temp files left)
+  6 interrupted (SIGTERM/SIGINT; lease released; temp files removed, or by the next run if a share hung)
+  7 done, with conflicts (both versions kept, one renamed)
+  8 a server stopped answering (its share hangs): changes stopped, lease released; the pair recovers by itself
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from types import FrameType
+from typing import Any
 
+from .engine.liveness import Board
 from .engine.outcome import EXIT_INTERRUPTED, EXIT_USAGE
 from .engine.ports import Interrupted
 from .engine.walk import start_walks
@@ -109,14 +114,61 @@ def stop_if_signalled() -> None:
         raise Interrupted(_SIGNALLED[-1])
 
 
+class SignalWatch:
+    """The last resort behind the handler above: a thread that sees each stop signal as it arrives (through
+    `signal.set_wakeup_fd`, written by the C-level handler whatever the main thread is doing) and, if the run
+    has not ended GRACE seconds later - its main thread stuck where no Python code runs, e.g. a share whose
+    server died - kills the run's children, gives its lease back and exits with code 6.  The run's own
+    waits are all interruptible (engine/liveness.py), so this is for what was missed."""
+
+    GRACE = 3.0  # seconds: within the 5 s a run blocked on a dead share has to exit after SIGTERM
+    RELEASE = 1.5  # seconds the lease's release may take then (a hung Lease API gets no more)
+
+    def __init__(self) -> None:
+        self._read, write = os.pipe()
+        os.set_blocking(write, False)
+        self._write = write
+        self._previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        self.ended = threading.Event()
+        self.session: Any = None  # the run's SyncSession, once there is one
+        threading.Thread(target=self._watch, name="signal-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        try:
+            data = os.read(self._read, 64)
+        except OSError:
+            return  # closed: the run ended
+        if not data or self.ended.wait(self.GRACE):
+            return
+        name = signal.Signals(data[0]).name if data[0] in signal.valid_signals() else "a signal"
+        session = self.session
+        if session is not None:
+            releasing = threading.Thread(target=session.abandon, daemon=True)
+            releasing.start()
+            releasing.join(self.RELEASE)
+        message = (
+            f"ha-sync: interrupted by {name}; the run did not stop within {self.GRACE:g} s (a share not "
+            "answering?): its processes were killed and its lease released; the next run goes on from here\n"
+        )
+        os.write(2, message.encode())
+        os._exit(EXIT_INTERRUPTED)
+
+    def close(self) -> None:
+        self.ended.set()
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._write)
+        os.close(self._read)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Signal handling first thing: a SIGTERM at any moment of a run ends it with exit code 6, never 143."""
     _SIGNALLED.clear()
     _RUN_ENDED.clear()
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in _STOP_SIGNALS}
+    watch = SignalWatch()
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # a parent may have blocked them
-        code = _main(argv)
+        code = _main(argv, watch)
         _RUN_ENDED.append(True)
         return code
     except Interrupted as exc:  # before the run's session took over: nothing was changed
@@ -124,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ha-sync: interrupted by {exc} before any change", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        watch.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, watch: SignalWatch) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["restore"]:  # `ha-sync restore ...`: a trashed version back in place
         from .cli_restore import main as restore
@@ -149,15 +202,18 @@ def _main(argv: list[str] | None) -> int:
     opts = settings.sync_options()
     # the walks start first, each in its own process: reading only, they are safe before the lease, and the
     # imports, lease and database set-up below then overlap them (a third of a no-change run otherwise)
-    walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts)
+    board = Board()
+    walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts, board)
     try:
         from .cli_run import run_from_cli  # imported late: --help stays instant
 
-        return run_from_cli(args, settings, opts, sys.stdout, sys.stderr, walks, stop_if_signalled)
+        def adopt(session: Any) -> None:
+            watch.session = session
+
+        return run_from_cli(args, settings, opts, sys.stdout, sys.stderr, walks, stop_if_signalled, board, adopt)
     except BaseException:
         for child in walks:  # stopped before the session could (it cancels them itself otherwise)
-            if child is not None:
-                child.cancel()
+            child.cancel(within=1.0)
         raise
 
 

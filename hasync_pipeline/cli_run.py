@@ -12,9 +12,11 @@ from typing import TextIO
 
 from .audit import AuditStore, DsnError
 from .engine.forking import Child
+from .engine.liveness import Board
 from .engine.options import SyncOptions
 from .engine.outcome import EXIT_USAGE, Outcome, Status
 from .engine.plan import Plan
+from .engine.session import SyncSession
 from .engine.workers import OpResult
 from .progress import Progress, summary
 from .session_factory import build_session
@@ -117,9 +119,12 @@ def run_from_cli(
     err: TextIO,
     walks: tuple[Child | None, Child | None] = (None, None),
     stop_requested: Callable[[], None] = lambda: None,
+    board: Board | None = None,
+    adopt: Callable[[SyncSession], None] = lambda session: None,
 ) -> int:
     """Run the session; the caller (cli.main) has installed the signal handlers that raise Interrupted,
-    and hands the check the engine polls between files (`stop_requested`)."""
+    and hands the check the engine polls between files (`stop_requested`), the board the early `walks`
+    show their progress on, and `adopt`, which hands it the session (its last resort on a signal)."""
     terminal = Terminal(settings, out, err, as_json=getattr(args, "json", False))
     run_id = uuid.uuid4().hex
     try:
@@ -128,7 +133,7 @@ def run_from_cli(
         terminal.warn(f"bad --db-dsn / {BY_NAME['db_dsn'].env}: {exc}")
         for child in walks:
             if child is not None:
-                child.cancel()
+                child.cancel(within=1.0)
         return EXIT_USAGE
     try:
         session = build_session(
@@ -145,7 +150,9 @@ def run_from_cli(
             on_result=terminal.on_result,
             stop_requested=stop_requested,
             started_walks=walks,
+            board=board,
         )
+        adopt(session)
         outcome = session.run()
         terminal.ended(outcome)
         return outcome.exit_code

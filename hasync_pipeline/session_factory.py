@@ -4,9 +4,11 @@ they cannot differ in how a run is wired."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .audit import AuditStore, AuditTrail
+from .engine.liveness import PROBE_TIMEOUT
 from .engine.options import SyncOptions
 from .engine.session import SyncSession
 from .lease import acquire_for_pair
@@ -39,6 +41,9 @@ def build_session(
         dry_run=opts.dry_run,
         dagster_run_id=dagster_run_id,
         log_retain_days=settings.log_retain_days,
+        spool_dir=os.path.join(settings.state_dir, "opslog-spool"),
+        stall_timeout=opts.stall_timeout,
+        probe_timeout=min(PROBE_TIMEOUT, opts.stall_timeout),
     )
     return SyncSession(
         src,

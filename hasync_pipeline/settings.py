@@ -226,6 +226,27 @@ SETTINGS: tuple[Setting, ...] = (
         "lock_ttl", int, 3600, "lease duration; renewed every ttl/3", "s", cli=True, run=True, pair=True, minimum=1
     ),
     Setting(
+        "stall_timeout",
+        float,
+        60.0,
+        "a side that answers nothing this long (a dead server: its share hangs) ends the run, failed, lease "
+        "released; a root has min(5 s, this) to answer its probe before the lease is taken",
+        "s",
+        cli=True,
+        run=True,
+        pair=True,
+        minimum=1,
+    ),
+    Setting(
+        "allow_unmounted",
+        list,
+        (),
+        "folders (relative to the root) that were mount points at the last sync and are plain folders now on "
+        "purpose; without it such a folder is refused as an unmounted disk",
+        cli=True,
+        run=True,
+    ),
+    Setting(
         "log_retain_days",
         float,
         10.0,
@@ -362,6 +383,8 @@ class Settings(Mapping[str, Any]):
             hard_links=v["hard_links"],
             sparse=v["sparse"],
             walk_threads=v["walk_threads"],
+            stall_timeout=v["stall_timeout"],
+            allow_unmounted=tuple(v["allow_unmounted"]),
             **internal,
         )
 

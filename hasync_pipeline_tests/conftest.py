@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,8 @@ _INTERNAL = set(SyncOptions.__dataclass_fields__) - {
     "hard_links",
     "sparse",
     "walk_threads",
+    "stall_timeout",
+    "allow_unmounted",
 }
 _SETTING_NAME = {"max_delete_percent": "max_delete", "excludes": "exclude"}
 
@@ -226,3 +231,24 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
         env=full_env,
         timeout=timeout,
     )
+
+
+@pytest.fixture
+def received(monkeypatch):
+    """The alerts a real webhook receiver got (HA_SYNC_ALERT_WEBHOOK points at it)."""
+    got: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
+    yield got
+    server.shutdown()

@@ -70,15 +70,20 @@ def test_a_sync_over_the_latency_bed_is_exact_and_walks_with_threads(latency_pai
 
 
 def test_walk_threads_and_workers_are_chosen_by_where_the_folders_are(latency_pair, tmp_path):
-    from hasync_pipeline.engine.latency import AUTO_WORKERS, LOCAL_WORKERS, workers_for
+    from hasync_pipeline.engine.latency import AUTO_WORKERS, LOCAL_WORKERS, on_network, workers_for
+    from hasync_pipeline.engine.session import SyncSession
 
     dell, _ = latency_pair
     local = tmp_path / "local"
     local.mkdir()
-    assert (threads_for(str(dell)), workers_for(str(dell), 0)) == (AUTO_THREADS, AUTO_WORKERS)
-    assert (threads_for(str(local)), workers_for(str(local), 0)) == (1, LOCAL_WORKERS)
-    assert workers_for(str(dell), 4) == 4  # the seed's --workers 4 still means 4
-    from hasync_pipeline.engine.session import SyncSession
-
-    assert SyncSession(str(dell), str(local), options(), "probe").remote  # a little work is forked (a root is remote)
-    assert not SyncSession(str(local), str(tmp_path), options(), "probe").remote
+    assert (threads_for(str(dell)), workers_for(on_network(str(dell)), 0)) == (AUTO_THREADS, AUTO_WORKERS)
+    assert (threads_for(str(local)), workers_for(on_network(str(local)), 0)) == (1, LOCAL_WORKERS)
+    assert workers_for(True, 4) == 4  # the seed's --workers 4 still means 4
+    for src, dest, workers in ((local, dell, AUTO_WORKERS), (dell, local, LOCAL_WORKERS)):  # by the destination
+        remote = SyncSession(str(src), str(dest), options(dry_run=True), "probe")
+        remote.preflight()  # where the roots are is looked at there, off the main thread
+        assert remote.remote and remote.opts.workers == workers  # a little work is forked (a root is remote)
+    here = SyncSession(str(local), str(tmp_path / "other"), options(dry_run=True), "probe")
+    (tmp_path / "other").mkdir()
+    here.preflight()
+    assert not here.remote and here.opts.workers == LOCAL_WORKERS

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import pytest
@@ -33,27 +31,6 @@ def roots(tmp_path, monkeypatch):
     monkeypatch.setenv("HA_SYNC_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("HA_SYNC_WORK_DIR", str(tmp_path / "work"))
     return tmp_path / "dell", tmp_path / "hp"
-
-
-@pytest.fixture
-def received(monkeypatch):
-    """The alerts a real webhook receiver got (HA_SYNC_ALERT_WEBHOOK points at it)."""
-    got: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("HA_SYNC_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
-    yield got
-    server.shutdown()
 
 
 def run_job(name: str, run_config: dict | None = None, instance=None):

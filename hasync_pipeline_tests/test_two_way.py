@@ -232,13 +232,14 @@ def test_a_lost_or_damaged_journal_means_a_first_sync_deleting_nothing(synced, d
     assert b"edited on the hp" in contents(dell)
 
 
+class Killed(BaseException):
+    """The run's process killed (as an exception that reaches the test from the child writing the journal)."""
+
+
 def test_a_run_killed_between_copies_and_journal_copies_nothing_back(synced, monkeypatch):
     dell, hp = synced
     write(dell / "new.txt", "new on the dell", T0 + 100)
     write(dell / "doc.txt", "edited on the dell", T0 + 100)
-
-    class Killed(BaseException):
-        pass
 
     def killed(*args, **kwargs):
         raise Killed()

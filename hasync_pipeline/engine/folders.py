@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import fsutil
 from .levels import by_level
@@ -73,10 +73,10 @@ class FolderSettler:
         entry = entry_at(self.dest_tree.dirs, rel)
         return entry.mode if entry is not None and entry.kind == DIR else None
 
-    def settle(self) -> tuple[dict[int, Ident], list[str]]:
+    def settle(self, beat: Callable[[], None] = lambda: None) -> tuple[dict[int, Ident], list[str]]:
         """Final mode and mtime for each folder touched, deepest first, a level's folders on `threads` threads
         at once.  Returns the new identity of each folder made or re-moded (by id of its op, for the journal)
-        and the errors."""
+        and the errors.  `beat`: called as each folder is done (the run's deadline counts it as progress)."""
         idents: dict[int, Ident] = {}
         errors: list[str] = []
         todo = [rel for rel in self.modes if not self._removed(rel)]
@@ -91,6 +91,8 @@ class FolderSettler:
                 return _settle_one(src_dirs, dest_dirs, rel, self._walked_mode(rel) if want is None else want)
             except OSError as exc:
                 return exc
+            finally:
+                beat()
 
         try:
             outcomes = by_level(todo, lambda rel: rel.count(b"/") + bool(rel), settle_one, self.threads, True)

@@ -25,7 +25,7 @@ import secrets
 import struct
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +57,9 @@ class Journal:
     parent: str | None
     sides: tuple[str, str]
     dirs: dict[bytes, tuple[DirListing, DirListing]] = field(default_factory=dict)
+    # per side, the folders that were mount points (another filesystem than their parent) at that sync: one
+    # that is not a mount point now is refused (safety.check_mounts), never taken for emptied
+    mounts: tuple[frozenset[bytes], frozenset[bytes]] = (frozenset(), frozenset())
 
     def side_of(self, root_id: str | None) -> int | None:
         return self.sides.index(root_id) if root_id in self.sides else None
@@ -96,27 +99,53 @@ def _read_small(dir_fd: int, name: str, limit: int = 1 << 30) -> bytes | None:
         return f.read(limit)
 
 
-def read_root(root: str, with_body: bool = True) -> RootState:
-    """The root's marker and journal copy (None where absent); a journal that cannot be read is a problem,
-    never an exception: the run then goes to first-sync mode.  Without the body, only the header is read
-    (and the checksum checked): a run uses the source's copy once both agree."""
+@dataclass
+class RootFiles:
+    """The marker and journal copy of a root as bytes, read from it (the I/O: in a child, liveness.py)."""
+
+    root: str
+    root_id: str | None = None
+    data: bytes | None = None
+    problem: str | None = None
+
+
+def read_files(root: str) -> RootFiles:
+    """The root's marker and journal bytes (None where absent); an unreadable one is a problem, not an
+    exception."""
     try:
         dfd = _state_fd(root)
     except FileNotFoundError:
-        return RootState(root, None, None)
+        return RootFiles(root)
     except OSError as exc:
-        return RootState(root, None, None, f"cannot open {root}/.hasync: {exc.strerror or exc}")
+        return RootFiles(root, problem=f"cannot open {root}/.hasync: {exc.strerror or exc}")
     try:
         raw_id = _read_small(dfd, ROOT_ID, 256)
-        root_id = raw_id.decode("ascii", "replace").strip() if raw_id else None
+        files = RootFiles(root, raw_id.decode("ascii", "replace").strip() if raw_id else None)
         try:
-            data = _read_small(dfd, JOURNAL)
-            journal = decode(data, with_body) if data is not None else None
-        except (JournalError, OSError) as exc:
-            return RootState(root, root_id, None, f"{root}/.hasync/{JOURNAL}: {exc}")
-        return RootState(root, root_id, journal)
+            files.data = _read_small(dfd, JOURNAL)
+        except OSError as exc:
+            files.problem = f"{root}/.hasync/{JOURNAL}: {exc}"
+        return files
     finally:
         os.close(dfd)
+
+
+def parse_root(files: RootFiles, with_body: bool = True) -> RootState:
+    """What the root says about itself; a journal that cannot be read is a problem, never an exception: the
+    run then goes to first-sync mode.  Without the body, only the header is decoded (and the checksum
+    checked): a run uses the source's copy once both agree."""
+    if files.problem is not None:
+        return RootState(files.root, files.root_id, None, files.problem)
+    try:
+        journal = decode(files.data, with_body) if files.data is not None else None
+    except JournalError as exc:
+        return RootState(files.root, files.root_id, None, f"{files.root}/.hasync/{JOURNAL}: {exc}")
+    return RootState(files.root, files.root_id, journal)
+
+
+def read_root(root: str, with_body: bool = True) -> RootState:
+    """read_files and parse_root in one (tools and tests; a run reads the files in a child)."""
+    return parse_root(read_files(root), with_body)
 
 
 def ensure_root_id(root: str) -> str:
@@ -174,10 +203,15 @@ def baseline(src: RootState, dest: RootState) -> Baseline:
 
 
 def save(
-    roots: tuple[str, str], sides: tuple[str, str], dirs: dict[bytes, tuple[DirListing, DirListing]], parent: str | None
+    roots: tuple[str, str],
+    sides: tuple[str, str],
+    dirs: dict[bytes, tuple[DirListing, DirListing]],
+    parent: str | None,
+    mounts: tuple[Iterable[bytes], Iterable[bytes]] = ((), ()),
 ) -> Journal:
-    """Write a new generation into both roots (the previous one kept as journal.prev).  Raises OSError."""
-    journal = Journal(secrets.token_hex(8), parent, sides, dirs)
+    """Write a new generation into both roots (the previous one kept as journal.prev).  Raises OSError.
+    `mounts`: each side's mount points now (side 0, side 1)."""
+    journal = Journal(secrets.token_hex(8), parent, sides, dirs, (frozenset(mounts[0]), frozenset(mounts[1])))
     data = encode(journal)
     for root in roots:
         dfd = _state_fd(root, create=True)
@@ -243,6 +277,7 @@ def encode(journal: Journal) -> bytes:
         "parent": journal.parent,
         "sides": list(journal.sides),
         "entries": journal.entries,
+        "mounts": [sorted(_text(rel) for rel in side) for side in journal.mounts],
         "written_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "blake2b": hashlib.blake2b(body, digest_size=16).hexdigest(),
     }
@@ -257,7 +292,9 @@ def decode(data: bytes, with_body: bool = True) -> Journal:
         header = json.loads(data[len(MAGIC) : end])
         generation, parent, sides = str(header["generation"]), header["parent"], header["sides"]
         expected = header["blake2b"]
-    except (ValueError, KeyError, TypeError) as exc:
+        listed = header.get("mounts") or [[], []]  # absent in journals written before mount points were kept
+        mounts = (frozenset(map(_bytes, listed[0])), frozenset(map(_bytes, listed[1])))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise JournalError(f"bad header ({exc})") from None
     body = data[end + 1 :]
     if hashlib.blake2b(body, digest_size=16).hexdigest() != expected:
@@ -265,13 +302,21 @@ def decode(data: bytes, with_body: bool = True) -> Journal:
     if len(sides) != 2:
         raise JournalError("bad header (sides)")
     if not with_body:
-        return Journal(generation, parent, (str(sides[0]), str(sides[1])))
+        return Journal(generation, parent, (str(sides[0]), str(sides[1])), mounts=mounts)
     try:
         raw = zlib.decompress(body)
         dirs = dict(_read_dirs(memoryview(raw)))
     except (zlib.error, struct.error, ValueError, IndexError) as exc:
         raise JournalError(f"unreadable body ({exc})") from None
-    return Journal(generation, parent, (str(sides[0]), str(sides[1])), dirs)
+    return Journal(generation, parent, (str(sides[0]), str(sides[1])), dirs, mounts)
+
+
+def _text(rel: bytes) -> str:
+    return rel.decode("utf-8", "surrogateescape")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _read_dirs(raw: memoryview) -> Iterator[tuple[bytes, tuple[DirListing, DirListing]]]:

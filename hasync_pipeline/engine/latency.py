@@ -38,17 +38,22 @@ def on_network(root: str) -> bool:
     return sorted(times)[1] > _SLOW_STAT
 
 
-def workers_for(dest: str, setting: int) -> int:
-    """Worker processes for copies into `dest`: the setting, or (0) chosen by where `dest` is."""
+def workers_for(network: bool, setting: int) -> int:
+    """Worker processes for copies into a destination: the setting, or (0) chosen by where it is (`network`:
+    on_network of it, asked in a child: liveness.py)."""
     if setting:
         return setting
-    return AUTO_WORKERS if on_network(dest) else LOCAL_WORKERS
+    return AUTO_WORKERS if network else LOCAL_WORKERS
 
 
 def _filesystem_type(path: str) -> str:
     """The type of the filesystem holding `path` (the longest mount point above it in /proc/mounts)."""
-    real = os.path.realpath(path)
-    best, kind = "", ""
+    return _mount_of(os.path.realpath(path))[1]
+
+
+def _mount_of(path: str) -> tuple[str, str]:
+    """(source, type) of the longest mount point above `path` in /proc/mounts; nothing on a share is read."""
+    best, found = "", ("", "")
     try:
         with open("/proc/mounts", encoding="utf-8", errors="replace") as mounts:
             for line in mounts:
@@ -56,9 +61,17 @@ def _filesystem_type(path: str) -> str:
                 if len(fields) < 3:
                     continue
                 point = fields[1].replace("\\040", " ")
-                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
                 if inside and len(point) >= len(best):
-                    best, kind = point, fields[2]
+                    best, found = point, (fields[0].replace("\\040", " "), fields[2])
     except OSError:
-        return ""
-    return kind
+        return "", ""
+    return found
+
+
+def mount_source(root: str) -> str:
+    """What a network filesystem at `root` is mounted from ("192.168.2.100:/data/media"), else "": for
+    naming a side that stopped answering.  By the path as given (realpath would stat every component of
+    it, and a dead server's root never answers), so a symlink on the way is not followed."""
+    source, kind = _mount_of(os.path.abspath(root))
+    return source if kind.split(".")[0] in _NETWORK_FS and ":" in source else ""

@@ -17,13 +17,22 @@ class Status(StrEnum):
     PARTIAL_FAILURE = "partial_failure"  # some operations failed or some entries were skipped with an error
     REFUSED = "refused"  # a safety check refused the run before any change
     INTERRUPTED = "interrupted"  # SIGTERM/SIGINT: changes stopped, temp files removed
+    UNREACHABLE = "unreachable"  # a side stopped answering (a dead server): changes stopped, lease released
     FAILED = "failed"  # the run could not complete (lease lost, unreadable root...)
 
 
 # ha-sync's documented exit codes (2, bad usage, is decided before a run exists)
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_REFUSED, EXIT_LEASE_HELD, EXIT_INTERRUPTED, EXIT_CONFLICTS = range(
-    8
-)
+(
+    EXIT_OK,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    EXIT_PARTIAL,
+    EXIT_REFUSED,
+    EXIT_LEASE_HELD,
+    EXIT_INTERRUPTED,
+    EXIT_CONFLICTS,
+    EXIT_UNREACHABLE,
+) = range(9)
 EXIT_CODES = {
     Status.CONFLICTS: EXIT_CONFLICTS,
     Status.SUCCESS: EXIT_OK,
@@ -32,6 +41,7 @@ EXIT_CODES = {
     Status.PARTIAL_FAILURE: EXIT_PARTIAL,
     Status.REFUSED: EXIT_REFUSED,
     Status.INTERRUPTED: EXIT_INTERRUPTED,
+    Status.UNREACHABLE: EXIT_UNREACHABLE,
     Status.FAILED: EXIT_FAILED,
 }
 # the audit row's status (the seed's ENUM: running, success, partial_failure, failed)
@@ -41,6 +51,7 @@ AUDIT_STATUS = {
     Status.PARTIAL_FAILURE: "partial_failure",
     Status.REFUSED: "failed",
     Status.INTERRUPTED: "failed",
+    Status.UNREACHABLE: "failed",
     Status.FAILED: "failed",
 }
 SKIPPED = (Status.ALREADY_CURRENT, Status.LEASE_HELD)
@@ -52,6 +63,7 @@ class Outcome:
     message: str = ""  # one line saying why, for refusals, failures and skips
     report: SyncReport = field(default_factory=SyncReport)
     warnings: list[str] = field(default_factory=list)
+    not_answering: tuple[str, ...] = ()  # the sides that stopped answering (unreachable), e.g. ("dell",)
 
     @property
     def exit_code(self) -> int:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from . import fsutil
 from .journal import Baseline, RootState
+from .latency import on_network
+from .paths import display
 from .plan import DELETE, Plan
 from .walk import TreeListing
 
@@ -29,27 +32,46 @@ class SafetyLimits:
     free_space_reserve_bytes: int = 64 << 20
 
 
-def check_roots(src: str, dest: str, writing: bool = True) -> None:
-    """Both roots exist, are folders, are not the same or nested; `writing` (a real run): both can be written
-    (a two-way sync writes its journal, and a conflict's rename, on both sides) - else one line now, not one
-    EROFS failure per file."""
-    for label, path in (("source", src), ("destination", dest)):
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise SafetyRefusal(f"{label} {path} does not exist (is the volume mounted?)") from None
-        except OSError as exc:
-            raise SafetyRefusal(f"{label} {path} cannot be reached: {exc.strerror}") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise SafetyRefusal(f"{label} {path} is not a directory")
-        if writing and os.statvfs(path).f_flag & os.ST_RDONLY:
-            raise SafetyRefusal(f"{label} {path} is on a read-only filesystem (mounted ro?); a sync writes both sides")
-        if writing and not os.access(path, os.W_OK | os.X_OK) and st.st_uid != os.geteuid():  # its owner may chmod
-            raise SafetyRefusal(f"{label} {path} is not writable by this user (uid {os.geteuid()})")
-    if os.path.samefile(src, dest):
-        raise SafetyRefusal(f"source {src} and destination {dest} are the same folder")
-    real_src, real_dest = os.path.realpath(src), os.path.realpath(dest)
-    for inner, outer in ((real_src, real_dest), (real_dest, real_src)):
+@dataclass(frozen=True)
+class RootFacts:
+    """What a root is, looked at once per run in a child (liveness.py: the first call a run makes on it, and
+    its liveness probe): the checks below and the choice of threads and workers are made from this."""
+
+    path: str
+    problem: str | None = None  # "does not exist (is the volume mounted?)", "is not a directory", ...
+    identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino)
+    real: str = ""
+    network: bool = False  # every call a round trip (latency.on_network)
+
+
+def look_at_root(path: str, writing: bool) -> RootFacts:
+    """The facts of one root; `writing` (a real run): whether it can be written (a two-way sync writes its
+    journal, and a conflict's rename, on both sides) - else one line now, not one EROFS failure per file."""
+    try:
+        st = os.stat(path)
+        flags = os.statvfs(path).f_flag  # NFS asks the server every time: the liveness probe too
+    except FileNotFoundError:
+        return RootFacts(path, "does not exist (is the volume mounted?)")
+    except OSError as exc:
+        return RootFacts(path, f"cannot be reached: {exc.strerror}")
+    problem = None
+    if not stat.S_ISDIR(st.st_mode):
+        problem = "is not a directory"
+    elif writing and flags & os.ST_RDONLY:
+        problem = "is on a read-only filesystem (mounted ro?); a sync writes both sides"
+    elif writing and not os.access(path, os.W_OK | os.X_OK) and st.st_uid != os.geteuid():  # its owner may chmod
+        problem = f"is not writable by this user (uid {os.geteuid()})"
+    return RootFacts(path, problem, (st.st_dev, st.st_ino), os.path.realpath(path), on_network(path))
+
+
+def check_roots(src: RootFacts, dest: RootFacts) -> None:
+    """Both roots exist, are folders (writable for a real run), are not the same or nested."""
+    for label, facts in (("source", src), ("destination", dest)):
+        if facts.problem is not None:
+            raise SafetyRefusal(f"{label} {facts.path} {facts.problem}")
+    if src.identity == dest.identity:
+        raise SafetyRefusal(f"source {src.path} and destination {dest.path} are the same folder")
+    for inner, outer in ((src.real, dest.real), (dest.real, src.real)):
         if inner.startswith(outer.rstrip("/") + "/"):
             raise SafetyRefusal(f"{inner} lies inside {outer}: source and destination must not be nested")
 
@@ -81,7 +103,36 @@ def check_markers(
         )
 
 
-def check_plan(plan: Plan, dest: TreeListing, limits: SafetyLimits) -> None:
+def check_mounts(
+    base: Baseline, trees: tuple[TreeListing, TreeListing], labels: tuple[str, str], allowed: Iterable[str] = ()
+) -> None:
+    """A folder that was a mount point at the last sync (another filesystem than its parent: a second disk,
+    a nested export) and is not one now - empty, gone, or on its parent's filesystem - is refused like an
+    emptied root, by both directions: an unmounted disk looks exactly like one whose files were all deleted
+    (Unison issue 262; this project lost such files too, 12-03).  `allowed`: folders (relative to the root)
+    the user said are plain folders now, on purpose."""
+    journal = base.journal
+    if journal is None:
+        return
+    allow = {os.fsencode(rel.strip("/")) for rel in allowed}
+    for side, tree, label in zip((base.src_side, base.dest_side), trees, labels, strict=True):
+        now = set(tree.mount_points)
+        gone = sorted(rel for rel in journal.mounts[side] if rel not in now and rel not in allow)
+        if gone:
+            shown = ", ".join(display(rel) for rel in gone[:5])
+            if len(gone) > 5:
+                shown += f" and {len(gone) - 5} more"
+            raise SafetyRefusal(
+                f"{label}: {shown} in {tree.root} was a mount point at the last sync and is not one now (its disk "
+                "or export not mounted?); nothing was changed on either side. Mount it again; or, if it is a plain "
+                f"folder now on purpose, run once with the setting allow_unmounted (--allow-unmounted "
+                f"{display(gone[0])}): its entries are then compared as they are, deletions included"
+            )
+
+
+def check_plan(plan: Plan, dest: TreeListing, limits: SafetyLimits, free_bytes: Callable[[], int]) -> None:
+    """Deletions within max_delete; the copies fit the destination (`free_bytes`: its free space, asked only
+    when there is something to copy)."""
     deletes = plan.count(DELETE)
     dest_files = dest.files + dest.symlinks
     if deletes and dest_files and deletes * 100.0 / dest_files > limits.max_delete_percent:
@@ -91,16 +142,21 @@ def check_plan(plan: Plan, dest: TreeListing, limits: SafetyLimits) -> None:
         )
     needed = plan.copy_bytes
     if needed:
-        fd = fsutil.open_root(dest.root)
-        try:
-            available, _total = fsutil.free_bytes(fd)
-        finally:
-            os.close(fd)
+        available = free_bytes()
         if needed > available - limits.free_space_reserve_bytes:
             raise SafetyRefusal(
                 f"copies need {needed} bytes but {dest.root} has {available} bytes free "
                 f"(keeping {limits.free_space_reserve_bytes} in reserve); refusing before starting"
             )
+
+
+def free_bytes(root: str) -> int:
+    """The bytes a user may still write in `root`'s filesystem."""
+    fd = fsutil.open_root(root)
+    try:
+        return fsutil.free_bytes(fd)[0]
+    finally:
+        os.close(fd)
 
 
 def clock_skew(root: str) -> float:

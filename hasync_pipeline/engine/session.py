@@ -1,6 +1,6 @@
 """One sync of one folder pair in one direction, as the steps both drivers call, in this order:
 
-    preflight  take the lease, flush the opslogs earlier runs left
+    preflight  look at both roots (their liveness probe), take the lease, flush the opslogs earlier runs left
     walk       list source and destination at once (each root checked first)
     plan       read the journal, reconcile (reconcile.py: every two-way decision), check the plan is safe;
                cut it into batches (a dry-run records it instead)
@@ -11,6 +11,9 @@
 
 `ha-sync` runs them in a loop (`SyncSession.run`); a Dagster job runs one per op.  Every way a run can end
 is decided here, once: a step that ends the run raises `RunEnded` with its `Outcome`, after recording it.
+
+The session never touches a root itself: every call on one runs in a child, under the run's deadlines
+(liveness.py), so a dead server ends the run (`unreachable`, exit 8) instead of hanging it.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from datetime import UTC, datetime
 
 from . import journal, safety, trash
 from .folders import FolderSettler
-from .forking import Child, call_in_child, result_of
-from .latency import on_network, workers_for
+from .forking import Child, call_in_child
+from .latency import workers_for
+from .liveness import DEST, SRC, Board, Deadlines, Side, SideStopped
 from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
 from .paths import ExcludeMatcher, display
@@ -34,7 +38,7 @@ from .reconcile import Draft, ReconcileOptions, finalize, reconcile
 from .report import SyncReport
 from .transfer import Ident, Preserve, cleanup_leftovers, describe_error
 from .walk import TreeListing, walk_tree
-from .workers import ApplyContext, OpResult, apply_batch
+from .workers import ApplyContext, OpResult, apply_batch_apart
 
 
 def _noop() -> None:
@@ -59,11 +63,15 @@ class SyncSession:
         stop_requested: Callable[[], None] = _noop,
         started_walks: tuple[Child | None, Child | None] = (None, None),
         labels: tuple[str, str] = ("source", "destination"),
+        board: Board | None = None,
     ):
+        """`board`: the one `started_walks` show their progress on (they were forked before this session)."""
         self.src, self.dest = os.path.abspath(src), os.path.abspath(dest)
-        # workers 0: chosen by where the destination is (latency.py), once, for every step
-        self.opts = dataclasses.replace(opts, workers=workers_for(self.dest, opts.workers))
-        self.remote = on_network(self.src) or on_network(self.dest)  # every operation a round trip or more
+        self.opts = opts  # workers 0 is chosen in preflight, by where the destination is (latency.py)
+        self.remote = False  # a root is across a network: every operation a round trip or more (preflight)
+        self.sides = (Side.of(labels[0], self.src), Side.of(labels[1], self.dest))
+        self.deadlines = Deadlines(self.sides, opts.stall_timeout, stop_requested, board)
+        self.facts: tuple[safety.RootFacts, safety.RootFacts] | None = None
         self.run_id = run_id
         self.trail: Trail = trail if trail is not None else NoTrail()
         self.take_lease, self.lease_name = take_lease, lease_name or "the lease"
@@ -87,8 +95,11 @@ class SyncSession:
 
     # ---- the steps -------------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Take the pair's lease, then flush the opslogs that earlier runs left (a dead database leaves them)."""
+        """Look at both roots (a root that does not answer within a few seconds ends the run before the lease
+        is taken), take the pair's lease, then flush the opslogs that earlier runs left (a dead database
+        leaves them)."""
         with self._ending("before any change"):
+            self._look_at_roots()
             try:
                 self.lease = self.take_lease()
             except LeaseHeld as exc:
@@ -100,6 +111,9 @@ class SyncSession:
                 raise self._end(
                     Status.FAILED, f"cannot take {self.lease_name}, nothing changed: {describe_error(exc)}", exc
                 ) from None
+            note = getattr(self.lease, "note", None)  # e.g. taken over from a holder whose pod is gone
+            if note:
+                self.report.notes.append(note)
             try:
                 self.trail.check()
             except AuditUnwritable as exc:
@@ -107,20 +121,57 @@ class SyncSession:
             self._recording = True
             self.trail.flush_leftovers()
 
+    def _look_at_roots(self) -> None:
+        """Each root's facts, in a child each, within the probe's few seconds: its liveness probe."""
+        try:
+            self.facts = tuple(
+                self.deadlines.results(
+                    [
+                        ((slot,), safety.look_at_root, (root, not self.opts.dry_run))
+                        for slot, root in enumerate(self.roots)
+                    ],
+                    within=self.deadlines.probe_timeout,
+                )
+            )
+        except SideStopped:
+            self._recording = True  # a dead server is said in the audit trail, although no lease was taken
+            raise
+        src, dest = self.facts
+        self.remote = src.network or dest.network
+        self.opts = dataclasses.replace(self.opts, workers=workers_for(dest.network, self.opts.workers))
+
+    @property
+    def roots(self) -> tuple[str, str]:
+        return self.src, self.dest
+
     def walk(self) -> None:
         """List both trees, each root checked first (missing, not a folder, the same or nested: refused)."""
         with self._ending():
-            self.src_tree, self.dest_tree = walk_pair(self.src, self.dest, self.opts, self.started_walks)
+            self.src_tree, self.dest_tree = walk_pair(
+                self.src, self.dest, self.opts, self.deadlines, self.started_walks, self.facts
+            )
 
     def plan(self) -> int:
         """Compare and check the plan; record conflicts (and, in a dry-run, the whole plan).  Returns the number
         of batches to apply.  Ends the run when the plan is refused or a dry-run is already current."""
         assert self.src_tree is not None and self.dest_tree is not None, "walk() first"
         with self._ending():
-            src_state, dest_state = journal.read_root(self.src), journal.read_root(self.dest, with_body=False)
+            src_files, dest_state = self.deadlines.results(
+                [((SRC,), journal.read_files, (self.src,)), ((DEST,), _journal_header, (self.dest,))]
+            )
+            src_state = journal.parse_root(src_files)
             self.base = journal.baseline(src_state, dest_state)
             safety.check_markers(src_state, dest_state, self.src_tree, self.dest_tree, self.base)
-            plan, self.draft = plan_pair(self.src_tree, self.dest_tree, self.base, self.opts, self.labels)
+            trees = (self.src_tree, self.dest_tree)
+            safety.check_mounts(self.base, trees, self.labels, self.opts.allow_unmounted)
+            plan, self.draft = plan_pair(
+                self.src_tree,
+                self.dest_tree,
+                self.base,
+                self.opts,
+                self.labels,
+                lambda: self.deadlines.call((DEST,), safety.free_bytes, self.dest),
+            )
             self.the_plan = plan
             report = self.report
             report.skipped, report.conflicts = plan.skipped, plan.conflicts
@@ -145,9 +196,16 @@ class SyncSession:
                 for op in plan.ops:
                     self._record(OpResult(op, True))
                 return 0
-            report.errors += cleanup_leftovers(self.dest, self.dest_tree.leftovers)
             self.folders = FolderSettler(self.src, self.dest, self.dest_tree, threads=self.opts.workers)
-            report.notes += self._clock_skews()
+            threshold = self.opts.mtime_threshold
+            for notes, errors in self.deadlines.results(
+                [
+                    ((SRC,), prepare_root, (self.src, [], threshold)),
+                    ((DEST,), prepare_root, (self.dest, self.dest_tree.leftovers, threshold)),
+                ]
+            ):
+                report.notes += notes
+                report.errors += errors
             self.trash_stamp = trash.new_stamp(self.run_id, self.opts.trash_retain_days)
             self.batches = split_batches(plan.ops, self.opts.batch_max_ops, self.opts.batch_max_bytes)
             return len(self.batches)
@@ -168,10 +226,11 @@ class SyncSession:
             on_result=self._record,
             prepare=self.trail.prepare,
             stop_requested=self.stop_requested,
+            beat=self.deadlines.board.beater(SRC, DEST),
         )
         with self._ending():
             try:
-                return apply_batch(self.batches[index], ctx)
+                return apply_batch_apart(self.batches[index], ctx, self.deadlines)
             finally:
                 self.trail.write_out()  # a batch's records are on disk when it ends, whatever comes next
 
@@ -179,13 +238,7 @@ class SyncSession:
         """Purge old trash, decide the outcome, close the opslog with its summary and flush it."""
         with self._ending():
             if not self.opts.dry_run:
-                try:
-                    mounts = self.dest_tree.mounts if self.dest_tree is not None else []
-                    trash.purge(self.dest, self.opts.trash_retain_days, mounts=mounts)
-                except OSError as exc:
-                    self.report.errors.append(f"old trash not purged: {describe_error(exc)}")
-                self._settle_folders()
-                self._save_journal()
+                self.report.errors += self.deadlines.call((SRC, DEST), self._finish_on_shares)
             if not self.report.clean:
                 status = Status.PARTIAL_FAILURE
             else:
@@ -209,45 +262,48 @@ class SyncSession:
         report = self.report
         if self.opts.dry_run or not (report.created or report.updated or report.deleted or report.conflicts):
             return self.dest_tree
-        return walk_tree(self.dest, ExcludeMatcher(self.opts.excludes), self.opts.walk_threads)
+        excludes, beat = ExcludeMatcher(self.opts.excludes), self.deadlines.board.beater(DEST)
+        tree: TreeListing = self.deadlines.call((DEST,), walk_tree, self.dest, excludes, self.opts.walk_threads, beat)
+        return tree  # raises SideStopped if the destination stopped answering since the run ended
 
-    def _clock_skews(self) -> list[str]:
-        notes = []
-        for root in (self.src, self.dest):
-            try:
-                skew = safety.clock_skew(root)
-            except OSError as exc:
-                notes.append(f"could not check the clock of {root}: {describe_error(exc)}")
-                continue
-            if abs(skew) > self.opts.mtime_threshold:
-                notes.append(
-                    f"clock skew: files written in {root} get mtimes {skew:+.0f} s off this machine's "
-                    "clock (no decision depends on it; conflict copies' names and first-sync "
-                    "comparisons do); check NTP on its server"
-                )
-        return notes
+    def _finish_on_shares(self) -> list[str]:
+        """What finish() does on the roots, in a child (liveness.py): purge old trash, settle the folders,
+        write the journal.  Returns the errors (what it changes in this object stays in the child)."""
+        errors = []
+        try:
+            mounts = self.dest_tree.mounts if self.dest_tree is not None else []
+            trash.purge(self.dest, self.opts.trash_retain_days, mounts=mounts)
+        except OSError as exc:
+            errors.append(f"old trash not purged: {describe_error(exc)}")
+        errors += self._settle_folders()
+        errors += self._save_journal()
+        return errors
 
-    def _settle_folders(self) -> None:
+    def _settle_folders(self) -> list[str]:
         """Folders get their final mode and mtime now that their contents are in (folders.py)."""
         if self.folders is None:
-            return
+            return []
         try:
-            idents, errors = self.folders.settle()
+            idents, errors = self.folders.settle(self.deadlines.board.beater(SRC, DEST))
         except OSError as exc:
             idents, errors = {}, [f"folder modes and mtimes not set: {describe_error(exc)}"]
         self._done.update((key, ident) for key, ident in idents.items() if key in self._done)
-        self.report.errors += errors
+        return errors
 
-    def _save_journal(self) -> None:
-        """Record what both sides now agree on, in both roots.  Nothing to record: nothing written.  A move
-        that failed leaves the old journal (the next run plans again from it)."""
+    def _save_journal(self) -> list[str]:
+        """Record what both sides now agree on, and which folders are mount points, in both roots.  Nothing
+        to record: nothing written.  A move that failed leaves the old journal (the next run plans again from
+        it).  Returns the errors."""
         assert self.base is not None and self.draft is not None
+        assert self.src_tree is not None and self.dest_tree is not None
         done = self._done
         if any(id(move) not in done for move in self.draft.moves):
-            self.report.errors.append("a move failed: the journal is left as it was; the next run plans again")
-            return
-        if self.base.journal is not None and not self.draft.changed and not done:
-            return
+            return ["a move failed: the journal is left as it was; the next run plans again"]
+        mounts = (frozenset(self.src_tree.mount_points), frozenset(self.dest_tree.mount_points))
+        old = self.base.journal
+        if old is not None and not self.draft.changed and not done:
+            if (old.mounts[self.base.src_side], old.mounts[self.base.dest_side]) == mounts:
+                return []
         try:
             src_id, dest_id = journal.ensure_root_id(self.src), journal.ensure_root_id(self.dest)
             dirs = finalize(self.draft, done)
@@ -261,12 +317,14 @@ class SyncSession:
                 sides,
                 {rel: (pair[1], pair[0]) if swap else pair for rel, pair in dirs.items()},
                 parent,
+                (mounts[1], mounts[0]) if swap else mounts,
             )
         except OSError as exc:
-            self.report.errors.append(
+            return [
                 f"the journal could not be written ({describe_error(exc)}): the next run "
                 "compares without it (a first sync: nothing deleted)"
-            )
+            ]
+        return []
 
     def close(self, reason: str = "the run stopped before it finished") -> Outcome:
         """Expire old opslogs and give the lease back.  Always called, however the run ended; idempotent.
@@ -282,9 +340,20 @@ class SyncSession:
             self.lease = None
         for child in self.started_walks:  # not used (lease held, interrupted...): never leave them behind
             if child is not None:
-                child.cancel()
+                child.cancel(within=1.0)  # one stuck on a dead share may not go at once: it is not waited for
         assert self.outcome is not None
         return self.outcome
+
+    def abandon(self) -> None:
+        """The last resort of a run that did not answer a signal in time (cli.py's signal thread): kill every
+        child, give the lease back.  Safe from another thread; the process exits right after."""
+        self.deadlines.abandon()
+        for child in self.started_walks:
+            if child is not None:
+                child.kill()
+        lease = self.lease
+        if lease is not None:
+            lease.release()
 
     def run(self) -> Outcome:
         """Every step in order: what `ha-sync` does."""
@@ -317,13 +386,16 @@ class SyncSession:
         """Record how the run ended (in the opslog, when one is being kept) and make the RunEnded to raise."""
         self.error = error
         self.report.stop_clock()
+        if status in (Status.INTERRUPTED, Status.UNREACHABLE):
+            self.trail.hurry()  # the process is on its way out: its record must not wait on a share
         if self._recording:
             self._recording = False
             try:
                 self.trail.finish(self.report, AUDIT_STATUS[status], message)
             except AuditUnwritable as exc:  # the very problem that ended the run, most likely
                 self.trail.warnings.append(str(exc))
-        self.outcome = Outcome(status, message, self.report, self.trail.warnings)
+        down = tuple(side.label for side in error.sides) if isinstance(error, SideStopped) else ()
+        self.outcome = Outcome(status, message, self.report, self.trail.warnings, down)
         return RunEnded(self.outcome)
 
     @contextlib.contextmanager
@@ -335,12 +407,18 @@ class SyncSession:
             raise
         except safety.SafetyRefusal as exc:
             raise self._end(Status.REFUSED, f"refused, nothing changed: {exc}", exc) from None
+        except SideStopped as exc:
+            detail = "nothing changed" if when else "changes stopped; the pair goes on by itself once it answers"
+            raise self._end(Status.UNREACHABLE, f"{exc}; {detail}", exc) from None
         except LeaseLost as exc:
             raise self._end(Status.FAILED, f"lease lost, changes stopped: {exc}", exc) from None
         except AuditUnwritable as exc:
             raise self._end(Status.FAILED, f"{exc}; changes stopped", exc) from None
         except Interrupted as exc:
-            detail = f" {when}" if when else "; changes stopped, temp files removed"
+            left = (
+                "a temp file may be left: the next run removes it" if self.deadlines.cut_short else "temp files removed"
+            )
+            detail = f" {when}" if when else f"; changes stopped, {left}"
             raise self._end(Status.INTERRUPTED, f"interrupted by {exc}{detail}", exc) from None
         except Exception as exc:  # noqa: BLE001 - WalkError, OSError, anything else: the run failed, say why
             raise self._end(Status.FAILED, f"failed: {describe_error(exc)}", exc) from None
@@ -350,25 +428,63 @@ class SyncSession:
 
 
 def walk_pair(
-    src: str, dest: str, opts: SyncOptions, started: tuple[Child | None, Child | None] = (None, None)
+    src: str,
+    dest: str,
+    opts: SyncOptions,
+    deadlines: Deadlines,
+    started: tuple[Child | None, Child | None] = (None, None),
+    facts: tuple[safety.RootFacts, safety.RootFacts] | None = None,
 ) -> tuple[TreeListing, TreeListing]:
-    """Walk source and destination at the same time, the source in a forked process (two cores, no GIL
-    between them), after checking both roots are usable.  `started`: walks already running (start_walks)."""
+    """Walk source and destination at the same time, each in a forked process (two cores, no GIL between
+    them, and a dead server's walk killed by `deadlines`), after checking both roots are usable (`facts`:
+    as preflight found them, else looked at now).  `started`: walks already running (start_walks)."""
     try:
-        safety.check_roots(src, dest, writing=not opts.dry_run)
+        if facts is None:
+            facts = tuple(
+                deadlines.results(
+                    [
+                        ((SRC,), safety.look_at_root, (src, not opts.dry_run)),
+                        ((DEST,), safety.look_at_root, (dest, not opts.dry_run)),
+                    ],
+                    within=deadlines.probe_timeout,
+                )
+            )
+        safety.check_roots(*facts)
     except BaseException:
         for child in started:
             if child is not None:
-                child.cancel()
+                child.cancel(within=1.0)
         raise
     excludes = ExcludeMatcher(opts.excludes)
-    src_child, dest_child = started
-    src_child = src_child or call_in_child(walk_tree, src, excludes, opts.walk_threads)
-    try:
-        dest_tree = result_of(dest_child) if dest_child else walk_tree(dest, excludes, opts.walk_threads)
-    finally:
-        src_tree = result_of(src_child)
+
+    def walker(child: Child | None, root: str, slot: int) -> tuple[Child, tuple[int]]:
+        beat = deadlines.board.beater(slot)
+        return child or call_in_child(walk_tree, root, excludes, opts.walk_threads, beat, group=True), (slot,)
+
+    src_tree, dest_tree = deadlines.collect([walker(started[0], src, SRC), walker(started[1], dest, DEST)])
     return src_tree, dest_tree
+
+
+def _journal_header(root: str) -> journal.RootState:
+    """A root's marker and its journal's header (checksum checked): what a run needs of the destination's copy."""
+    return journal.parse_root(journal.read_files(root), with_body=False)
+
+
+def prepare_root(root: str, leftovers: list[bytes], mtime_threshold: float) -> tuple[list[str], list[str]]:
+    """Before a real run changes anything: remove the temp files an interrupted run left, and check the clock
+    that stamps files there.  Returns (notes, errors)."""
+    errors = cleanup_leftovers(root, leftovers) if leftovers else []
+    try:
+        skew = safety.clock_skew(root)
+    except OSError as exc:
+        return [f"could not check the clock of {root}: {describe_error(exc)}"], errors
+    if abs(skew) <= mtime_threshold:
+        return [], errors
+    note = (
+        f"clock skew: files written in {root} get mtimes {skew:+.0f} s off this machine's clock (no decision "
+        "depends on it; conflict copies' names and first-sync comparisons do); check NTP on its server"
+    )
+    return [note], errors
 
 
 def plan_pair(
@@ -377,8 +493,10 @@ def plan_pair(
     base: journal.Baseline,
     opts: SyncOptions,
     labels: tuple[str, str] = ("source", "destination"),
+    free_bytes: Callable[[], int] | None = None,
 ) -> tuple[Plan, Draft]:
-    """Reconcile against the journal and check the plan is safe; raises safety.SafetyRefusal otherwise."""
+    """Reconcile against the journal and check the plan is safe; raises safety.SafetyRefusal otherwise.
+    `free_bytes`: the destination's free space (default: asked here, for tools without deadlines)."""
     plan, draft = reconcile(
         src_tree,
         dest_tree,
@@ -394,7 +512,8 @@ def plan_pair(
             hard_links=opts.hard_links,
         ),
     )
-    safety.check_plan(plan, dest_tree, safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes))
+    limits = safety.SafetyLimits(opts.max_delete_percent, opts.free_space_reserve_bytes)
+    safety.check_plan(plan, dest_tree, limits, free_bytes or (lambda: safety.free_bytes(dest_tree.root)))
     return plan, draft
 
 

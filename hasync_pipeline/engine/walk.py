@@ -13,8 +13,9 @@ import resource
 import stat
 import threading
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -27,6 +28,7 @@ from .paths import INTERNAL_PREFIX, TMP_PREFIX, ExcludeMatcher, join
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
 
+    from .liveness import Board
     from .options import SyncOptions
 
 FILE, DIR, LINK = 0, 1, 2
@@ -168,6 +170,7 @@ class TreeListing:
     # folders holding names ha-sync leaves alone (excluded or internal): never removed as "emptied"
     holding_hidden: set[bytes] = field(default_factory=set)
     mounts: list[bytes] = field(default_factory=list)  # folders on another filesystem than the root
+    mount_points: list[bytes] = field(default_factory=list)  # folders on another filesystem than their parent
     root_mode: int = 0  # the root folder's permission bits
     fingerprint: str | None = field(default=None, compare=False, repr=False)  # fingerprint.py's, once computed
     files: int = 0
@@ -248,11 +251,14 @@ class KeptFolders:
 STAT_FANOUT = 64  # a folder with more entries than this has them stat'ed by the walk's threads together
 
 
-def _lstat(entry: os.DirEntry[str]) -> os.stat_result | None:
+def _lstat(entry: os.DirEntry[str], beat: Callable[[], None] | None = None) -> os.stat_result | None:
     try:
-        return entry.stat(follow_symlinks=False)  # fstatat on the folder's fd: no path from the root
+        st = entry.stat(follow_symlinks=False)  # fstatat on the folder's fd: no path from the root
     except FileNotFoundError:
         return None  # vanished since readdir: as if never there
+    if beat is not None:
+        beat()  # an answer from the share (liveness.Board): a flat folder of 1M photos is progress all along
+    return st
 
 
 def _open_folder(root_fd: int, rel: bytes, parent_fd: int | None, kept: KeptFolders) -> int:
@@ -273,6 +279,7 @@ def _list_one(
     kept: KeptFolders,
     parent_fd: int | None = None,
     stat_pool: Executor | None = None,
+    beat: Callable[[], None] | None = None,
 ) -> _Listed:
     """List one folder.  `stat_pool` (a network filesystem): a big folder's entries are stat'ed across its
     threads, each stat one round trip (a flat folder of 20k photos: 20 s at 1 ms serially, ~1.3 s by 16).
@@ -314,10 +321,11 @@ def _list_one(
                 except FileNotFoundError:
                     continue  # vanished since readdir: as if never there
         if stat_pool is not None:
+            lstat = partial(_lstat, beat=beat)
             if len(listed) > STAT_FANOUT:
-                stats: Iterable[os.stat_result | None] = stat_pool.map(_lstat, [e for _, e in listed])
+                stats: Iterable[os.stat_result | None] = stat_pool.map(lstat, [e for _, e in listed])
             else:
-                stats = map(_lstat, [e for _, e in listed])
+                stats = map(lstat, [e for _, e in listed])
             listed = [(name, st) for (name, _), st in zip(listed, stats, strict=True) if st is not None]
         for name, st in listed:
             mode = st.st_mode
@@ -349,20 +357,24 @@ def threads_for(root: str) -> int:
     return AUTO_THREADS if on_network(root) else 1
 
 
-def walk_tree(root: str, excludes: ExcludeMatcher | None = None, threads: int = 1) -> TreeListing:
+def walk_tree(
+    root: str, excludes: ExcludeMatcher | None = None, threads: int = 1, beat: Callable[[], None] | None = None
+) -> TreeListing:
     """List `root` recursively with `threads` concurrent scandirs.  Symlinks are never followed.
 
     One thread is fastest on a local disk (the GIL turns more into contention: 8 threads took 2.3x as
     long here); more may pay on a high-latency NFS mount.
 
     `threads` 0: chosen for the filesystem (threads_for).  A directory that cannot be read is recorded in
-    `unreadable` (its subtree is unknown, not empty); the root itself failing raises WalkError.
+    `unreadable` (its subtree is unknown, not empty); the root itself failing raises WalkError.  `beat` is
+    called as the share answers (each folder listed; each entry stat'ed on a network filesystem): the run's
+    deadline (liveness.py) counts those as progress.
     """
     with cyclic_gc_paused():
-        return _walk_tree(root, excludes or ExcludeMatcher(), threads or threads_for(root))
+        return _walk_tree(root, excludes or ExcludeMatcher(), threads or threads_for(root), beat)
 
 
-def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing:
+def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int, beat: Callable[[], None] | None) -> TreeListing:
     tree = TreeListing(root=root)
     try:
         root_fd = fsutil.open_root(root)
@@ -372,14 +384,18 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
     root_st = os.fstat(root_fd)
     root_dev, tree.root_mode = root_st.st_dev, root_st.st_mode & 0o7777
 
-    def record(rel: bytes, listed: _Listed) -> list[tuple[bytes, tuple[int, int]]]:
+    def record(rel: bytes, ident: tuple[int, int] | None, listed: _Listed) -> list[tuple[bytes, tuple[int, int]]]:
         listing, subdirs, special, leftovers, hidden, _ = listed
+        if beat is not None:
+            beat()
         tree.dirs[rel] = listing
         tree.special.extend(special)
         tree.leftovers.extend(leftovers)
         if hidden:
             tree.holding_hidden.add(rel)
         tree.mounts.extend(sub for sub, (dev, _) in subdirs if dev != root_dev)
+        here = ident[0] if ident is not None else root_dev
+        tree.mount_points.extend(sub for sub, (dev, _) in subdirs if dev != here)
         kinds = listing.kinds
         tree.files += kinds.count(FILE)
         tree.directories += kinds.count(DIR)
@@ -403,11 +419,11 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
                 except OSError as exc:
                     failed(rel, exc)
                     continue
-                stack.extend((sub, sub_ident, listed[-1]) for sub, sub_ident in record(rel, listed))
+                stack.extend((sub, sub_ident, listed[-1]) for sub, sub_ident in record(rel, ident, listed))
         else:
             from concurrent.futures import ThreadPoolExecutor  # only here: ha-sync's start-up stays light
 
-            done: queue.SimpleQueue[tuple[bytes, Future[_Listed]]] = queue.SimpleQueue()
+            done: queue.SimpleQueue[tuple[bytes, tuple[int, int] | None, Future[_Listed]]] = queue.SimpleQueue()
             # folders on one pool, a big folder's stats on another: a folder's thread waits for its stats,
             # a stat waits for nothing, so neither pool can starve the other
             with (
@@ -416,22 +432,22 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
             ):
 
                 def submit(rel: bytes, ident: tuple[int, int] | None, parent_fd: int | None) -> None:
-                    pool.submit(_list_one, root_fd, rel, ident, excludes, kept, parent_fd, stat_pool).add_done_callback(
-                        lambda fut: done.put((rel, fut))
-                    )
+                    pool.submit(
+                        _list_one, root_fd, rel, ident, excludes, kept, parent_fd, stat_pool, beat
+                    ).add_done_callback(lambda fut: done.put((rel, ident, fut)))
 
                 submit(b"", None, None)
                 pending = 1
                 while pending:
-                    rel, fut = done.get()
+                    rel, ident, fut = done.get()
                     pending -= 1
                     try:
                         listed = fut.result()
                     except OSError as exc:
                         failed(rel, exc)
                         continue
-                    for sub_rel, ident in record(rel, listed):
-                        submit(sub_rel, ident, listed[-1])
+                    for sub_rel, sub_ident in record(rel, ident, listed):
+                        submit(sub_rel, sub_ident, listed[-1])
                         pending += 1
     finally:
         kept.close_all()
@@ -439,13 +455,16 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int) -> TreeListing
     return tree
 
 
-def start_walks(src: str, dest: str, opts: SyncOptions) -> tuple[Child | None, Child | None]:
+def start_walks(src: str, dest: str, opts: SyncOptions, board: Board) -> tuple[Child, Child]:
     """Start walking both folders now, each in a forked process (the CLI does it before its imports, lease
-    and database set-up, which then overlap the walks); hand them to run.walk_pair.  None for a root that is
-    no folder (walk_pair's checks then refuse the run)."""
+    and database set-up, which then overlap the walks); hand them to session.walk_pair.  Nothing is asked of
+    either root here (a dead server's root never answers): a walk of a root that is no folder fails in its
+    child, after walk_pair's checks have refused the run.  `board`: where each walk shows its progress."""
+    from .liveness import DEST, SRC
+
     excludes = ExcludeMatcher(opts.excludes)
 
-    def start(root: str) -> Child | None:
-        return call_in_child(walk_tree, root, excludes, opts.walk_threads) if os.path.isdir(root) else None
+    def start(root: str, slot: int) -> Child:
+        return call_in_child(walk_tree, root, excludes, opts.walk_threads, board.beater(slot), group=True)
 
-    return start(src), start(dest)
+    return start(src, SRC), start(dest, DEST)

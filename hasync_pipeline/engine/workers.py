@@ -9,6 +9,7 @@ last, here.  Each outcome streams back to the parent, which calls `on_result` (o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import signal
@@ -20,8 +21,10 @@ from . import fsutil
 from .forking import Child, write_frame
 from .gcpause import cyclic_gc_paused
 from .levels import by_level
+from .liveness import DEST, GRACE, SRC, Deadlines
 from .paths import split
 from .plan import COPY, DELETE, HARDLINK, META, MKDIR, MOVE, RENAME_DEST, RENAME_SRC, RMDIR, SYMLINK, TOUCH, Op
+from .ports import Interrupted, LeaseLost
 from .transfer import FileOps, Ident, Outcome, Preserve
 from .walk import DIR
 
@@ -70,6 +73,9 @@ class ApplyContext:
     # raises to stop the batch (e.g. a signal arrived); polled between files and while waiting for workers,
     # because an exception raised by a signal handler can be swallowed (at-fork hooks, finalizers)
     stop_requested: Callable[[], None] = lambda: None
+    # called, in whatever process did it, each time a call on the shares returned (a file or a chunk of one
+    # copied, a folder made): the run's deadline counts it as progress (liveness.Board)
+    beat: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -173,6 +179,12 @@ def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[i
             write_frame(out_fd, ("staged",))
             return os.read(in_fd, 1) == _GO  # end of stream (parent gone) counts as abort
 
+        beat = ctx.beat
+
+        def cancelled() -> bool:  # asked between files and between chunks of a file: the shares answered
+            beat()
+            return bool(stop)
+
         fileops = FileOps(
             ops,
             ctx.src_root,
@@ -180,7 +192,7 @@ def _worker_body(ops: list[Op], ctx: ApplyContext, share: _Share) -> Callable[[i
             ctx.trash_stamp,
             ctx.preserve,
             emit,
-            cancelled=lambda: bool(stop),
+            cancelled=cancelled,
             mounts=ctx.mounts,
         )
         try:
@@ -208,6 +220,7 @@ class _Applier:
         self.ctx.on_result(result)
 
     def _stop_if_requested(self) -> bool:
+        self.ctx.beat()
         self.ctx.stop_requested()
         return False
 
@@ -256,9 +269,14 @@ class _Applier:
         """New folders, parents before children, those of one depth on `workers` threads at once (levels.py);
         their outcomes are delivered here, in this thread, in plan order."""
         mkdirs = [i for i, op in enumerate(self.ops) if op.action == MKDIR]
-        deliver = local.emit
+        deliver, beat = local.emit, self.ctx.beat
         outcomes: list[Outcome] = []
-        local.emit = outcomes.append  # list.append is atomic: the threads only collect
+
+        def collect(outcome: Outcome) -> None:  # list.append is atomic: the threads only collect
+            outcomes.append(outcome)
+            beat()
+
+        local.emit = collect
         try:
             by_level(mkdirs, lambda i: self.ops[i].path.count(b"/"), local.mkdir, self.ctx.workers)
         finally:
@@ -349,3 +367,83 @@ def apply_batch(ops: list[Op], ctx: ApplyContext) -> list[OpResult]:
     exceptions; only a lost lease (from ctx.check_lease), an interruption or unusable roots raise."""
     with cyclic_gc_paused():  # the workers fork inside: they run without it too
         return _Applier(ops, ctx).run()
+
+
+_LEASE_ASKED, _LEASE_OK, _LEASE_LOST = "lease?", b"G", b"L"
+
+
+def apply_batch_apart(ops: list[Op], ctx: ApplyContext, deadlines: Deadlines) -> list[OpResult]:
+    """apply_batch in a process of its own (its workers in its process group), so that the run's process
+    never waits on a share: the results stream back to `ctx.on_result` here, the lease is checked here at
+    the batch's barrier, and `deadlines` ends the batch - every process of it killed - when a side stops
+    answering.  An interruption here gives the batch GRACE seconds to drop its staged files, then kills it."""
+    where = {id(op): i for i, op in enumerate(ops)}
+
+    def body(out_fd: int, in_fd: int) -> None:
+        stop: list[str] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: stop.append(signal.Signals(signum).name))
+        pending: list[tuple[object, ...]] = []
+
+        def send() -> None:
+            if pending:
+                write_frame(out_fd, ("results", pending[:]))
+                pending.clear()
+
+        def on_result(r: OpResult) -> None:
+            pending.append((where[id(r.op)], r.ok, r.error, r.bytes, r.started, r.ended, r.ident, r.prepared))
+            if len(pending) >= _FLUSH_EVERY:
+                send()
+
+        def check_lease() -> None:
+            send()
+            write_frame(out_fd, (_LEASE_ASKED,))
+            if os.read(in_fd, 1) != _LEASE_OK:
+                raise LeaseLost("the lease was lost")  # the run's process knows (and says) why
+
+        def stop_requested() -> None:
+            if stop:
+                raise Interrupted(stop[0])
+
+        here = dataclasses.replace(ctx, on_result=on_result, check_lease=check_lease, stop_requested=stop_requested)
+        try:
+            apply_batch(ops, here)
+            end: tuple[str, object] = ("ok", None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the run's process
+            end = ("error", exc)
+        send()
+        write_frame(out_fd, end)
+
+    results: list[OpResult] = []
+    ends: list[tuple[str, object]] = []
+    lost: list[LeaseLost] = []
+
+    def on_frame(child: Child, frame: tuple[object, ...]) -> None:
+        if frame[0] == "results":
+            for idx, ok, error, nbytes, started, ended, ident, prepared in frame[1]:  # type: ignore[attr-defined]
+                result = OpResult(ops[idx], ok, error, nbytes, started, ended, prepared, ident)
+                results.append(result)
+                ctx.on_result(result)
+        elif frame[0] == _LEASE_ASKED:
+            try:
+                ctx.check_lease()
+                child.send(_LEASE_OK)
+            except LeaseLost as exc:
+                lost.append(exc)
+                child.send(_LEASE_LOST)
+        else:
+            ends.append(frame)  # type: ignore[arg-type]
+
+    ctx.check_lease()
+    ctx.stop_requested()
+    child = Child(body, stop=signal.SIGTERM, group=True)
+    deadlines.wait([(child, (SRC, DEST))], on_frame, grace=GRACE)
+    status = child.reap()
+    if lost:
+        raise lost[0]
+    if not ends:
+        raise RuntimeError(f"the batch's process died (exit status {status}); the next run goes on from there")
+    kind, value = ends[-1]
+    if kind == "error":
+        raise value  # type: ignore[misc]
+    return results

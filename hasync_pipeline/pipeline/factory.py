@@ -10,11 +10,13 @@ not N.  The partitions start at `partitions_start` (default a week back), so "al
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from ..engine.fingerprint import fingerprint
+from ..engine.liveness import Deadlines, Side, SideStopped
 from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
 from ..settings import BY_NAME, SettingError, deployment
@@ -116,7 +118,15 @@ def build_sides_agree_check(registry: Registry, pair: Pair) -> dg.AssetChecksDef
     )
     def sides_agree(ha_sync: HaSyncDeployment) -> dg.AssetCheckResult:
         settings = registry.settings_for(pair.name, environ=ha_sync.environ())  # the pair's excludes apply
-        dell, hp = walk_pair(pair.folder("dell", settings), pair.folder("hp", settings), settings.sync_options())
+        folders = (pair.folder("dell", settings), pair.folder("hp", settings))
+        opts = dataclasses.replace(settings.sync_options(), dry_run=True)  # only reads: nothing need be writable
+        deadlines = Deadlines(
+            [Side.of(side, folder) for side, folder in zip(("dell", "hp"), folders, strict=True)], opts.stall_timeout
+        )
+        try:
+            dell, hp = walk_pair(*folders, opts, deadlines)
+        except SideStopped as exc:
+            raise dg.Failure(description=str(exc)) from None
         fp_dell, fp_hp = fingerprint(dell), fingerprint(hp)
         return dg.AssetCheckResult(
             passed=fp_dell == fp_hp,

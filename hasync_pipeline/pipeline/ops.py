@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import dagster as dg
 
 from ..engine.fingerprint import fingerprint
+from ..engine.liveness import SideStopped
 from ..engine.outcome import Outcome, RunEnded, Status
 from ..engine.session import SyncSession
 from ..engine.walk import TreeListing
@@ -21,6 +22,7 @@ from .resources import PLANNED, STARTED, WALKED, RunSettingsError, SyncRun
 
 PAIR_TAG, DIRECTION_TAG, SKIPPED_TAG = "ha-sync/pair", "ha-sync/direction", "ha-sync/skipped"
 CONFLICTS_TAG, MODE_TAG = "ha-sync/conflicts", "ha-sync/mode"
+NOT_ANSWERING_TAG = "ha-sync/not-answering"  # the server(s) a run found dead, e.g. "dell"
 SKIP_TAG_VALUES = {Status.LEASE_HELD: "lease-held", Status.ALREADY_CURRENT: "dry-run-current"}
 SUPERSEDED = "superseded"
 PROGRESS_EVERY = 10.0  # seconds between progress lines of a batch
@@ -133,6 +135,8 @@ def _report_end(context: dg.OpExecutionContext, outcome: Outcome) -> None:
         context.instance.add_run_tags(context.run_id, {SKIPPED_TAG: SKIP_TAG_VALUES[outcome.status]})
         context.log.info(f"{outcome.message}: the run ends here")
         return
+    if outcome.not_answering:
+        context.instance.add_run_tags(context.run_id, {NOT_ANSWERING_TAG: ",".join(outcome.not_answering)})
     raise dg.Failure(description=outcome.message, metadata={"status": outcome.status.value})
 
 
@@ -264,12 +268,18 @@ def flush_opslog(context: dg.OpExecutionContext, sync: SyncRun) -> Iterator[dg.O
     if report.conflicts:
         context.instance.add_run_tags(context.run_id, {CONFLICTS_TAG: str(report.conflicts)})
     pair, direction = _target(context)
-    if not session.opts.dry_run:  # the destination folder is what this run made it
+    now = None  # the destination folder as this run made it
+    if not session.opts.dry_run:
+        try:
+            now = session.destination_now()
+        except SideStopped as exc:  # since the sync ended: the next run says it again, and fails then
+            context.log.warning(f"the destination folder is not materialized: {exc}")
+    if now is not None:
         context.log_event(
             folder_event(
                 dg.AssetMaterialization,
                 folder_key(sides(direction)[1], pair),
-                session.destination_now(),
+                now,
                 created=report.created,
                 updated=report.updated,
                 deleted=report.deleted,

@@ -12,7 +12,7 @@ from ..audit import AuditStore, AuditUnavailable, DsnError
 from ..pairs import Registry
 from .alerts import Alerter
 from .deployment import HaSyncDeployment
-from .ops import DIRECTION_TAG, PAIR_TAG
+from .ops import DIRECTION_TAG, NOT_ANSWERING_TAG, PAIR_TAG
 
 SCHEDULE_INTERVAL = timedelta(minutes=15)
 
@@ -48,7 +48,8 @@ def build_failure_sensor(jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:
         run = context.dagster_run
         pair = run.tags.get(PAIR_TAG, run.job_name)
         settings = ha_sync.settings()
-        subject = f"HA Sync: {run.job_name} failed"
+        down = run.tags.get(NOT_ANSWERING_TAG)  # set by the step that found a server dead (ops._report_end)
+        subject = f"HA Sync: {run.job_name} failed" + (f": {down.replace(',', ' and ')} not answering" if down else "")
         text = failure_text(context.instance, run, context.failure_event.message or "", settings.dagster_url)
         sent = Alerter.from_settings(settings, context.instance).send(pair, subject, text)
         context.log.info(f"{subject}: alert {'sent' if sent else 'not sent (rate-limited or no transport)'}")
