@@ -96,6 +96,16 @@ def test_namespace_no_cronjobs_and_one_immutable_image_everywhere(built):
     assert of_kind(docs, "Service")["ha-sync-ui"]["spec"]["ports"][0]["port"] == 8080
 
 
+def test_no_long_running_pod_mounts_a_server_s_share(built):
+    """The UI, the daemon, the code server and the dashboard must keep working while a server is dead: none
+    mounts an NFS claim (a pod whose NFS server is dead cannot even start; a read of it hangs).  Only run
+    pods do, and those end by themselves (stall_timeout)."""
+    _, docs = built
+    for name, deployment in of_kind(docs, "Deployment").items():
+        claims = [v for v in deployment["spec"]["template"]["spec"].get("volumes", []) if "persistentVolumeClaim" in v]
+        assert claims == [], name
+
+
 def allowed(docs, account: str) -> set[tuple[str, str, str | None]]:
     """(resource, verb, name or None for any) that a service account may do, from the Roles bound to it."""
     roles = of_kind(docs, "Role")
@@ -223,7 +233,8 @@ def test_instance_config_loads_as_a_dagster_instance_config(built, tmp_path, mon
     config, _ = dagster_instance_config(str(tmp_path))
     assert config["run_launcher"]["class"] == "K8sRunLauncher"
     assert config["storage"]["mysql"]["mysql_url"] == {"env": "DAGSTER_MYSQL_URL"}
-    assert config["compute_logs"]["config"]["base_dir"].startswith("/var/log/ha-sync/")  # kept with the pod gone
+    assert config["compute_logs"]["class"] == "NoOpComputeLogManager"  # nothing written on the HP's NFS
+    assert config["run_monitoring"]["start_timeout_seconds"] < 15 * 60  # a stuck pod frees the pair's slot in time
     limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert {"key": "ha-sync/pair", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
