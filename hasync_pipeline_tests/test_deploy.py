@@ -106,6 +106,21 @@ def test_no_long_running_pod_mounts_a_server_s_share(built):
         assert claims == [], name
 
 
+def test_the_change_feed_component_watches_each_pair_on_the_server_nodes_and_needs_nothing_else(tmp_path):
+    from hasync_pipeline.pairs import load_registry
+
+    docs = build(["change-feed"], tmp_path)
+    watch = of_kind(docs, "DaemonSet")["ha-sync-watch"]["spec"]["template"]["spec"]
+    [container] = watch["containers"]
+    assert container["args"][:2] == ["ha-sync", "watch"]
+    assert container["args"][2:] == [f"/data/{pair.name}" for pair in load_registry().pairs]  # the exports
+    [term] = watch["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"][0]["key"] == "ha-sync.vandachevici.ro/server"
+    assert watch["automountServiceAccountToken"] is False and watch["serviceAccountName"] == "ha-sync-none"
+    assert watch["volumes"] == [{"name": "data", "hostPath": {"path": "/data", "type": "Directory"}}]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True and container["resources"]["limits"]
+
+
 def allowed(docs, account: str) -> set[tuple[str, str, str | None]]:
     """(resource, verb, name or None for any) that a service account may do, from the Roles bound to it."""
     roles = of_kind(docs, "Role")

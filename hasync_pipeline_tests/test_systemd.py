@@ -16,13 +16,22 @@ UNITS = Path(__file__).resolve().parent.parent / "hasync_pipeline" / "systemd"
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
 def test_the_units_verify_and_the_timers_keep_the_seeds_crons(tmp_path):
-    for unit in ("ha-sync@.service", "ha-sync-dell-to-hp@.timer", "ha-sync-hp-to-dell@.timer"):
+    for unit in ("ha-sync@.service", "ha-sync-dell-to-hp@.timer", "ha-sync-hp-to-dell@.timer", "ha-sync-watch.service"):
         shutil.copy(UNITS / unit, tmp_path / unit)
     fake = tmp_path / "ha-sync"  # verify checks that ExecStart's program exists
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    service = (tmp_path / "ha-sync@.service").read_text().replace("/usr/local/bin/ha-sync", str(fake))
-    (tmp_path / "ha-sync@.service").write_text(service)
+    for unit in ("ha-sync@.service", "ha-sync-watch.service"):
+        service = (tmp_path / unit).read_text().replace("/usr/local/bin/ha-sync", str(fake))
+        (tmp_path / unit).write_text(
+            service.replace("EnvironmentFile=/etc/ha-sync/env", "EnvironmentFile=-/etc/ha-sync/env")
+        )
+    watch = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / "ha-sync-watch.service")],
+        capture_output=True,
+        text=True,
+    )
+    assert watch.returncode == 0, watch.stderr
     for name in (
         "ha-sync@media_dell_to_hp.service",
         "ha-sync-dell-to-hp@media.timer",
@@ -58,6 +67,7 @@ def test_the_units_verify_and_the_timers_keep_the_seeds_crons(tmp_path):
     assert sorted(p.name for p in installed.iterdir()) == [
         "ha-sync-dell-to-hp@.timer",
         "ha-sync-hp-to-dell@.timer",
+        "ha-sync-watch.service",
         "ha-sync@.service",
     ]
     assert "HA_SYNC_DRY_RUN=true" in (tmp_path / "etc" / "env").read_text()

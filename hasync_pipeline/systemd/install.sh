@@ -7,7 +7,8 @@ set -eu
 here=$(dirname "$0")
 unit_dir=${UNIT_DIR:-/etc/systemd/system}
 etc_dir=${ETC_DIR:-/etc/ha-sync}
-install -m 0644 "$here/ha-sync@.service" "$here/ha-sync-dell-to-hp@.timer" "$here/ha-sync-hp-to-dell@.timer" "$unit_dir/"
+install -m 0644 "$here/ha-sync@.service" "$here/ha-sync-dell-to-hp@.timer" "$here/ha-sync-hp-to-dell@.timer" \
+    "$here/ha-sync-watch.service" "$unit_dir/"  # the watcher: enabled by hand on each server (README)
 mkdir -p "$etc_dir"
 [ -e "$etc_dir/env" ] || install -m 0600 "$here/env.example" "$etc_dir/env"  # never overwrites your settings
 [ -n "${NO_SYSTEMCTL:-}" ] && exit 0

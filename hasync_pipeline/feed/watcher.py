@@ -1,0 +1,138 @@
+"""`ha-sync watch`: inotify on a server's own pair roots, appending what changed to each root's change log.
+
+inotify through `inotify_simple` (a thin, dependency-free wrapper of the three syscalls that hands over the
+raw events: IN_Q_OVERFLOW and the move cookies included, which a higher-level watcher such as watchfiles
+coalesces away; we need them to know when to ask for a rescan).  It sees local writes and NFS clients'
+writes alike (nfsd writes through the VFS).  One watch per folder: `fs.inotify.max_user_watches` bounds the
+folders (the kernel's default is derived from RAM; fanotify's filesystem marks are the way past that).
+
+What cannot be followed name by name becomes a rescan record: a folder created or moved in (its contents
+may have appeared before its watch did), a folder that cannot be watched, a queue overflow (the whole root).
+Events are coalesced for BATCH_SECONDS, then appended and fsync'd in one write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections.abc import Callable, Iterator
+
+from inotify_simple import INotify, flags
+
+from ..engine.changelog import ChangeLogWriter
+from ..engine.paths import INTERNAL_PREFIX, join
+
+BATCH_SECONDS = 0.2  # events are gathered this long before one append (a burst becomes one write)
+_MASK = (
+    flags.CREATE
+    | flags.MODIFY
+    | flags.CLOSE_WRITE
+    | flags.ATTRIB
+    | flags.DELETE
+    | flags.MOVED_FROM
+    | flags.MOVED_TO
+    | flags.DELETE_SELF
+    | flags.MOVE_SELF
+    | flags.DONT_FOLLOW
+    | flags.EXCL_UNLINK
+)
+
+
+class RootWatch:
+    """One pair root: its watches (watch descriptor -> folder, relative) and its change log."""
+
+    def __init__(self, inotify: INotify, root: str):
+        self.inotify, self.root = inotify, root
+        self.log = ChangeLogWriter(root)
+        self.folders: dict[int, bytes] = {}
+        self.paths: set[bytes] = set()
+        self.rescans: set[bytes] = set()
+        self.watch_tree(b"")
+
+    def watch_tree(self, rel: bytes) -> None:
+        """Watch `rel` and every folder below it (internal folders excepted); one that cannot be watched
+        (gone already, or no watch left) is rescanned instead."""
+        base = os.fsencode(self.root)
+        for dirpath, dirnames, _ in os.walk(os.path.join(base, rel) if rel else base):
+            dirnames[:] = [d for d in dirnames if not d.startswith(INTERNAL_PREFIX)]
+            here = os.path.relpath(dirpath, base)
+            here = b"" if here == b"." else here
+            try:
+                self.folders[self.inotify.add_watch(dirpath, _MASK)] = here
+            except OSError as exc:
+                self.rescans.add(b"" if exc.errno == errno.ENOSPC else here)  # ENOSPC: max_user_watches
+
+    def take(self, wd: int, mask: int, name: bytes) -> None:
+        """One event: the path it names, and what else it means (a new folder to watch, a watch gone)."""
+        folder = self.folders.get(wd)
+        if folder is None:
+            return
+        if mask & flags.IGNORED:
+            del self.folders[wd]
+            return
+        if mask & (flags.DELETE_SELF | flags.MOVE_SELF):
+            self.paths.add(folder)
+            return
+        if name.startswith(INTERNAL_PREFIX):
+            return
+        rel = join(folder, name)
+        self.paths.add(rel)
+        if mask & flags.ISDIR and mask & (flags.CREATE | flags.MOVED_TO):
+            self.watch_tree(rel)
+            self.rescans.add(rel)  # what it holds may have arrived before its watch
+
+    def flush(self) -> None:
+        if self.paths or self.rescans:
+            self.log.append(sorted(self.paths), sorted(self.rescans))
+            self.paths.clear()
+            self.rescans.clear()
+
+
+class Watcher:
+    """All of one server's pair roots in one inotify instance."""
+
+    def __init__(self, roots: list[str]):
+        self.inotify = INotify()
+        self.roots = [RootWatch(self.inotify, root) for root in roots]
+        for root in self.roots:
+            root.flush()
+
+    def _owner(self, wd: int) -> RootWatch | None:
+        return next((root for root in self.roots if wd in root.folders), None)
+
+    def step(self, timeout: float) -> int:
+        """Wait up to `timeout` s for events, gather them for BATCH_SECONDS, append them.  Returns how many."""
+        events = self.inotify.read(timeout=int(timeout * 1000))
+        if not events:
+            return 0
+        deadline = time.monotonic() + BATCH_SECONDS
+        count = 0
+        while True:
+            for event in events:
+                count += 1
+                if event.mask & flags.Q_OVERFLOW:
+                    for root in self.roots:
+                        root.rescans.add(b"")
+                    continue
+                owner = self._owner(event.wd)
+                if owner is not None:
+                    owner.take(event.wd, event.mask, os.fsencode(event.name))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            events = self.inotify.read(timeout=int(left * 1000))
+            if not events:
+                break
+        for root in self.roots:
+            root.flush()
+        return count
+
+    def run(self, stop: Callable[[], bool] = lambda: False) -> Iterator[int]:
+        while not stop():
+            yield self.step(1.0)
+
+    def close(self) -> None:
+        for root in self.roots:
+            root.log.close()
+        self.inotify.close()
