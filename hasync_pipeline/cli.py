@@ -183,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, watch: SignalWatch) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["watch"]:  # `ha-sync watch ROOT...`: keep the change logs of this server's roots
+        from .cli_watch import main as watch_roots
+
+        return watch_roots(argv[1:])
     if argv[:1] == ["restore"]:  # `ha-sync restore ...`: a trashed version back in place
         from .cli_restore import main as restore
 
