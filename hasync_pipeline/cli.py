@@ -207,7 +207,9 @@ def _main(argv: list[str] | None, watch: SignalWatch) -> int:
     # the walks start first, each in its own process: reading only, they are safe before the lease, and the
     # imports, lease and database set-up below then overlap them (a third of a no-change run otherwise)
     board = Board()
-    walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts, board)
+    walks: tuple[Any, ...] = (None, None)  # a changes run walks nothing before it has read the change logs
+    if opts.scope == "full":
+        walks = start_walks(os.path.abspath(args.src), os.path.abspath(args.dest), opts, board)
     try:
         from .cli_run import run_from_cli  # imported late: --help stays instant
 
@@ -217,7 +219,8 @@ def _main(argv: list[str] | None, watch: SignalWatch) -> int:
         return run_from_cli(args, settings, opts, sys.stdout, sys.stderr, walks, stop_if_signalled, board, adopt)
     except BaseException:
         for child in walks:  # stopped before the session could (it cancels them itself otherwise)
-            child.cancel(within=1.0)
+            if child is not None:
+                child.cancel(within=1.0)
         raise
 
 

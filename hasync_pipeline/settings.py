@@ -238,6 +238,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "scope",
+        str,
+        "full",
+        "what a run looks at: full (both whole trees) or changes (only what the change logs of `ha-sync watch` "
+        "name since this direction's last run; anything they cannot vouch for makes it a full run, saying why)",
+        cli=True,
+        run=True,
+        choices=("full", "changes"),
+    ),
+    Setting(
         "allow_unmounted",
         list,
         (),
@@ -385,6 +395,7 @@ class Settings(Mapping[str, Any]):
             walk_threads=v["walk_threads"],
             stall_timeout=v["stall_timeout"],
             allow_unmounted=tuple(v["allow_unmounted"]),
+            scope=v["scope"],
             **internal,
         )
 

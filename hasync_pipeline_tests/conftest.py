@@ -31,6 +31,7 @@ _INTERNAL = set(SyncOptions.__dataclass_fields__) - {
     "sparse",
     "walk_threads",
     "stall_timeout",
+    "scope",
     "allow_unmounted",
 }
 _SETTING_NAME = {"max_delete_percent": "max_delete", "excludes": "exclude"}

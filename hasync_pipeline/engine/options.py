@@ -23,6 +23,7 @@ class SyncOptions:
     walk_threads: int  # 0: chosen per root (walk.threads_for)
     stall_timeout: float  # seconds a side may give no answer (liveness.py)
     allow_unmounted: tuple[str, ...]  # former mount points that are plain folders now, on purpose
+    scope: str = "full"  # "changes": only what the change logs name (incremental.py)
     free_space_reserve_bytes: int = 64 << 20
     batch_max_ops: int = 20_000
     batch_max_bytes: int = 2 << 30

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from . import journal, safety, trash
 from .folders import FolderSettler
 from .forking import Child, call_in_child
+from .incremental import ChangesWalk, carry_positions, save_positions, walk_changes
 from .latency import workers_for
 from .liveness import DEST, SRC, Board, Deadlines, Side, SideStopped
 from .options import SyncOptions
@@ -92,6 +93,9 @@ class SyncSession:
         self.draft: Draft | None = None
         self._done: dict[int, Ident | None] = {}  # id(op) of each operation done -> its identity
         self.folders: FolderSettler | None = None  # the folders a real run touched: settled in finish()
+        self.roots_now: tuple[journal.RootState, journal.RootState] | None = None  # markers and journals, read
+        self.feed: ChangesWalk | None = None  # a changes run's walk: what to record as its positions
+        self.generation: str | None = None  # the journal's generation once the run has ended (positions go with it)
 
     # ---- the steps -------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -145,22 +149,43 @@ class SyncSession:
         return self.src, self.dest
 
     def walk(self) -> None:
-        """List both trees, each root checked first (missing, not a folder, the same or nested: refused)."""
+        """List both trees, each root checked first (missing, not a folder, the same or nested: refused).  In
+        changes scope, only what the change logs name (incremental.py), unless they cannot vouch for it."""
         with self._ending():
+            if self.opts.scope == "changes" and self.facts is not None:
+                safety.check_roots(*self.facts)
+                src_state, dest_state = self._read_roots()
+                assert self.base is not None
+                ids = (src_state.root_id, dest_state.root_id)
+                self.feed = walk_changes(self.roots, ids, self.base, self.deadlines, self.opts)
+                if self.feed.trees is not None:
+                    self.src_tree, self.dest_tree = self.feed.trees
+                    scope = self.feed.scope
+                    named = scope.paths if scope is not None else 0
+                    self.report.notes.append(f"changes only: {named} folders named by the change logs listed")
+                    return
+                self.report.notes.append(f"a full walk: {self.feed.why}")
             self.src_tree, self.dest_tree = walk_pair(
                 self.src, self.dest, self.opts, self.deadlines, self.started_walks, self.facts
             )
+
+    def _read_roots(self) -> tuple[journal.RootState, journal.RootState]:
+        """Both roots' markers and journal copies (the source's whole, the destination's header), once."""
+        if self.roots_now is None:
+            src_files, dest_state = self.deadlines.results(
+                [((SRC,), journal.read_files, (self.src,)), ((DEST,), _journal_header, (self.dest,))]
+            )
+            self.roots_now = journal.parse_root(src_files), dest_state
+            self.base = journal.baseline(*self.roots_now)
+        return self.roots_now
 
     def plan(self) -> int:
         """Compare and check the plan; record conflicts (and, in a dry-run, the whole plan).  Returns the number
         of batches to apply.  Ends the run when the plan is refused or a dry-run is already current."""
         assert self.src_tree is not None and self.dest_tree is not None, "walk() first"
         with self._ending():
-            src_files, dest_state = self.deadlines.results(
-                [((SRC,), journal.read_files, (self.src,)), ((DEST,), _journal_header, (self.dest,))]
-            )
-            src_state = journal.parse_root(src_files)
-            self.base = journal.baseline(src_state, dest_state)
+            src_state, dest_state = self._read_roots()
+            assert self.base is not None
             safety.check_markers(src_state, dest_state, self.src_tree, self.dest_tree, self.base)
             trees = (self.src_tree, self.dest_tree)
             safety.check_mounts(self.base, trees, self.labels, self.opts.allow_unmounted)
@@ -277,7 +302,21 @@ class SyncSession:
             errors.append(f"old trash not purged: {describe_error(exc)}")
         errors += self._settle_folders()
         errors += self._save_journal()
+        self._save_positions(clean=not errors and not self.report.failed and not self.report.errors)
         return errors
+
+    def _save_positions(self, clean: bool) -> None:
+        """A changes run that ended clean records how far it read both change logs; one that did not leaves
+        the old positions (its paths are looked at again next time)."""
+        feed = self.feed
+        if feed is None or feed.tips is None or not feed.key or self.generation is None or not clean:
+            return
+        try:
+            save_positions(self.roots, self.generation, feed.key, feed.tips)
+        except OSError as exc:
+            self.report.notes.append(
+                f"change-log positions not recorded ({describe_error(exc)}): the next changes run walks everything"
+            )
 
     def _settle_folders(self) -> list[str]:
         """Folders get their final mode and mtime now that their contents are in (folders.py)."""
@@ -303,6 +342,7 @@ class SyncSession:
         old = self.base.journal
         if old is not None and not self.draft.changed and not done:
             if (old.mounts[self.base.src_side], old.mounts[self.base.dest_side]) == mounts:
+                self.generation = old.generation
                 return []
         try:
             src_id, dest_id = journal.ensure_root_id(self.src), journal.ensure_root_id(self.dest)
@@ -312,7 +352,7 @@ class SyncSession:
                 swap = self.base.src_side == 1
             else:
                 sides, parent, swap = (src_id, dest_id), None, False
-            journal.save(
+            new = journal.save(
                 (self.src, self.dest),
                 sides,
                 {rel: (pair[1], pair[0]) if swap else pair for rel, pair in dirs.items()},
@@ -324,6 +364,12 @@ class SyncSession:
                 f"the journal could not be written ({describe_error(exc)}): the next run "
                 "compares without it (a first sync: nothing deleted)"
             ]
+        self.generation = new.generation
+        if parent is not None:
+            try:
+                carry_positions(self.roots, parent, new.generation)  # every direction's positions still hold
+            except OSError as exc:
+                self.report.notes.append(f"change-log positions not carried over ({describe_error(exc)})")
         return []
 
     def close(self, reason: str = "the run stopped before it finished") -> Outcome:

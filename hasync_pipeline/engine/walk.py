@@ -350,6 +350,11 @@ def _list_one(
             os.close(fd)
 
 
+def list_folder(root_fd: int, rel: bytes, excludes: ExcludeMatcher) -> _Listed:
+    """One folder's entries, not those below (incremental.py lists the folders the change logs name)."""
+    return _list_one(root_fd, rel, None, excludes, KeptFolders(budget=0))
+
+
 def threads_for(root: str) -> int:
     """The walk's threads when the setting says auto (0).  One on a local disk: more only contend for the
     GIL (8 took 2.3x as long here).  AUTO_THREADS across a network, where the threads overlap the round
