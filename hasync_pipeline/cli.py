@@ -187,6 +187,10 @@ def _main(argv: list[str] | None, watch: SignalWatch) -> int:
         from .cli_watch import main as watch_roots
 
         return watch_roots(argv[1:])
+    if argv[:1] == ["follow"]:  # `ha-sync follow --pair P`: run the pair's jobs as its change logs move
+        from .cli_follow import main as follow
+
+        return follow(argv[1:])
     if argv[:1] == ["restore"]:  # `ha-sync restore ...`: a trashed version back in place
         from .cli_restore import main as restore
 

@@ -172,3 +172,50 @@ def test_ha_sync_watch_runs_until_sigterm_and_its_log_names_a_write(tmp_path):
     )
     assert bad.returncode == 2 and "not a folder" in bad.stderr
     shutil.rmtree(root)
+
+
+@pytest.mark.slow
+def test_ha_sync_follow_carries_a_write_to_the_other_side_in_seconds_in_changes_scope(tmp_path):
+    """The whole outside-Kubernetes feed, as real processes: a watcher per server, a follower, real runs."""
+    dell, hp = tmp_path / "dell", tmp_path / "hp"
+    write(dell / "media" / "old.mkv", "old")
+    (hp / "media").mkdir(parents=True)
+    env = {
+        **os.environ,
+        "HA_SYNC_DELL_ROOT": str(dell),
+        "HA_SYNC_HP_ROOT": str(hp),
+        "HA_SYNC_LOG_DIR": str(tmp_path / "logs"),
+    }
+    ha_sync = [sys.executable, "-m", "hasync_pipeline.cli"]
+    for job in ("media_dell_to_hp", "media_hp_to_dell"):  # in sync first, as the timers leave it
+        assert subprocess.run([*ha_sync, "job", job, "--no-dry-run"], env=env, capture_output=True).returncode == 0
+    started = []
+    try:
+        for args in (["watch", str(dell / "media"), str(hp / "media")], ["follow", "--pair", "media", "--no-dry-run"]):
+            proc = subprocess.Popen(
+                [*ha_sync, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            started.append(proc)
+            assert proc.stdout.readline().startswith(f"ha-sync {args[0]}:")  # watching / following
+        write(dell / "media" / "new.mkv", "frames")
+        written = time.monotonic()
+        deadline = written + 60
+        while not (hp / "media" / "new.mkv").exists():
+            assert all(p.poll() is None for p in started) and time.monotonic() < deadline
+            time.sleep(0.05)  # polling the other side for the file, bounded
+        assert (hp / "media" / "new.mkv").read_text() == "frames"
+        said = []
+        while not said or not said[-1].startswith("ha-sync follow: "):  # the run's own lines, then the follower's
+            said.append(started[1].stdout.readline())
+        assert said[-1].startswith("ha-sync follow: media_dell_to_hp ended with exit code 0"), said
+        assert any(line.startswith(("changes only:", "a full walk: ")) for line in said), said
+    finally:
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
+        for proc in started:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            proc.communicate()
+    assert [p.returncode for p in started] == [0, 0]

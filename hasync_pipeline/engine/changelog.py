@@ -26,6 +26,7 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 CHANGES_DIR = os.path.join(".hasync", "changes")
 SEGMENT_BYTES = 4 << 20  # a segment is closed at this size (~60k records of typical paths)
 MAX_SEGMENTS = 16  # kept at most: 64 MiB of changes; older ones dropped (a reader that far behind walks)
+_TAIL = 64 << 10  # bytes of a segment's end that tip() reads (a record's line is far shorter)
 _SEGMENT = re.compile(r"^seg-([0-9a-f]{16})-(\d{16})\.log$")
 
 
@@ -183,7 +184,9 @@ def tip(root: str) -> Position | None:
         return None
     epoch, _, name = segments[-1]
     with open(os.path.join(root, CHANGES_DIR, name), "rb") as f:
-        lines = f.read().split(b"\n")[:-1]
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - _TAIL))
+        lines = f.read().split(b"\n")[:-1]  # its tail only: a follower asks every second, over NFS
     for raw in reversed(lines):
         head = raw.split(b" ", 1)[0]
         if head.isdigit():

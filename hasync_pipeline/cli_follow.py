@@ -1,0 +1,84 @@
+"""`ha-sync follow --pair media [job flags]`: outside Kubernetes, the change feed's trigger.  Every second it
+reads the tip of each side's change log (the last line only, on a thread the loop never waits for past
+TIP_TIMEOUT: a dead server's share may not answer) and, when a side's tip has moved, runs that side's
+direction as `ha-sync job <pair>_<direction> --scope changes [job flags]`, one run at a time: the same
+command the timers run, so the lease, the audit trail and every check are the same.  The timers stay,
+running full walks, as the safety net."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+from .engine.changelog import Position, tip
+from .pairs import load_registry, validate_pair_name
+
+POLL_SECONDS = 1.0
+TIP_TIMEOUT = 5.0  # seconds a side's tip may take to read before that side is skipped this round
+DIRECTION_OF = {"dell": "dell_to_hp", "hp": "hp_to_dell"}  # a change on a side travels away from it
+
+
+def read_tip(root: str, timeout: float = TIP_TIMEOUT) -> tuple[bool, Position | None]:
+    """(answered, tip) of the change log under `root`; a share that does not answer is left behind."""
+    found: list[Position | None] = []
+
+    def read() -> None:
+        try:
+            found.append(tip(root))
+        except OSError:
+            found.append(None)
+
+    reader = threading.Thread(target=read, daemon=True, name="tip")
+    reader.start()
+    reader.join(timeout)
+    return (bool(found), found[0] if found else None)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ha-sync follow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pair", required=True, help="the pair to follow, e.g. media")
+    args, job_flags = parser.parse_known_args(argv)
+    pair = validate_pair_name(args.pair)
+    registry = load_registry()
+    settings = registry.settings_for(pair)
+    roots = {side: registry.get(pair).folder(side, settings) for side in DIRECTION_OF}
+    stopped: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        stopped.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    seen: dict[str, Position | None] = {}
+    follow_round(roots, seen, pair, job_flags, stopped)  # where each log stands now: the timers' up to here
+    print(f"ha-sync follow: following {pair} ({roots['dell']}, {roots['hp']})", flush=True)
+    while not stopped:
+        time.sleep(POLL_SECONDS)  # the poll interval itself: no event to wait for across NFS
+        follow_round(roots, seen, pair, job_flags, stopped)
+    return 0
+
+
+def follow_round(
+    roots: dict[str, str], seen: dict[str, Position | None], pair: str, job_flags: list[str], stopped: list[int]
+) -> None:
+    """Read each side's tip once; run the direction away from each side whose tip moved since `seen`."""
+    for side, root in roots.items():
+        answered, now = read_tip(root)
+        if not answered:
+            print(f"ha-sync follow: {side} ({root}) is not answering; its changes wait", file=sys.stderr)
+            continue
+        first = side not in seen
+        if not first and now == seen[side]:
+            continue
+        seen[side] = now
+        if first or stopped:
+            continue
+        job = f"{pair}_{DIRECTION_OF[side]}"
+        command = [sys.executable, "-m", "hasync_pipeline.cli", "job", job, "--scope", "changes", *job_flags]
+        done = subprocess.run(command)
+        print(f"ha-sync follow: {job} ended with exit code {done.returncode}", flush=True)
