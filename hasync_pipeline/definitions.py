@@ -10,6 +10,7 @@ import dagster as dg
 from .pairs import load_registry
 from .pipeline.deployment import HaSyncDeployment
 from .pipeline.factory import build_all
+from .pipeline.feed_sensor import build_change_feed_sensor
 from .pipeline.maintenance import audit_maintenance, audit_maintenance_schedule
 from .pipeline.resources import SyncRun
 from .pipeline.sensors import build_failure_sensor, build_freshness_sensor
@@ -21,7 +22,11 @@ sync_jobs, sync_schedules, folder_assets, folder_checks = build_all(registry)
 defs = dg.Definitions(
     jobs=[*sync_jobs, audit_maintenance],
     schedules=[*sync_schedules, audit_maintenance_schedule],
-    sensors=[build_failure_sensor(sync_jobs), build_freshness_sensor(registry)],
+    sensors=[
+        build_failure_sensor(sync_jobs),
+        build_freshness_sensor(registry),
+        build_change_feed_sensor(registry, sync_jobs),
+    ],
     assets=folder_assets,
     asset_checks=folder_checks,
     resources={"sync": SyncRun(ha_sync=ha_sync), "ha_sync": ha_sync},

@@ -183,7 +183,7 @@ def test_webserver_serves_the_jobs_schedules_sensors_and_assets(tmp_path):
     schedules = {s["name"]: s for s in repo["schedules"]}
     assert schedules["media_hp_to_dell_schedule"]["cronSchedule"] == "7,22,37,52 * * * *"
     assert schedules["media_dell_to_hp_schedule"]["scheduleState"]["status"] == "RUNNING"
-    assert {s["name"] for s in repo["sensors"]} == {"ha_sync_failure_alert", "ha_sync_freshness"}
+    assert {s["name"] for s in repo["sensors"]} == {"ha_sync_failure_alert", "ha_sync_freshness", "ha_sync_change_feed"}
     assert ["hp", "photos"] in [a["assetKey"]["path"] for a in repo["assetNodes"]]
 
 

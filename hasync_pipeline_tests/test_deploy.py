@@ -110,15 +110,21 @@ def test_the_change_feed_component_watches_each_pair_on_the_server_nodes_and_nee
     from hasync_pipeline.pairs import load_registry
 
     docs = build(["change-feed"], tmp_path)
-    watch = of_kind(docs, "DaemonSet")["ha-sync-watch"]["spec"]["template"]["spec"]
-    [container] = watch["containers"]
-    assert container["args"][:2] == ["ha-sync", "watch"]
-    assert container["args"][2:] == [f"/data/{pair.name}" for pair in load_registry().pairs]  # the exports
-    [term] = watch["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert term["matchExpressions"][0]["key"] == "ha-sync.vandachevici.ro/server"
-    assert watch["automountServiceAccountToken"] is False and watch["serviceAccountName"] == "ha-sync-none"
-    assert watch["volumes"] == [{"name": "data", "hostPath": {"path": "/data", "type": "Directory"}}]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True and container["resources"]["limits"]
+    for server in ("dell", "hp"):
+        daemonset = of_kind(docs, "DaemonSet")[f"ha-sync-watch-{server}"]["spec"]
+        labels = daemonset["template"]["metadata"]["labels"]
+        assert daemonset["selector"]["matchLabels"].items() <= labels.items()
+        watch = daemonset["template"]["spec"]
+        [container] = watch["containers"]
+        assert container["args"][:4] == ["ha-sync", "watch", "--server", server]
+        assert container["args"][4:] == [f"/data/{pair.name}" for pair in load_registry().pairs]  # the exports
+        nodes = watch["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        [expression] = nodes["nodeSelectorTerms"][0]["matchExpressions"]
+        assert expression == {"key": "ha-sync.vandachevici.ro/server", "operator": "In", "values": [server]}
+        assert watch["automountServiceAccountToken"] is False and watch["serviceAccountName"] == "ha-sync-none"
+        assert watch["volumes"] == [{"name": "data", "hostPath": {"path": "/data", "type": "Directory"}}]
+        assert container["envFrom"] == [{"secretRef": {"name": "ha-sync-db-secret"}}]  # to publish its tips
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True and container["resources"]["limits"]
 
 
 def allowed(docs, account: str) -> set[tuple[str, str, str | None]]:

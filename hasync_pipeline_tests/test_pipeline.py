@@ -74,7 +74,7 @@ def test_twelve_jobs_schedules_with_the_seed_crons_and_the_rest():
         assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
         assert schedule.job_name == name
     assert CRONS == {"dell_to_hp": "*/15 * * * *", "hp_to_dell": "7,22,37,52 * * * *"}
-    assert {s.name for s in repo.sensor_defs} == {"ha_sync_failure_alert", "ha_sync_freshness"}
+    assert {s.name for s in repo.sensor_defs} == {"ha_sync_failure_alert", "ha_sync_freshness", "ha_sync_change_feed"}
     keys = {"/".join(spec.key.path) for spec in defs.resolve_all_asset_specs()}
     assert {f"{side}/{p}" for side in ("dell", "hp") for p in PAIRS} <= keys
     assert "audit_maintenance" in {j.name for j in repo.get_all_jobs()}

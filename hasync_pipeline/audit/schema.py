@@ -9,6 +9,8 @@ Extra columns, all nullable (the seed allows nothing else), each added by a migr
                                    "restored: ...", "moved: ...", "metadata: ..."                   [0003]
 And one extra table, sync_checks (sync_pair, direction, checked_at, iteration_id): when a dry run last found
 its plan unchanged (it writes no iteration, by the seed's rule), so the dashboard can say "still current". [0004]
+And feed_tips (server, sync_pair, epoch, seq, updated_at): how far each server's change log has got, per pair,
+published by `ha-sync watch --publish` for the change-feed sensor, which must not read a share.        [0005]
 And one extra index, idx_pair_dry_started (sync_pair, dry_run, started_at): "the last real / dry-run
 iteration of each pair" (dashboard, dry-run idempotency) is then one index lookup, not a sort.
 """
@@ -109,6 +111,17 @@ sync_operations = Table(
     Column("reason", String(1024), nullable=True),
     Index("idx_iteration", "iteration_id"),
     ForeignKeyConstraint(["iteration_id"], ["sync_iterations.id"], name="fk_iteration"),
+    **TABLE_OPTIONS,
+)
+
+feed_tips = Table(
+    "feed_tips",
+    metadata,
+    Column("server", String(64), primary_key=True),
+    Column("sync_pair", String(255), primary_key=True),
+    Column("epoch", String(32), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", DATETIME3, nullable=False),
     **TABLE_OPTIONS,
 )
 

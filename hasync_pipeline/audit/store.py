@@ -19,7 +19,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from .dsn import DsnError, redact, scrub, to_url
 from .migrate import MigrationError, upgrade
 from .records import header_values, insert_sql, naive_utc
-from .schema import sync_checks, sync_iterations, sync_operations
+from .schema import feed_tips, sync_checks, sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
 MIGRATION_TIMEOUT = 600  # seconds a schema migration may take (it waits for GET_LOCK 60 s, then ALTERs)
@@ -213,6 +213,35 @@ class AuditStore:
             with self.engine.begin() as conn:
                 conn.execute(delete(sync_checks).where(c.sync_pair == pair, c.direction == direction))
                 conn.execute(insert(sync_checks).values(**row))
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    # ---- the change feed's tips ------------------------------------------------------------------
+    def publish_tips(self, server: str, tips: Mapping[str, tuple[str, int]], when: datetime) -> None:
+        """Each pair's change-log tip on `server` ((epoch, seq) by pair), replacing the last ones."""
+        self.ensure_schema()
+        c = feed_tips.c
+        try:
+            with self.engine.begin() as conn:
+                for pair, (epoch, seq) in tips.items():
+                    conn.execute(delete(feed_tips).where(c.server == server, c.sync_pair == pair))
+                    conn.execute(
+                        insert(feed_tips).values(
+                            server=server, sync_pair=pair, epoch=epoch, seq=seq, updated_at=naive_utc(when)
+                        )
+                    )
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def tips(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(server, pair) -> (epoch, seq), as the watchers last published them."""
+        self.ensure_schema()
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(feed_tips.c.server, feed_tips.c.sync_pair, feed_tips.c.epoch, feed_tips.c.seq)
+                )
+                return {(r.server, r.sync_pair): (r.epoch, int(r.seq)) for r in rows}
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 

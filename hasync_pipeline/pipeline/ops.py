@@ -22,6 +22,7 @@ from .resources import PLANNED, STARTED, WALKED, RunSettingsError, SyncRun
 
 PAIR_TAG, DIRECTION_TAG, SKIPPED_TAG = "ha-sync/pair", "ha-sync/direction", "ha-sync/skipped"
 CONFLICTS_TAG, MODE_TAG = "ha-sync/conflicts", "ha-sync/mode"
+SCOPE_TAG = "ha-sync/scope"  # full or changes (ha-sync/mode already says dry-run or real)
 NOT_ANSWERING_TAG = "ha-sync/not-answering"  # the server(s) a run found dead, e.g. "dell"
 SKIP_TAG_VALUES = {Status.LEASE_HELD: "lease-held", Status.ALREADY_CURRENT: "dry-run-current"}
 SUPERSEDED = "superseded"
@@ -154,7 +155,9 @@ def acquire_lease(context: dg.OpExecutionContext, config: SyncConfig, sync: Sync
     pair_name, direction = _target(context)
     started = _step(context, sync, lambda: sync.start(context.run_id, pair_name, direction, config.overrides()))
     dry_run = started.opts.dry_run
-    context.instance.add_run_tags(context.run_id, {MODE_TAG: "dry-run" if dry_run else "real"})
+    context.instance.add_run_tags(
+        context.run_id, {MODE_TAG: "dry-run" if dry_run else "real", SCOPE_TAG: started.opts.scope}
+    )
     later = superseded_by(context, dry_run)
     if later is not None:
         sync.end(SUPERSEDED)  # nothing taken, nothing recorded: no lease, no opslog yet

@@ -1,0 +1,69 @@
+"""The change feed in Dagster: real watchers publish their tips to the audit database, the real sensor turns a
+moved tip into a run request of that side's direction in changes scope, never a second one while the pair
+has a run pending, and the run it asks for syncs the change (a real in-process run)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from hasync_pipeline.cli_watch import Publisher
+from hasync_pipeline.definitions import defs, ha_sync
+from hasync_pipeline.feed.watcher import Watcher
+from hasync_pipeline.pipeline.ops import PAIR_TAG, SCOPE_TAG
+from hasync_pipeline_tests.conftest import write
+from hasync_pipeline_tests.test_pipeline import REAL, roots  # noqa: F401 - roots: a fixture
+
+
+def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
+    sensor = defs.get_sensor_def("ha_sync_change_feed")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"ha_sync": ha_sync})
+    result = sensor.evaluate_tick(context)
+    return list(result.run_requests or []), result.cursor
+
+
+def test_a_moved_tip_launches_that_side_s_direction_in_changes_scope_once_the_pair_is_free(roots):  # noqa: F811
+    dell, hp = roots
+    write(dell / "media" / "old.mkv", "old")
+    instance = dg.DagsterInstance.ephemeral()
+    for job in ("media_dell_to_hp", "media_hp_to_dell"):
+        assert defs.get_job_def(job).execute_in_process(run_config=REAL, instance=instance).success
+    watchers = {side: Watcher([str(root / "media")]) for side, root in (("dell", dell), ("hp", hp))}
+    publishers = {side: Publisher(side, [str(root / "media")]) for side, root in (("dell", dell), ("hp", hp))}
+    try:
+
+        def settle() -> None:
+            for side, watcher in watchers.items():
+                while watcher.step(0.01):
+                    pass
+                publishers[side].publish(watcher, force=True)
+
+        settle()
+        requests, cursor = tick(instance, None)
+        assert requests == []  # the first sight of a tip only records it
+        write(dell / "media" / "new.mkv", "frames")
+        settle()
+        [request], cursor = tick(instance, cursor)
+        assert request.job_name == "media_dell_to_hp" and request.tags[SCOPE_TAG] == "changes"
+        assert request.run_config["ops"]["acquire_lease"]["config"]["scope"] == "changes"
+        assert tick(instance, cursor)[0] == []  # the same tip: no second request
+        pending = instance.create_run_for_job(
+            defs.get_job_def("media_dell_to_hp"), tags={PAIR_TAG: "media"}, status=dg.DagsterRunStatus.NOT_STARTED
+        )
+        write(hp / "media" / "from-hp.txt", "hp")
+        settle()
+        requests, cursor = tick(instance, cursor)
+        assert requests == []  # the pair has a run pending: nothing queued behind it
+        instance.report_run_canceled(pending)
+        [later], cursor = tick(instance, cursor)
+        assert later.job_name == "media_hp_to_dell"
+        config = {"ops": {"acquire_lease": {"config": {"dry_run": False, "scope": "changes"}}}}
+        result = defs.get_job_def("media_dell_to_hp").execute_in_process(
+            run_config=config, instance=instance, tags=request.tags
+        )
+        assert result.success and (hp / "media" / "new.mkv").read_text() == "frames"
+        assert instance.get_run_by_id(result.run_id).tags[SCOPE_TAG] == "changes"
+    finally:
+        for watcher in watchers.values():
+            watcher.close()
+        for publisher in publishers.values():
+            publisher.close()
