@@ -115,6 +115,7 @@ def test_folders_made_or_moved_in_are_watched_and_rescanned_moved_out_named(watc
     assert changes.full == ""
 
 
+@pytest.mark.slow  # real processes / 10k files: the fast set stays under a minute
 def test_a_burst_of_ten_thousand_files_is_named_file_by_file_or_rescanned(watched):
     root, watcher = watched
     since = watcher.roots[0].log.tip
@@ -142,6 +143,7 @@ def test_a_queue_overflow_is_a_rescan_of_the_whole_root(watched):
     assert "rescan of the whole root" in read_since(str(root), since).full
 
 
+@pytest.mark.slow  # real processes / 10k files: the fast set stays under a minute
 def test_ha_sync_watch_runs_until_sigterm_and_its_log_names_a_write(tmp_path):
     root = tmp_path / "media"
     root.mkdir()

@@ -5,6 +5,7 @@ has a run pending, and the run it asks for syncs the change (a real in-process r
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from hasync_pipeline.cli_watch import Publisher
 from hasync_pipeline.definitions import defs, ha_sync
@@ -21,6 +22,7 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunR
     return list(result.run_requests or []), result.cursor
 
 
+@pytest.mark.slow  # three real Dagster runs
 def test_a_moved_tip_launches_that_side_s_direction_in_changes_scope_once_the_pair_is_free(roots):  # noqa: F811
     dell, hp = roots
     write(dell / "media" / "old.mkv", "old")

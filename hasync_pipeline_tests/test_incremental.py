@@ -17,6 +17,7 @@ from hasync_pipeline.feed.watcher import Watcher
 from hasync_pipeline_tests.conftest import snapshot, sync, write
 from hasync_pipeline_tests.test_two_way import T0, _everything, _mutate
 
+pytestmark = pytest.mark.slow  # real watchers and many real runs each: the fast set stays under a minute
 CHANGES = {"scope": "changes", "delete_missing": True}
 
 
@@ -137,7 +138,6 @@ def _positions(root: Path) -> dict:
     return {key: (entry["src"], entry["dest"]) for key, entry in data.items()}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 7))
 def test_random_changes_through_changes_runs_only_never_drift_and_lose_nothing(pair, seed):
     rnd = random.Random(seed)

@@ -24,7 +24,7 @@ from .journal import STATE_DIR, Baseline
 from .liveness import DEST, SRC, Deadlines
 from .options import SyncOptions
 from .paths import ExcludeMatcher, split
-from .walk import DIR, FILE, LINK, DirListing, TreeListing, list_folder
+from .walk import DIR, FILE, LINK, DirListing, TreeListing, add_listed, list_folder
 
 POSITIONS = "feed-positions.json"  # in each root's .hasync/, next to the journal
 
@@ -153,7 +153,7 @@ def list_scope(root: str, scope: Scope, excludes: ExcludeMatcher, beat: Callable
 
         def take(rel: bytes) -> list[tuple[bytes, tuple[int, int]]] | None:
             try:
-                listing, subdirs, special, leftovers, hidden, _ = list_folder(root_fd, rel, excludes)
+                listed = list_folder(root_fd, rel, excludes)
             except (FileNotFoundError, NotADirectoryError):
                 part.missing.add(rel)
                 return None
@@ -162,15 +162,7 @@ def list_scope(root: str, scope: Scope, excludes: ExcludeMatcher, beat: Callable
                 return None
             if beat is not None:
                 beat()
-            tree.dirs[rel] = listing
-            tree.special.extend(special)
-            tree.leftovers.extend(leftovers)
-            if hidden:
-                tree.holding_hidden.add(rel)
-            here = _dev_of(root_fd, rel, root_dev)
-            tree.mount_points.extend(sub for sub, (dev, _) in subdirs if dev != here)
-            tree.mounts.extend(sub for sub, (dev, _) in subdirs if dev != root_dev)
-            return subdirs
+            return add_listed(tree, rel, listed, _dev_of(root_fd, rel, root_dev), root_dev)
 
         for rel in sorted(scope.folders):
             take(rel)

@@ -350,6 +350,27 @@ def _list_one(
             os.close(fd)
 
 
+def add_listed(
+    tree: TreeListing, rel: bytes, listed: _Listed, here_dev: int, root_dev: int
+) -> list[tuple[bytes, tuple[int, int]]]:
+    """Record one listed folder in `tree` (`here_dev`: its own device, `root_dev`: the root's); returns its
+    subfolders."""
+    listing, subdirs, special, leftovers, hidden, _ = listed
+    tree.dirs[rel] = listing
+    tree.special.extend(special)
+    tree.leftovers.extend(leftovers)
+    if hidden:
+        tree.holding_hidden.add(rel)
+    tree.mounts.extend(sub for sub, (dev, _) in subdirs if dev != root_dev)
+    tree.mount_points.extend(sub for sub, (dev, _) in subdirs if dev != here_dev)
+    kinds = listing.kinds
+    tree.files += kinds.count(FILE)
+    tree.directories += kinds.count(DIR)
+    tree.symlinks += kinds.count(LINK)
+    tree.bytes += sum(listing.sizes)
+    return subdirs
+
+
 def list_folder(root_fd: int, rel: bytes, excludes: ExcludeMatcher) -> _Listed:
     """One folder's entries, not those below (incremental.py lists the folders the change logs name)."""
     return _list_one(root_fd, rel, None, excludes, KeptFolders(budget=0))
@@ -390,23 +411,9 @@ def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int, beat: Callable
     root_dev, tree.root_mode = root_st.st_dev, root_st.st_mode & 0o7777
 
     def record(rel: bytes, ident: tuple[int, int] | None, listed: _Listed) -> list[tuple[bytes, tuple[int, int]]]:
-        listing, subdirs, special, leftovers, hidden, _ = listed
         if beat is not None:
             beat()
-        tree.dirs[rel] = listing
-        tree.special.extend(special)
-        tree.leftovers.extend(leftovers)
-        if hidden:
-            tree.holding_hidden.add(rel)
-        tree.mounts.extend(sub for sub, (dev, _) in subdirs if dev != root_dev)
-        here = ident[0] if ident is not None else root_dev
-        tree.mount_points.extend(sub for sub, (dev, _) in subdirs if dev != here)
-        kinds = listing.kinds
-        tree.files += kinds.count(FILE)
-        tree.directories += kinds.count(DIR)
-        tree.symlinks += kinds.count(LINK)
-        tree.bytes += sum(listing.sizes)
-        return subdirs
+        return add_listed(tree, rel, listed, ident[0] if ident is not None else root_dev, root_dev)
 
     def failed(rel: bytes, exc: OSError) -> None:
         if not rel:
