@@ -23,8 +23,15 @@ TIP_TIMEOUT = 5.0  # seconds a side's tip may take to read before that side is s
 DIRECTION_OF = {"dell": "dell_to_hp", "hp": "hp_to_dell"}  # a change on a side travels away from it
 
 
+_READING: dict[str, threading.Thread] = {}  # a root's read still waiting on its share: no second one meanwhile
+
+
 def read_tip(root: str, timeout: float = TIP_TIMEOUT) -> tuple[bool, Position | None]:
-    """(answered, tip) of the change log under `root`; a share that does not answer is left behind."""
+    """(answered, tip) of the change log under `root`; a share that does not answer is left behind, and not
+    asked again until that read has returned (a dead server costs one stuck thread, not one a second)."""
+    stuck = _READING.get(root)
+    if stuck is not None and stuck.is_alive():
+        return False, None
     found: list[Position | None] = []
 
     def read() -> None:
@@ -34,6 +41,7 @@ def read_tip(root: str, timeout: float = TIP_TIMEOUT) -> tuple[bool, Position | 
             found.append(None)
 
     reader = threading.Thread(target=read, daemon=True, name="tip")
+    _READING[root] = reader
     reader.start()
     reader.join(timeout)
     return (bool(found), found[0] if found else None)

@@ -221,3 +221,16 @@ def test_ha_sync_follow_carries_a_write_to_the_other_side_in_seconds_in_changes_
                 proc.kill()
             proc.communicate()
     assert [p.returncode for p in started] == [0, 0]
+
+
+def test_a_changes_run_lists_each_changed_path_s_folder_and_walks_only_the_outermost_subtrees():
+    from hasync_pipeline.engine.changelog import Changes
+    from hasync_pipeline.engine.incremental import scope_of
+
+    dell = Changes(None, paths={b"a/b/f.jpg", b"a/b", b"top.txt"}, subtrees={b"x"})
+    hp = Changes(None, paths={b"x/y/z.txt", b"a/c.txt"})
+    scope = scope_of((dell, hp))
+    assert scope.subtrees == {b"a/b", b"top.txt", b"x", b"a/c.txt"}  # a/b/f.jpg and x/y/z.txt: inside others
+    assert scope.folders == {b"a", b""}  # the folders of a/b, a/c.txt and top.txt; a/b's and x/y's are walked
+    burst = Changes(None, paths={f"big/f{i:05d}".encode() for i in range(10_000)} | {b"big"})
+    assert scope_of((burst, Changes(None))).subtrees == {b"big"}  # one set lookup per ancestor: instant

@@ -182,6 +182,14 @@ class TreeListing:
     def entries(self) -> int:
         return self.files + self.directories + self.symlinks
 
+    def count(self, listing: DirListing) -> None:
+        """Add one folder's entries to the totals."""
+        kinds = listing.kinds
+        self.files += kinds.count(FILE)
+        self.directories += kinds.count(DIR)
+        self.symlinks += kinds.count(LINK)
+        self.bytes += sum(listing.sizes)
+
     def is_empty(self) -> bool:
         root = self.dirs.get(b"")
         return root is not None and len(root) == 0
@@ -363,11 +371,7 @@ def add_listed(
         tree.holding_hidden.add(rel)
     tree.mounts.extend(sub for sub, (dev, _) in subdirs if dev != root_dev)
     tree.mount_points.extend(sub for sub, (dev, _) in subdirs if dev != here_dev)
-    kinds = listing.kinds
-    tree.files += kinds.count(FILE)
-    tree.directories += kinds.count(DIR)
-    tree.symlinks += kinds.count(LINK)
-    tree.bytes += sum(listing.sizes)
+    tree.count(listing)
     return subdirs
 
 
