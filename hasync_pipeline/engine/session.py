@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from . import journal, safety, trash
 from .folders import FolderSettler
 from .forking import Child, call_in_child
-from .incremental import ChangesWalk, carry_positions, save_positions, walk_changes
+from .incremental import ChangesWalk, carry_positions, direction_key, save_positions, walk_changes
 from .latency import workers_for
 from .liveness import DEST, SRC, Board, Deadlines, Side, SideStopped
 from .options import SyncOptions
@@ -96,6 +96,7 @@ class SyncSession:
         self.roots_now: tuple[journal.RootState, journal.RootState] | None = None  # markers and journals, read
         self.feed: ChangesWalk | None = None  # a changes run's walk: what to record as its positions
         self.generation: str | None = None  # the journal's generation once the run has ended (positions go with it)
+        self.ids: tuple[str, str] | None = None  # (source, destination) root ids, once the journal is saved
 
     # ---- the steps -------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -306,13 +307,20 @@ class SyncSession:
         return errors
 
     def _save_positions(self, clean: bool) -> None:
-        """A changes run that ended clean records how far it read both change logs; one that did not leaves
-        the old positions (its paths are looked at again next time)."""
-        feed = self.feed
-        if feed is None or feed.tips is None or not feed.key or self.generation is None or not clean:
+        """A run that ended clean records how far it read both change logs (a full walk: their tips before
+        it began), so the next changes run starts there and the watchers can tell the replication lag; one
+        that did not leaves the old positions (its paths are looked at again next time)."""
+        feed, trees, ids = self.feed, (self.src_tree, self.dest_tree), self.ids
+        if feed is not None and feed.trees is not None:
+            tips = feed.tips  # a changes run: how far it read both logs
+        elif trees[0] is not None and trees[1] is not None and trees[0].feed_tip and trees[1].feed_tip:
+            tips = (trees[0].feed_tip, trees[1].feed_tip)  # a full walk: both logs' tips from before it began
+        else:
+            tips = None
+        if tips is None or ids is None or self.generation is None or not clean:
             return
         try:
-            save_positions(self.roots, self.generation, feed.key, feed.tips)
+            save_positions(self.roots, self.generation, direction_key(*ids), tips)
         except OSError as exc:
             self.report.notes.append(
                 f"change-log positions not recorded ({describe_error(exc)}): the next changes run walks everything"
@@ -343,6 +351,7 @@ class SyncSession:
         if old is not None and not self.draft.changed and not done:
             if (old.mounts[self.base.src_side], old.mounts[self.base.dest_side]) == mounts:
                 self.generation = old.generation
+                self.ids = (old.sides[self.base.src_side], old.sides[self.base.dest_side])
                 return []
         try:
             src_id, dest_id = journal.ensure_root_id(self.src), journal.ensure_root_id(self.dest)
@@ -364,7 +373,7 @@ class SyncSession:
                 f"the journal could not be written ({describe_error(exc)}): the next run "
                 "compares without it (a first sync: nothing deleted)"
             ]
-        self.generation = new.generation
+        self.generation, self.ids = new.generation, (src_id, dest_id)
         if parent is not None:
             try:
                 carry_positions(self.roots, parent, new.generation)  # every direction's positions still hold

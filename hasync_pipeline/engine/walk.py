@@ -20,6 +20,8 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import fsutil
+from .changelog import Position
+from .changelog import tip as changelog_tip
 from .forking import Child, call_in_child
 from .gcpause import cyclic_gc_paused
 from .latency import AUTO_THREADS, on_network
@@ -173,6 +175,9 @@ class TreeListing:
     mount_points: list[bytes] = field(default_factory=list)  # folders on another filesystem than their parent
     root_mode: int = 0  # the root folder's permission bits
     fingerprint: str | None = field(default=None, compare=False, repr=False)  # fingerprint.py's, once computed
+    # the root's change-log tip, read before the walk began: everything it names is in this listing, so a
+    # clean run may record it as its position (incremental.py).  None: no change log, or not a full walk
+    feed_tip: Position | None = field(default=None, compare=False, repr=False)
     files: int = 0
     directories: int = 0
     symlinks: int = 0
@@ -406,6 +411,10 @@ def walk_tree(
 
 def _walk_tree(root: str, excludes: ExcludeMatcher, threads: int, beat: Callable[[], None] | None) -> TreeListing:
     tree = TreeListing(root=root)
+    try:
+        tree.feed_tip = changelog_tip(root)  # first: a change recorded after it is after the walk began
+    except (OSError, ValueError):
+        tree.feed_tip = None
     try:
         root_fd = fsutil.open_root(root)
     except OSError as exc:
