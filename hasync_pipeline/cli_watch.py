@@ -1,8 +1,10 @@
 """`ha-sync watch ROOT... [--server dell]`: watch this server's pair roots and keep their change logs
 (feed/watcher.py), until SIGTERM or SIGINT.  Run it on each server, on its own disks (not through NFS: a client
 sees no events).  With --server, each root's tip is also published to the audit database (feed_tips, by pair:
-a root is the pair whose folder name it has) at most once a second, for the Dagster change-feed sensor, which
-must not read a share.  A database that does not answer costs a warning, never a change-log record."""
+a root is the pair whose folder name it has), with when its oldest change not yet on the other side was seen
+(the replication lag), at most once a second and at least once a minute, for the Dagster change-feed sensor
+and the dashboard, which must not read a share.  A database that does not answer costs a warning, never a
+change-log record."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import time
 from datetime import UTC, datetime
 from types import FrameType
 
+from .audit import AuditUnavailable, FeedTip
+from .feed.lag import HEARTBEAT
 from .feed.watcher import Watcher
 
 PUBLISH_EVERY = 1.0  # seconds between two publications of the tips (a burst is one row update)
@@ -52,7 +56,9 @@ def main(argv: list[str]) -> int:
 
 
 class Publisher:
-    """The tips of this server's roots, by pair, into feed_tips: at most once a second, only when they moved."""
+    """The tips of this server's roots, by pair, into feed_tips, with since when a change has waited for the
+    other side: at most once a second, when something moved, and once a HEARTBEAT regardless (a silent
+    watcher shows as silent, feed/lag.py)."""
 
     def __init__(self, server: str, roots: list[str]):
         from .audit import AuditStore
@@ -63,22 +69,23 @@ class Publisher:
         self.server = server
         self.pairs = {os.path.abspath(root): by_folder.get(os.path.basename(os.path.abspath(root))) for root in roots}
         self.store = AuditStore()
-        self.sent: dict[str, tuple[str, int]] = {}
-        self.last = 0.0
+        self.sent: dict[str, FeedTip] = {}
+        self.last = -HEARTBEAT
         self.down = False
 
     def publish(self, watcher: Watcher, force: bool = False) -> None:
-        """Publish the tips if they moved, and a second has passed since the last time (or `force`)."""
-        tips = {
-            pair: (root.log.tip.epoch, root.log.tip.seq)
-            for root in watcher.roots
-            if (pair := self.pairs.get(root.root)) is not None
-        }
-        if tips == self.sent or (not force and time.monotonic() - self.last < PUBLISH_EVERY):
+        """Publish the tips if anything moved, and a second has passed since the last time (or `force`)."""
+        if not force and time.monotonic() - self.last < PUBLISH_EVERY:
+            return
+        tips = {}
+        for root in watcher.roots:
+            if (pair := self.pairs.get(root.root)) is not None:
+                since = root.pending_since()
+                when = datetime.fromtimestamp(since, UTC) if since is not None else None
+                tips[pair] = FeedTip(root.log.tip.epoch, root.log.tip.seq, when)
+        if tips == self.sent and time.monotonic() - self.last < HEARTBEAT:
             return
         self.last = time.monotonic()
-        from .audit import AuditUnavailable
-
         try:
             self.store.publish_tips(self.server, tips, datetime.now(UTC))
         except AuditUnavailable as exc:

@@ -107,7 +107,9 @@ def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_index
     checks = {(c[1], c[3]) for c in our_cols if c[0] == "sync_checks"}
     assert checks == {("sync_pair", "NO"), ("direction", "NO"), ("checked_at", "NO"), ("iteration_id", "YES")}
     tips = {(c[1], c[3]) for c in our_cols if c[0] == "feed_tips"}
-    assert tips == {(name, "NO") for name in ("server", "sync_pair", "epoch", "seq", "updated_at")}
+    assert tips == {(name, "NO") for name in ("server", "sync_pair", "epoch", "seq", "updated_at")} | {
+        ("pending_since", "YES")
+    }
     assert seed_cols <= our_cols  # every seed column, with the same type, nullability, default, extra
     assert {(c[1], c[3]) for c in extra_cols} == {
         ("run_id", "YES"),

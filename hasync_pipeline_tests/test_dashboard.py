@@ -10,11 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
+from hasync_pipeline.audit import AuditStore, FeedTip
 from hasync_pipeline.dashboard.app import create_app
 from hasync_pipeline.devtools.mariadb import PASSWORD, free_port
 from hasync_pipeline_tests.conftest import pair_args, run_cli, write
@@ -152,6 +154,10 @@ def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_pat
     dell, hp = pair
     dsn = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     populate(dell, hp, tmp_path / "logs", dsn)
+    store, now = AuditStore(dsn), datetime.now(UTC)  # the change feed: one side waiting, one watcher silent
+    store.publish_tips("dell", {"media": FeedTip("e" * 16, 5, now - timedelta(seconds=42))}, now)
+    store.publish_tips("hp", {"media": FeedTip("f" * 16, 3, None)}, now - timedelta(hours=2))
+    store.dispose()
     port = free_port()
     ui = start_ui(dsn, port)
     try:
@@ -159,6 +165,10 @@ def test_page_in_chromium_cards_dry_badge_red_row_and_auto_refresh(pair, tmp_pat
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_selector("article.card[data-pair=media]")
         assert page.locator("article.card").count() == 6
+        lag = page.locator("article.card[data-pair=media] .lag[data-server=dell]").inner_text()
+        assert "dell → hp" in lag and "s behind" in lag
+        silent = page.locator("article.card[data-pair=media] .lag.alert[data-server=hp]").inner_text()
+        assert "watcher silent since" in silent and "lag unknown" in silent
         assert page.locator("#activity .badge.dry").count() >= 1
         red = page.locator("#activity tr.bad")
         assert red.count() == 1 and "partial failure" in red.inner_text()

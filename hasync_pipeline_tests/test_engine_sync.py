@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -189,6 +190,7 @@ def test_kept_folders_open_each_component_once_and_stay_safe(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     root_fd = fsutil.open_root(str(root))
+    gc.collect()  # earlier tests' garbage (a database engine, a pipe) must not close its files mid-count
     fds_before = len(os.listdir("/proc/self/fd"))
     folders = fsutil.FolderFds(root_fd, size=8)
     try:

@@ -14,12 +14,20 @@ from hasync_pipeline.pipeline.ops import PAIR_TAG, SCOPE_TAG
 from hasync_pipeline_tests.conftest import write
 from hasync_pipeline_tests.test_pipeline import REAL, roots  # noqa: F401 - roots: a fixture
 
+LAG_EVENTS: list[dg.AssetCheckEvaluation] = []  # what the last tick reported to the replication_lag checks
+
 
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
     sensor = defs.get_sensor_def("ha_sync_change_feed")
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"ha_sync": ha_sync})
     result = sensor.evaluate_tick(context)
+    LAG_EVENTS[:] = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
     return list(result.run_requests or []), result.cursor
+
+
+def lag_reports() -> dict[str, tuple[bool, bool]]:
+    """By server: (passed, something waits) as the last tick reported them."""
+    return {e.asset_key.path[0]: (e.passed, "oldest waiting change" in e.metadata) for e in LAG_EVENTS}
 
 
 @pytest.mark.slow  # three real Dagster runs
@@ -42,12 +50,15 @@ def test_a_moved_tip_launches_that_side_s_direction_in_changes_scope_once_the_pa
         settle()
         requests, cursor = tick(instance, None)
         assert requests == []  # the first sight of a tip only records it
+        # the watchers just started: what changed while none ran waits for a run (of their epoch)
+        assert lag_reports() == {"dell": (True, True), "hp": (True, True)}
         write(dell / "media" / "new.mkv", "frames")
         settle()
         [request], cursor = tick(instance, cursor)
         assert request.job_name == "media_dell_to_hp" and request.tags[SCOPE_TAG] == "changes"
         assert request.run_config["ops"]["acquire_lease"]["config"]["scope"] == "changes"
         assert tick(instance, cursor)[0] == []  # the same tip: no second request
+        assert LAG_EVENTS == []  # the same lag state: not reported again within the minute
         pending = instance.create_run_for_job(
             defs.get_job_def("media_dell_to_hp"), tags={PAIR_TAG: "media"}, status=dg.DagsterRunStatus.NOT_STARTED
         )
@@ -63,6 +74,9 @@ def test_a_moved_tip_launches_that_side_s_direction_in_changes_scope_once_the_pa
             run_config=config, instance=instance, tags=request.tags
         )
         assert result.success and (hp / "media" / "new.mkv").read_text() == "frames"
+        settle()
+        tick(instance, cursor)
+        assert lag_reports()["dell"] == (True, False)  # carried: nothing waits on the dell any more
         assert instance.get_run_by_id(result.run_id).tags[SCOPE_TAG] == "changes"
     finally:
         for watcher in watchers.values():

@@ -9,8 +9,9 @@ Extra columns, all nullable (the seed allows nothing else), each added by a migr
                                    "restored: ...", "moved: ...", "metadata: ..."                   [0003]
 And one extra table, sync_checks (sync_pair, direction, checked_at, iteration_id): when a dry run last found
 its plan unchanged (it writes no iteration, by the seed's rule), so the dashboard can say "still current". [0004]
-And feed_tips (server, sync_pair, epoch, seq, updated_at): how far each server's change log has got, per pair,
-published by `ha-sync watch --publish` for the change-feed sensor, which must not read a share.        [0005]
+And feed_tips (server, sync_pair, epoch, seq, updated_at, pending_since): how far each server's change log has
+got, per pair, and since when a change has waited for the other side (the replication lag), published by
+`ha-sync watch --server` for the change-feed sensor and the dashboard, which must not read a share.      [0005]
 And one extra index, idx_pair_dry_started (sync_pair, dry_run, started_at): "the last real / dry-run
 iteration of each pair" (dashboard, dry-run idempotency) is then one index lookup, not a sort.
 """
@@ -122,6 +123,7 @@ feed_tips = Table(
     Column("epoch", String(32), nullable=False),
     Column("seq", BigInteger, nullable=False),
     Column("updated_at", DATETIME3, nullable=False),
+    Column("pending_since", DATETIME3, nullable=True),
     **TABLE_OPTIONS,
 )
 

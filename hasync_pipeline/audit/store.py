@@ -10,12 +10,13 @@ import math
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, CursorResult, Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 
+from ..feed.lag import Lag, lag_of
 from .dsn import DsnError, redact, scrub, to_url
 from .migrate import MigrationError, upgrade
 from .records import header_values, insert_sql, naive_utc
@@ -23,6 +24,15 @@ from .schema import feed_tips, sync_checks, sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
 MIGRATION_TIMEOUT = 600  # seconds a schema migration may take (it waits for GET_LOCK 60 s, then ALTERs)
+
+
+class FeedTip(NamedTuple):
+    """What a watcher publishes for one pair: its change log's tip, and when the oldest change the other side
+    does not have yet was seen (None: none waits)."""
+
+    epoch: str
+    seq: int
+    pending_since: datetime | None = None
 
 
 class AuditUnavailable(Exception):
@@ -217,19 +227,34 @@ class AuditStore:
             raise self._unavailable(exc) from None
 
     # ---- the change feed's tips ------------------------------------------------------------------
-    def publish_tips(self, server: str, tips: Mapping[str, tuple[str, int]], when: datetime) -> None:
-        """Each pair's change-log tip on `server` ((epoch, seq) by pair), replacing the last ones."""
+    def publish_tips(self, server: str, tips: Mapping[str, FeedTip], when: datetime) -> None:
+        """Each pair's change-log tip on `server`, and since when a change has waited for the other side,
+        replacing the last ones."""
         self.ensure_schema()
         c = feed_tips.c
         try:
             with self.engine.begin() as conn:
-                for pair, (epoch, seq) in tips.items():
+                for pair, tip in tips.items():
                     conn.execute(delete(feed_tips).where(c.server == server, c.sync_pair == pair))
                     conn.execute(
                         insert(feed_tips).values(
-                            server=server, sync_pair=pair, epoch=epoch, seq=seq, updated_at=naive_utc(when)
+                            server=server,
+                            sync_pair=pair,
+                            epoch=tip.epoch,
+                            seq=tip.seq,
+                            updated_at=naive_utc(when),
+                            pending_since=naive_utc(tip.pending_since) if tip.pending_since else None,
                         )
                     )
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def lags(self, now: datetime) -> list[Lag]:
+        """Each published side's replication lag at `now` (feed/lag.py)."""
+        self.ensure_schema()
+        try:
+            with self.engine.connect() as conn:
+                return read_lags(conn, now)
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
@@ -270,6 +295,14 @@ class AuditStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def read_lags(conn: Connection, now: datetime) -> list[Lag]:
+    """Every (server, pair) a watcher publishes, as lags at `now`, by pair then server (the dashboard's and
+    the sensor's one query)."""
+    c = feed_tips.c
+    rows = conn.execute(select(c.server, c.sync_pair, c.pending_since, c.updated_at).order_by(c.sync_pair, c.server))
+    return [lag_of(r.server, r.sync_pair, r.pending_since, r.updated_at, now) for r in rows]
 
 
 def _new_id(result: CursorResult[Any]) -> int:

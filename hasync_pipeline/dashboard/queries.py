@@ -4,7 +4,7 @@ stays fast with millions of operation rows."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection, Row
 from ..audit.schema import sync_checks
 from ..audit.schema import sync_iterations as it_table
 from ..audit.schema import sync_operations as op_table
+from ..audit.store import read_lags
+from ..feed.lag import Lag
 
 it, op = it_table.c, op_table.c
 ITERATION_COLUMNS = tuple(c for c in it_table.columns if c.name != "run_id")  # every column the page may show
@@ -50,16 +52,33 @@ def known_pairs(conn: Connection, registry_pairs: list[str]) -> list[str]:
     return registry_pairs + sorted(p for p in in_db if p not in registry_pairs)
 
 
-def pairs_summary(conn: Connection, registry_pairs: list[str]) -> list[dict]:
+def pairs_summary(conn: Connection, registry_pairs: list[str], now: datetime | None = None) -> list[dict]:
+    lags: dict[str, list[dict]] = {}
+    for lag in read_lags(conn, now or datetime.now(UTC)):
+        lags.setdefault(lag.pair, []).append(lag_json(lag))
     return [
         {
             "pair": pair,
             "last_real": last_iteration(conn, pair, False),
             "last_dry_run": last_iteration(conn, pair, True),
             "dry_run_current": still_current(conn, pair),
+            "feed": lags.get(pair, []),
         }
         for pair in known_pairs(conn, registry_pairs)
     ]
+
+
+def lag_json(lag: Lag) -> dict:
+    """One copy's replication lag (feed/lag.py): `seconds` None when its watcher is silent."""
+    return {
+        "server": lag.server,
+        "seconds": None if lag.seconds is None else round(lag.seconds, 1),
+        "pending_since": _iso(lag.pending_since.replace(tzinfo=None)) if lag.pending_since else None,
+        "heard_at": _iso(lag.heard_at.replace(tzinfo=None)),
+        "silent": lag.silent,
+        "ok": lag.ok,
+        "text": lag.describe(),
+    }
 
 
 def still_current(conn: Connection, pair: str) -> dict | None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import fsutil
 from .changelog import Changes, Position, read_since
-from .journal import STATE_DIR, Baseline
+from .journal import ROOT_ID, STATE_DIR, Baseline
 from .liveness import DEST, SRC, Deadlines
 from .options import SyncOptions
 from .paths import ExcludeMatcher, split
@@ -68,6 +68,25 @@ def carry_positions(roots: tuple[str, str], old: str, new: str) -> None:
         moved = {key: {**entry, "generation": new} for key, entry in data.items() if entry.get("generation") == old}
         if moved:
             _store(root, {**data, **moved})
+
+
+def consumed(root: str, epoch: str) -> int | None:
+    """How far this root's change log (in `epoch`) has been carried to the other side: the position the last
+    clean run that copies away from this root recorded for it (the key "<this root's id>>..."), or None when
+    no run has recorded one in this epoch (everything in it is waiting).  The watcher's replication lag."""
+    try:
+        with open(os.path.join(os.fsdecode(root), os.fsdecode(STATE_DIR), ROOT_ID), encoding="ascii") as f:
+            root_id = f.read(256).strip()
+    except (OSError, ValueError):
+        return None
+    seqs = []
+    for key, entry in _load(root).items():
+        try:
+            if key.startswith(f"{root_id}>") and root_id and str(entry["src"][0]) == epoch:
+                seqs.append(int(entry["src"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return max(seqs) if seqs else None
 
 
 def _path(root: str) -> str:

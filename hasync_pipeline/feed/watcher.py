@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 
 from inotify_simple import INotify, flags
 
-from ..engine.changelog import ChangeLogWriter
+from ..engine.changelog import ChangeLogWriter, Position
+from ..engine.incremental import consumed
 from ..engine.paths import INTERNAL_PREFIX, join
 
 BATCH_SECONDS = 0.2  # events are gathered this long before one append (a burst becomes one write)
@@ -39,6 +40,35 @@ _MASK = (
 )
 
 
+class Waiting:
+    """When each batch of this epoch's records was seen: (last seq of the batch, wall time of its first event),
+    in order, those already carried dropped.  Bounded: past MAX_BATCHES, neighbours merge keeping the earlier
+    time, so the lag it tells can only be too long, never too short."""
+
+    MAX_BATCHES = 4096
+
+    def __init__(self, start: Position):
+        # the epoch's first record (a rescan of the root: what changed while no watcher ran) waits too
+        self.epoch = start.epoch
+        self.batches: list[tuple[int, float]] = [(start.seq, time.time())]
+
+    def add(self, tip: Position, seen_at: float) -> None:
+        if tip.epoch != self.epoch:
+            self.epoch, self.batches = tip.epoch, []
+        self.batches.append((tip.seq, seen_at))
+        if len(self.batches) > self.MAX_BATCHES:
+            pairs = zip(self.batches[0::2], self.batches[1::2], strict=False)
+            merged = [(later[0], min(earlier[1], later[1])) for earlier, later in pairs]
+            self.batches = merged + (self.batches[-1:] if len(self.batches) % 2 else [])
+
+    def oldest_after(self, seq: int | None) -> float | None:
+        """The first event time of the records after `seq` (None: none carried yet, all of them)."""
+        if seq is not None:
+            keep = next((i for i, (last, _) in enumerate(self.batches) if last > seq), len(self.batches))
+            del self.batches[:keep]
+        return self.batches[0][1] if self.batches else None
+
+
 class RootWatch:
     """One pair root: its watches (watch descriptor -> folder, relative) and its change log."""
 
@@ -48,6 +78,7 @@ class RootWatch:
         self.folders: dict[int, bytes] = {}
         self.paths: set[bytes] = set()
         self.rescans: set[bytes] = set()
+        self.waiting = Waiting(self.log.tip)
         self.watch_tree(b"")
 
     def watch_tree(self, rel: bytes) -> None:
@@ -82,11 +113,18 @@ class RootWatch:
             self.watch_tree(rel)
             self.rescans.add(rel)  # what it holds may have arrived before its watch
 
-    def flush(self) -> None:
+    def flush(self, seen_at: float | None = None) -> None:
+        """Append what was gathered; `seen_at` (wall clock): when its first event was read."""
         if self.paths or self.rescans:
             self.log.append(sorted(self.paths), sorted(self.rescans))
             self.paths.clear()
             self.rescans.clear()
+            self.waiting.add(self.log.tip, time.time() if seen_at is None else seen_at)
+
+    def pending_since(self) -> float | None:
+        """When the oldest change not yet carried to the other side was seen (wall clock), or None when every
+        change is: the replication lag's start.  Reads this root's own positions file (a local disk)."""
+        return self.waiting.oldest_after(consumed(self.root, self.log.epoch))
 
 
 class Watcher:
@@ -106,7 +144,7 @@ class Watcher:
         events = self.inotify.read(timeout=int(timeout * 1000))
         if not events:
             return 0
-        deadline = time.monotonic() + BATCH_SECONDS
+        deadline, seen_at = time.monotonic() + BATCH_SECONDS, time.time()
         count = 0
         while True:
             for event in events:
@@ -125,7 +163,7 @@ class Watcher:
             if not events:
                 break
         for root in self.roots:
-            root.flush()
+            root.flush(seen_at)
         return count
 
     def run(self, stop: Callable[[], bool] = lambda: False) -> Iterator[int]:

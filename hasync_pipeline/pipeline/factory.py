@@ -21,6 +21,7 @@ from ..engine.session import walk_pair
 from ..pairs import DIRECTIONS, SERVERS, Pair, Registry, sides
 from ..settings import BY_NAME, SettingError, deployment
 from .deployment import HaSyncDeployment
+from .lag_check import build_lag_check
 from .ops import (
     DIRECTION_TAG,
     PAIR_TAG,
@@ -152,6 +153,7 @@ def build_all(registry: Registry) -> tuple[list, list, list, list]:
             schedules.append(build_schedule(job, running=pair.name in scheduled))
     assets = [spec for pair in registry.pairs for spec in folder_specs(registry, pair)]
     checks = [build_sides_agree_check(registry, pair) for pair in registry.pairs]
+    checks += [build_lag_check(pair) for pair in registry.pairs]
     return jobs, schedules, assets, checks
 
 

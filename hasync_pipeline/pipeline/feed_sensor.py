@@ -2,22 +2,28 @@
 change-log tip has moved.  It reads the tips from the audit database (feed_tips, published by `ha-sync watch
 --server`), never from a share: the daemon mounts none, so a dead server cannot hang it, nor every sensor and
 schedule with it.  One run key per (server, pair, tip); a pair with a run queued or under way gets no second
-one (its tip is looked at again on the next tick, when the pair is free)."""
+one (its tip is looked at again on the next tick, when the pair is free).  It also reports each copy's
+replication lag to its folder asset's `replication_lag` check (lag_check.py) as it changes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
 from ..audit import AuditStore, AuditUnavailable, DsnError
+from ..feed.lag import Lag
 from ..pairs import Registry
 from .deployment import HaSyncDeployment
+from .lag_check import lag_evaluation, lag_passed
 from .ops import PAIR_TAG, SCOPE_TAG
 
 DIRECTION_OF = {"dell": "dell_to_hp", "hp": "hp_to_dell"}  # a change on a server travels away from it
 INTERVAL_SECONDS = 5
+LAG_CURSOR = "lag"  # in the cursor, next to each tip: what each copy's replication_lag check last said
+LAG_REPORT_EVERY = 60.0  # seconds between two reports of a lag that goes on
 _PENDING = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -43,22 +49,21 @@ def build_change_feed_sensor(registry: Registry, jobs: list[dg.JobDefinition]) -
         description="Runs a pair's job in changes scope when a server's change log (ha-sync watch) has moved; "
         "reads the tips from the audit database, never a share. The schedules' full runs stay the safety net.",
     )
-    def change_feed(
-        context: dg.SensorEvaluationContext, ha_sync: HaSyncDeployment
-    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    def change_feed(context: dg.SensorEvaluationContext, ha_sync: HaSyncDeployment) -> dg.SensorResult:
         settings = ha_sync.settings()
+        now = datetime.now(UTC)
         try:
             store = AuditStore(settings.db_dsn, settings.db_timeout)
             try:
-                tips = store.tips()
+                tips, lags = store.tips(), store.lags(now)
             finally:
                 store.dispose()
         except (AuditUnavailable, DsnError) as exc:
-            yield dg.SkipReason(f"cannot read the change-feed tips: {exc}")
-            return
-        seen: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
+            return dg.SensorResult(skip_reason=f"cannot read the change-feed tips: {exc}")
+        seen: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+        reported: dict[str, list] = seen.pop(LAG_CURSOR, {})
         busy = pending_pairs(context.instance)
-        launched = []
+        requests = []
         for (server, pair), (epoch, seq) in sorted(tips.items()):
             key = f"{server}/{pair}"
             if pair not in known or server not in DIRECTION_OF or seen.get(key) == [epoch, seq]:
@@ -70,16 +75,34 @@ def build_change_feed_sensor(registry: Registry, jobs: list[dg.JobDefinition]) -
                 continue  # not queued behind a pending run of the same pair: next tick
             busy.add(pair)
             seen[key] = [epoch, seq]
-            job = f"{pair}_{DIRECTION_OF[server]}"
-            launched.append(job)
-            yield dg.RunRequest(
-                run_key=f"{key}:{epoch}:{seq}",
-                job_name=job,
-                run_config={"ops": {"acquire_lease": {"config": {"scope": "changes"}}}},
-                tags={SCOPE_TAG: "changes"},
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{key}:{epoch}:{seq}",
+                    job_name=f"{pair}_{DIRECTION_OF[server]}",
+                    run_config={"ops": {"acquire_lease": {"config": {"scope": "changes"}}}},
+                    tags={SCOPE_TAG: "changes"},
+                )
             )
-        context.update_cursor(json.dumps(seen))
-        if not launched:
-            yield dg.SkipReason("no change-log tip moved (or its pair has a run under way)")
+        events = []
+        for lag in lags:
+            key = f"{lag.server}/{lag.pair}"
+            if lag.pair in known and lag.server in DIRECTION_OF and _worth_reporting(lag, reported.get(key), now):
+                events.append(lag_evaluation(lag.server, lag.pair, lag))
+                reported[key] = [lag_passed(lag), lag.pending_since is not None, now.timestamp()]
+        seen[LAG_CURSOR] = reported
+        return dg.SensorResult(
+            run_requests=requests,
+            asset_events=events,
+            cursor=json.dumps(seen),
+            skip_reason=None if requests else "no change-log tip moved (or its pair has a run under way)",
+        )
 
     return change_feed
+
+
+def _worth_reporting(lag: Lag, last: list | None, now: datetime) -> bool:
+    """A copy's lag goes to its check when its state changed (passing, or something waiting), and at most once
+    a LAG_REPORT_EVERY while something waits (a point a minute, not one every tick)."""
+    if last is None or [lag_passed(lag), lag.pending_since is not None] != last[:2]:
+        return True
+    return lag.pending_since is not None and now.timestamp() - float(last[2]) >= LAG_REPORT_EVERY
