@@ -232,5 +232,8 @@ def test_a_changes_run_lists_each_changed_path_s_folder_and_walks_only_the_outer
     scope = scope_of((dell, hp))
     assert scope.subtrees == {b"a/b", b"top.txt", b"x", b"a/c.txt"}  # a/b/f.jpg and x/y/z.txt: inside others
     assert scope.folders == {b"a", b""}  # the folders of a/b, a/c.txt and top.txt; a/b's and x/y's are walked
+    # a folder the journal knows (its attributes changed: a run set its mtime) is listed, not walked
+    known = scope_of((Changes(None, paths={b"", b"a/b", b"a/new"}), Changes(None)), known={b"", b"a", b"a/b"})
+    assert known.folders == {b"", b"a", b"a/b"} and known.subtrees == {b"a/new"}
     burst = Changes(None, paths={f"big/f{i:05d}".encode() for i in range(10_000)} | {b"big"})
     assert scope_of((burst, Changes(None))).subtrees == {b"big"}  # one set lookup per ancestor: instant

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,14 +127,22 @@ class Scope:
         return len(self.folders) + len(self.subtrees)
 
 
-def scope_of(changes: tuple[Changes, Changes]) -> Scope:
-    """Both sides' changes, as folders to list and subtrees to walk."""
+def scope_of(changes: tuple[Changes, Changes], known: Container[bytes] = frozenset()) -> Scope:
+    """Both sides' changes, as folders to list and subtrees to walk.  `known`: the journal's folders.
+
+    A named path the journal knows as a folder is listed, not walked: what changed below it has its own
+    records, and a folder made or moved in there is a rescan record (feed/watcher.py).  Walking it instead
+    made the root's own attribute change (a run setting its mtime) a walk of the whole tree: 18 s at 1M."""
     scope = Scope()
     for side in changes:
         scope.subtrees |= side.subtrees
         for rel in side.paths:
-            scope.folders.add(split(rel)[0])
-            scope.subtrees.add(rel)  # walked if it is (or becomes) a folder on either side
+            if rel:
+                scope.folders.add(split(rel)[0])
+            if rel in known:
+                scope.folders.add(rel)  # gone now (or a file): taken out with all below it (overlay)
+            else:
+                scope.subtrees.add(rel)  # walked if it is (or becomes) a folder on either side
     every = scope.subtrees  # a subtree inside another is walked with it
     scope.subtrees = {rel for rel in every if not any(up in every for up in _ancestors(rel))}
     scope.folders = {f for f in scope.folders if not _under(f, scope.subtrees)}
@@ -223,7 +231,7 @@ def overlay(
     tree.dirs = {
         rel: listing
         for rel, listing in journal_dirs.items()
-        if not _under(rel, scope.subtrees) and rel not in part.missing
+        if not _under(rel, scope.subtrees) and not _under(rel, part.missing)
     }
     tree.dirs.update(fresh.dirs)
     tree.unreadable, tree.special, tree.leftovers = fresh.unreadable, fresh.special, fresh.leftovers
@@ -267,7 +275,7 @@ def walk_changes(
     for label, side in zip(("source", "destination"), changes, strict=True):
         if side.full:
             return ChangesWalk(None, tips, key, f"{label} {side.full}")
-    scope = scope_of((changes[0], changes[1]))
+    scope = scope_of((changes[0], changes[1]), base.journal.dirs)
     excludes = ExcludeMatcher(opts.excludes)
     parts = deadlines.results(
         [
