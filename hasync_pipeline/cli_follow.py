@@ -1,7 +1,7 @@
 """`ha-sync follow --pair media [job flags]`: outside Kubernetes, the change feed's trigger.  Every second it
 reads the tip of each side's change log (the last line only, on a thread the loop never waits for past
-TIP_TIMEOUT: a dead server's share may not answer) and, when a side's tip has moved, runs that side's
-direction as `ha-sync job <pair>_<direction> --scope changes [job flags]`, one run at a time: the same
+TIP_TIMEOUT: a dead server's share may not answer) and, when a side's tip has moved past what the runs have
+carried (a run's own writes on the other side count as carried: engine/echo.py), runs that side's direction as `ha-sync job <pair>_<direction> --scope changes [job flags]`, one run at a time: the same
 command the timers run, so the lease, the audit trail and every check are the same.  The timers stay,
 running full walks, as the safety net."""
 
@@ -16,6 +16,7 @@ import time
 from types import FrameType
 
 from .engine.changelog import Position, tip
+from .engine.incremental import consumed
 from .pairs import load_registry, validate_pair_name
 
 POLL_SECONDS = 1.0
@@ -26,25 +27,29 @@ DIRECTION_OF = {"dell": "dell_to_hp", "hp": "hp_to_dell"}  # a change on a side 
 _READING: dict[str, threading.Thread] = {}  # a root's read still waiting on its share: no second one meanwhile
 
 
-def read_tip(root: str, timeout: float = TIP_TIMEOUT) -> tuple[bool, Position | None]:
-    """(answered, tip) of the change log under `root`; a share that does not answer is left behind, and not
-    asked again until that read has returned (a dead server costs one stuck thread, not one a second)."""
+def read_tip(root: str, timeout: float = TIP_TIMEOUT) -> tuple[bool, Position | None, bool]:
+    """(answered, tip, waiting) of the change log under `root`: waiting is False when every record up to the
+    tip is carried already (or is an echo of the other direction's own writes: engine/echo.py).  A share that
+    does not answer is left behind, and not asked again until that read has returned (a dead server costs one
+    stuck thread, not one a second)."""
     stuck = _READING.get(root)
     if stuck is not None and stuck.is_alive():
-        return False, None
-    found: list[Position | None] = []
+        return False, None, False
+    found: list[tuple[Position | None, bool]] = []
 
     def read() -> None:
         try:
-            found.append(tip(root))
+            now = tip(root)
+            done = consumed(root, now.epoch) if now is not None else None
+            found.append((now, now is not None and (done is None or done < now.seq)))
         except OSError:
-            found.append(None)
+            found.append((None, False))
 
     reader = threading.Thread(target=read, daemon=True, name="tip")
     _READING[root] = reader
     reader.start()
     reader.join(timeout)
-    return (bool(found), found[0] if found else None)
+    return (True, *found[0]) if found else (False, None, False)
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +81,7 @@ def follow_round(
 ) -> None:
     """Read each side's tip once; run the direction away from each side whose tip moved since `seen`."""
     for side, root in roots.items():
-        answered, now = read_tip(root)
+        answered, now, waiting = read_tip(root)
         if not answered:
             print(f"ha-sync follow: {side} ({root}) is not answering; its changes wait", file=sys.stderr)
             continue
@@ -84,7 +89,7 @@ def follow_round(
         if not first and now == seen[side]:
             continue
         seen[side] = now
-        if first or stopped:
+        if first or stopped or not waiting:
             continue
         job = f"{pair}_{DIRECTION_OF[side]}"
         command = [sys.executable, "-m", "hasync_pipeline.cli", "job", job, "--scope", "changes", *job_flags]

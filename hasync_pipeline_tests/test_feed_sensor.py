@@ -4,9 +4,12 @@ has a run pending, and the run it asks for syncs the change (a real in-process r
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import dagster as dg
 import pytest
 
+from hasync_pipeline.audit import AuditStore, FeedTip
 from hasync_pipeline.cli_watch import Publisher
 from hasync_pipeline.definitions import defs, ha_sync
 from hasync_pipeline.feed.watcher import Watcher
@@ -83,3 +86,22 @@ def test_a_moved_tip_launches_that_side_s_direction_in_changes_scope_once_the_pa
             watcher.close()
         for publisher in publishers.values():
             publisher.close()
+
+
+def test_a_moved_tip_with_nothing_pending_launches_nothing(roots):  # noqa: F811
+    """A tip that moved only by the other direction's own writes (engine/echo.py: its watcher then reports
+    nothing pending) is recorded as seen; one with something pending launches its direction."""
+    instance, store, now = dg.DagsterInstance.ephemeral(), AuditStore(), datetime.now(UTC)
+    try:
+        store.publish_tips("hp", {"media": FeedTip("e" * 16, 3, None)}, now)
+        _, cursor = tick(instance, None)  # first sight
+        store.publish_tips("hp", {"media": FeedTip("e" * 16, 9, None)}, now)  # moved, nothing pending
+        requests, cursor = tick(instance, cursor)
+        assert requests == []
+        store.publish_tips("hp", {"media": FeedTip("e" * 16, 9, now)}, now)  # the same tip, now waiting
+        assert tick(instance, cursor)[0] == []  # seen already: the schedules' full runs remain for it
+        store.publish_tips("hp", {"media": FeedTip("e" * 16, 12, now)}, now)
+        [request], _ = tick(instance, cursor)
+        assert request.job_name == "media_hp_to_dell" and request.run_key == "hp/media:" + "e" * 16 + ":12"
+    finally:
+        store.dispose()

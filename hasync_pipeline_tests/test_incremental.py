@@ -4,10 +4,13 @@ drift from what full runs would have left) and no version may be lost."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,11 +38,32 @@ def to_dell(dell: Path, hp: Path, **opts):
     return sync(hp, dell, labels=("hp", "dell"), **opts)
 
 
+@contextlib.contextmanager
+def stepping(watcher: Watcher) -> Iterator[None]:
+    """The watcher steps on a thread meanwhile, as `ha-sync watch` does beside a run: the run's fence is
+    answered and its own writes are logged as it makes them (engine/echo.py)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            watcher.step(0.02)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 def cycle(dell: Path, hp: Path, watcher: Watcher, **opts):
     settle(watcher)
-    first = to_hp(dell, hp, **opts)
+    with stepping(watcher):
+        first = to_hp(dell, hp, **opts)
     settle(watcher)
-    return first, to_dell(dell, hp, **opts)
+    with stepping(watcher):
+        return first, to_dell(dell, hp, **opts)
 
 
 def no_drift(dell: Path, hp: Path) -> None:

@@ -258,15 +258,14 @@ class AuditStore:
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 
-    def tips(self) -> dict[tuple[str, str], tuple[str, int]]:
-        """(server, pair) -> (epoch, seq), as the watchers last published them."""
+    def tips(self) -> dict[tuple[str, str], FeedTip]:
+        """(server, pair) -> the tip and since when a change has waited (naive UTC), as the watchers published them."""
         self.ensure_schema()
+        c = feed_tips.c
         try:
             with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(feed_tips.c.server, feed_tips.c.sync_pair, feed_tips.c.epoch, feed_tips.c.seq)
-                )
-                return {(r.server, r.sync_pair): (r.epoch, int(r.seq)) for r in rows}
+                rows = conn.execute(select(c.server, c.sync_pair, c.epoch, c.seq, c.pending_since))
+                return {(r.server, r.sync_pair): FeedTip(r.epoch, int(r.seq), r.pending_since) for r in rows}
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 

@@ -16,9 +16,11 @@ walk: the change log can make a run cheaper, never make it skip a change.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes, unquote_to_bytes
@@ -28,6 +30,31 @@ SEGMENT_BYTES = 4 << 20  # a segment is closed at this size (~60k records of typ
 MAX_SEGMENTS = 16  # kept at most: 64 MiB of changes; older ones dropped (a reader that far behind walks)
 _TAIL = 64 << 10  # bytes of a segment's end that tip() reads (a record's line is far shorter)
 _SEGMENT = re.compile(r"^seg-([0-9a-f]{16})-(\d{16})\.log$")
+
+
+FENCE_PREFIX = "fence-"  # in .hasync/: a reader's fence; the watcher removes it once it has logged what came before
+FENCE_SECONDS = 0.5  # how long a reader waits for that (a watcher answers in milliseconds; none: it gives up)
+
+
+def fence(root: str, timeout: float = FENCE_SECONDS) -> bool:
+    """Wait until the watcher of `root` has appended every change made under it before now: a fence file is
+    made in `root`/.hasync/, which the watcher removes once it has logged every event read before it (one
+    inotify queue: in order).  False when none answered in time (no watcher, or a busy one).  Polled by open
+    (NFS's close-to-open check asks the server each time; a stat may answer from the client's cache)."""
+    if not os.path.isdir(os.path.join(root, CHANGES_DIR)):
+        return False  # no watcher has ever run here
+    path = os.path.join(root, ".hasync", f"{FENCE_PREFIX}{secrets.token_hex(8)}")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.close(os.open(path, os.O_RDONLY))
+        except FileNotFoundError:
+            return True
+        time.sleep(0.01)  # an NFS client gets no inotify event: polling is the only way to hear it
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return False
 
 
 @dataclass(frozen=True, order=True)

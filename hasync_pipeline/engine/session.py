@@ -25,9 +25,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from . import journal, safety, trash
+from .changelog import fence
+from .echo import echo_tip
 from .folders import FolderSettler
 from .forking import Child, call_in_child
-from .incremental import ChangesWalk, carry_positions, direction_key, save_positions, walk_changes
+from .incremental import ChangesWalk, carry_positions, direction_key, read_positions, save_positions, walk_changes
 from .latency import workers_for
 from .liveness import DEST, SRC, Board, Deadlines, Side, SideStopped
 from .options import SyncOptions
@@ -96,6 +98,7 @@ class SyncSession:
         self.roots_now: tuple[journal.RootState, journal.RootState] | None = None  # markers and journals, read
         self.feed: ChangesWalk | None = None  # a changes run's walk: what to record as its positions
         self.generation: str | None = None  # the journal's generation once the run has ended (positions go with it)
+        self.agreed: journal.Journal | None = None  # that journal (the echo test reads it: echo.py)
         self.ids: tuple[str, str] | None = None  # (source, destination) root ids, once the journal is saved
 
     # ---- the steps -------------------------------------------------------------------------------------
@@ -325,6 +328,27 @@ class SyncSession:
             self.report.notes.append(
                 f"change-log positions not recorded ({describe_error(exc)}): the next changes run walks everything"
             )
+            return
+        self._pass_echoes(ids)
+
+    def _pass_echoes(self, ids: tuple[str, str]) -> None:
+        """When the destination's change log holds nothing but this run's own writes since the opposite
+        direction's position, move that position to its tip: no run back for an echo (echo.py)."""
+        agreed, back = self.agreed, direction_key(ids[1], ids[0])
+        side = agreed.side_of(ids[1]) if agreed is not None else None
+        if agreed is None or side is None or self.generation is None:
+            return
+        try:
+            theirs = read_positions(self.dest, self.generation, back)
+            if theirs is None:
+                return  # that direction has recorded no position for this journal: its next run walks anyway
+            if self._done:
+                fence(self.dest)  # the destination's watcher logs this run's writes first (no answer: as it is)
+            tip = echo_tip(self.dest, theirs[0], agreed, side, ExcludeMatcher(self.opts.excludes))
+            if tip is not None:
+                save_positions(self.roots, self.generation, back, (tip, theirs[1]))
+        except OSError as exc:
+            self.report.notes.append(f"the destination's change log not checked for echoes ({describe_error(exc)})")
 
     def _settle_folders(self) -> list[str]:
         """Folders get their final mode and mtime now that their contents are in (folders.py)."""
@@ -350,7 +374,7 @@ class SyncSession:
         old = self.base.journal
         if old is not None and not self.draft.changed and not done:
             if (old.mounts[self.base.src_side], old.mounts[self.base.dest_side]) == mounts:
-                self.generation = old.generation
+                self.generation, self.agreed = old.generation, old
                 self.ids = (old.sides[self.base.src_side], old.sides[self.base.dest_side])
                 return []
         try:
@@ -373,7 +397,7 @@ class SyncSession:
                 f"the journal could not be written ({describe_error(exc)}): the next run "
                 "compares without it (a first sync: nothing deleted)"
             ]
-        self.generation, self.ids = new.generation, (src_id, dest_id)
+        self.generation, self.agreed, self.ids = new.generation, new, (src_id, dest_id)
         if parent is not None:
             try:
                 carry_positions(self.roots, parent, new.generation)  # every direction's positions still hold

@@ -8,11 +8,14 @@ folders (the kernel's default is derived from RAM; fanotify's filesystem marks a
 
 What cannot be followed name by name becomes a rescan record: a folder created or moved in (its contents
 may have appeared before its watch did), a folder that cannot be watched, a queue overflow (the whole root).
-Events are coalesced for BATCH_SECONDS, then appended and fsync'd in one write.
+Events are coalesced for BATCH_SECONDS, then appended and fsync'd in one write.  A reader's fence (a file it
+makes in .hasync/, changelog.fence) ends the batch at once and is removed once the batch is logged: the reader
+then knows every change made before it is in the log (a run's echo test, engine/echo.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -20,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from inotify_simple import INotify, flags
 
-from ..engine.changelog import ChangeLogWriter, Position
+from ..engine.changelog import FENCE_PREFIX, ChangeLogWriter, Position
 from ..engine.incremental import consumed
 from ..engine.paths import INTERNAL_PREFIX, join
 
@@ -79,6 +82,9 @@ class RootWatch:
         self.paths: set[bytes] = set()
         self.rescans: set[bytes] = set()
         self.waiting = Waiting(self.log.tip)
+        self.fences: list[str] = []  # readers' fences seen (changelog.fence): removed once the batch is logged
+        self.state_dir = os.path.join(root, ".hasync")
+        self.state_wd = inotify.add_watch(self.state_dir, flags.CREATE | flags.MOVED_TO)
         self.watch_tree(b"")
 
     def watch_tree(self, rel: bytes) -> None:
@@ -94,24 +100,31 @@ class RootWatch:
             except OSError as exc:
                 self.rescans.add(b"" if exc.errno == errno.ENOSPC else here)  # ENOSPC: max_user_watches
 
-    def take(self, wd: int, mask: int, name: bytes) -> None:
-        """One event: the path it names, and what else it means (a new folder to watch, a watch gone)."""
+    def take(self, wd: int, mask: int, name: bytes) -> bool:
+        """One event: the path it names, and what else it means (a new folder to watch, a watch gone).
+        True for a reader's fence: the batch ends now."""
+        if wd == self.state_wd:
+            if name.startswith(FENCE_PREFIX.encode()):
+                self.fences.append(os.fsdecode(name))
+                return True
+            return False
         folder = self.folders.get(wd)
         if folder is None:
-            return
+            return False
         if mask & flags.IGNORED:
             del self.folders[wd]
-            return
+            return False
         if mask & (flags.DELETE_SELF | flags.MOVE_SELF):
             self.paths.add(folder)
-            return
+            return False
         if name.startswith(INTERNAL_PREFIX):
-            return
+            return False
         rel = join(folder, name)
         self.paths.add(rel)
         if mask & flags.ISDIR and mask & (flags.CREATE | flags.MOVED_TO):
             self.watch_tree(rel)
             self.rescans.add(rel)  # what it holds may have arrived before its watch
+        return False
 
     def flush(self, seen_at: float | None = None) -> None:
         """Append what was gathered; `seen_at` (wall clock): when its first event was read."""
@@ -120,6 +133,10 @@ class RootWatch:
             self.paths.clear()
             self.rescans.clear()
             self.waiting.add(self.log.tip, time.time() if seen_at is None else seen_at)
+        for name in self.fences:  # logged (and fsync'd) everything read before it: the reader may go on
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.state_dir, name))
+        self.fences.clear()
 
     def pending_since(self) -> float | None:
         """When the oldest change not yet carried to the other side was seen (wall clock), or None when every
@@ -137,7 +154,7 @@ class Watcher:
             root.flush()
 
     def _owner(self, wd: int) -> RootWatch | None:
-        return next((root for root in self.roots if wd in root.folders), None)
+        return next((root for root in self.roots if wd in root.folders or wd == root.state_wd), None)
 
     def step(self, timeout: float) -> int:
         """Wait up to `timeout` s for events, gather them for BATCH_SECONDS, append them.  Returns how many."""
@@ -145,7 +162,7 @@ class Watcher:
         if not events:
             return 0
         deadline, seen_at = time.monotonic() + BATCH_SECONDS, time.time()
-        count = 0
+        count, fenced = 0, False
         while True:
             for event in events:
                 count += 1
@@ -155,9 +172,9 @@ class Watcher:
                     continue
                 owner = self._owner(event.wd)
                 if owner is not None:
-                    owner.take(event.wd, event.mask, os.fsencode(event.name))
+                    fenced = owner.take(event.wd, event.mask, os.fsencode(event.name)) or fenced
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or fenced:  # a reader waits on a fence: no gathering past it
                 break
             events = self.inotify.read(timeout=int(left * 1000))
             if not events:

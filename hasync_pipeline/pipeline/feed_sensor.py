@@ -1,9 +1,10 @@
 """The change feed's trigger in Dagster: a sensor that launches a pair's job in changes scope when a server's
 change-log tip has moved.  It reads the tips from the audit database (feed_tips, published by `ha-sync watch
 --server`), never from a share: the daemon mounts none, so a dead server cannot hang it, nor every sensor and
-schedule with it.  One run key per (server, pair, tip); a pair with a run queued or under way gets no second
-one (its tip is looked at again on the next tick, when the pair is free).  It also reports each copy's
-replication lag to its folder asset's `replication_lag` check (lag_check.py) as it changes."""
+schedule with it.  A tip whose watcher reports nothing pending launches nothing (a run's own writes on the
+destination, engine/echo.py).  One run key per (server, pair, tip); a pair with a run queued or under way
+gets no second one (its tip is looked at again on the next tick, when the pair is free).  It also reports
+each copy's replication lag to its folder asset's `replication_lag` check (lag_check.py) as it changes."""
 
 from __future__ import annotations
 
@@ -64,11 +65,13 @@ def build_change_feed_sensor(registry: Registry, jobs: list[dg.JobDefinition]) -
         reported: dict[str, list] = seen.pop(LAG_CURSOR, {})
         busy = pending_pairs(context.instance)
         requests = []
-        for (server, pair), (epoch, seq) in sorted(tips.items()):
+        for (server, pair), (epoch, seq, pending_since) in sorted(tips.items()):
             key = f"{server}/{pair}"
             if pair not in known or server not in DIRECTION_OF or seen.get(key) == [epoch, seq]:
                 continue
-            if key not in seen:  # first sight: what came before is the schedules' to carry
+            if key not in seen or pending_since is None:
+                # first sight: what came before is the schedules' to carry; nothing pending: every record up
+                # to this tip is carried already, or an echo of the other direction's own writes (echo.py)
                 seen[key] = [epoch, seq]
                 continue
             if pair in busy:
