@@ -1,9 +1,10 @@
 """`ha-sync follow --pair media [job flags]`: outside Kubernetes, the change feed's trigger.  Every second it
 reads the tip of each side's change log (the last line only, on a thread the loop never waits for past
 TIP_TIMEOUT: a dead server's share may not answer) and, when a side's tip has moved past what the runs have
-carried (a run's own writes on the other side count as carried: engine/echo.py), runs that side's direction as `ha-sync job <pair>_<direction> --scope changes [job flags]`, one run at a time: the same
-command the timers run, so the lease, the audit trail and every check are the same.  The timers stay,
-running full walks, as the safety net."""
+carried (a run's own writes on the other side count as carried: engine/echo.py), runs that side's direction
+as `ha-sync job <pair>_<direction> --scope changes [job flags]`, one run at a time: the same command the
+timers run, so the lease, the audit trail and every check are the same.  The timers stay, running full
+walks, as the safety net."""
 
 from __future__ import annotations
 
