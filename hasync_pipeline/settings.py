@@ -335,7 +335,7 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "the first day (YYYY-MM-DD, UTC) of the sync jobs' 15-minute partitions, what a backfill can reach; "
-        "default: 7 days before the code location loaded",
+        "default: 2026-12-01 (a fixed day: every process that loads the code agrees on the partitions)",
         at_load=True,
     ),
     Setting("alert_webhook", str, "", "URL that alerts are POSTed to as JSON", secret=True),

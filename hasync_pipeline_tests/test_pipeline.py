@@ -448,14 +448,13 @@ def test_a_step_retry_after_a_failure_starts_the_sync_again_and_finishes_it(root
     assert lease_is_free("media")
 
 
-def test_partitions_start_on_the_deployment_s_day_a_week_back_by_default(monkeypatch):
+def test_partitions_start_on_a_fixed_day_that_every_process_agrees_on(monkeypatch):
     from hasync_pipeline.pairs import load_registry
     from hasync_pipeline.pipeline.factory import build_all
     from hasync_pipeline.settings import SettingError
 
     [first_job, *_] = build_all(load_registry())[0]
-    first = datetime.strptime(first_job.partitions_def.get_first_partition_key(), "%Y-%m-%d-%H:%M")
-    assert timedelta(days=6) < datetime.now() - first < timedelta(days=8)  # "all" is a week, not since 2026-11
+    assert first_job.partitions_def.get_first_partition_key() == "2026-12-01-00:00"  # not "now" at load
     monkeypatch.setenv("HA_SYNC_PARTITIONS_START", "2026-11-30")
     [first_job, *_] = build_all(load_registry())[0]
     assert first_job.partitions_def.get_first_partition_key() == "2026-11-30-00:00"

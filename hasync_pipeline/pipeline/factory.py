@@ -5,13 +5,14 @@ Backfills: every job is partitioned by 15-minute windows aligned to its own cron
 is a per-window sync-health timeline and a backfill re-runs missed or failed windows.  A run always syncs
 the *current* state (a window is a slot, not a snapshot), so a window that a later successful run already
 covered ends at once, skipped as "superseded" (ops.superseded_by): a backfill over N windows does one sync,
-not N.  The partitions start at `partitions_start` (default a week back), so "all" is at most ~700 windows.
+not N.  The partitions start at `partitions_start` (a fixed day, so every process that loads the code sees the
+same set: ~96 windows a day per job, which Dagster lists lazily).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
@@ -36,7 +37,7 @@ from .ops import (
 
 CRONS = {"dell_to_hp": "*/15 * * * *", "hp_to_dell": "7,22,37,52 * * * *"}
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
-DEFAULT_PARTITION_DAYS = 7
+DEFAULT_PARTITIONS_START = "2026-12-01"  # the first release: every process agrees on it
 
 
 @dg.graph(description="One sync of one folder pair in one direction.")
@@ -46,15 +47,14 @@ def sync_graph():
     cleanup(flushed=flush_opslog(planned=planned, batches=applied))
 
 
-def partitions_start(setting: str, now: datetime | None = None) -> str:
-    """The first window: the `partitions_start` day, else DEFAULT_PARTITION_DAYS before now (a day boundary)."""
-    if setting:
-        try:
-            day = datetime.strptime(setting, "%Y-%m-%d")
-        except ValueError:
-            raise SettingError(f"{BY_NAME['partitions_start'].env}: {setting!r} is not a day like 2026-12-01") from None
-    else:
-        day = (now or datetime.now(UTC)) - timedelta(days=DEFAULT_PARTITION_DAYS)
+def partitions_start(setting: str) -> str:
+    """The first window: the `partitions_start` day, else DEFAULT_PARTITIONS_START.  Never "now minus some
+    days": the daemon, the webserver and each run pod load the code at different times, and their partition
+    sets would differ (a run's partition unknown to the process that checks it)."""
+    try:
+        day = datetime.strptime(setting or DEFAULT_PARTITIONS_START, "%Y-%m-%d")
+    except ValueError:
+        raise SettingError(f"{BY_NAME['partitions_start'].env}: {setting!r} is not a day like 2026-12-01") from None
     return day.strftime("%Y-%m-%d-00:00")
 
 
@@ -101,13 +101,19 @@ def folder_specs(registry: Registry, pair: Pair) -> list[dg.AssetSpec]:
             },
             kinds={"nfs"},
             # every sync run into this folder materializes it; a pair without a success for this long is stale
-            freshness_policy=dg.FreshnessPolicy.time_window(
-                fail_window=timedelta(minutes=15 * deployment().freshness_intervals),
-                warn_window=timedelta(minutes=15 * 2),
-            ),
+            freshness_policy=freshness_policy(deployment().freshness_intervals),
         )
         for side in ("dell", "hp")
     ]
+
+
+def freshness_policy(intervals: int) -> dg.FreshnessPolicy:
+    """Stale after `intervals` 15-minute intervals without a sync (freshness_intervals, as the freshness
+    sensor's alert), a warning one interval before, at most two in (none when one interval is the limit:
+    Dagster wants the warning strictly before the failure)."""
+    fail = timedelta(minutes=15 * intervals)
+    warn = timedelta(minutes=15 * min(2, intervals - 1))
+    return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn if warn else None)
 
 
 def build_sides_agree_check(registry: Registry, pair: Pair) -> dg.AssetChecksDefinition:
