@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hasync_pipeline.engine import SyncOptions, run_sync
+from hasync_pipeline.pipeline.alerts import AuditAlertLog
 from hasync_pipeline.settings import resolve
 
 _INTERNAL = set(SyncOptions.__dataclass_fields__) - {
@@ -62,6 +63,7 @@ def isolated_state(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HA_SYNC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
     monkeypatch.delenv("HA_SYNC_DB_DSN", raising=False)
     monkeypatch.setenv("HA_SYNC_LEASE_BACKEND", "local")
+    AuditAlertLog.memory.clear()  # the alert rate limit's memory is per process: per test here
 
 
 @pytest.fixture(scope="session")

@@ -102,7 +102,7 @@ def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_index
         seed_cols, seed_idx, seed_fks = _describe(conn, seed_db)
         our_cols, our_idx, our_fks = _describe(conn, ours_db)
     store.dispose()
-    ours_only = ("alembic_version", "sync_checks", "feed_tips")  # Alembic's; the documented extra tables
+    ours_only = ("alembic_version", "sync_checks", "feed_tips", "alerts_sent")  # Alembic's; the documented extras
     extra_cols = {c for c in our_cols - seed_cols if c[0] not in ours_only}
     checks = {(c[1], c[3]) for c in our_cols if c[0] == "sync_checks"}
     assert checks == {("sync_pair", "NO"), ("direction", "NO"), ("checked_at", "NO"), ("iteration_id", "YES")}
@@ -110,6 +110,7 @@ def test_mysql_schema_is_the_seed_ddl_plus_documented_nullable_columns_and_index
     assert tips == {(name, "NO") for name in ("server", "sync_pair", "epoch", "seq", "updated_at")} | {
         ("pending_since", "YES")
     }
+    assert {(c[1], c[3]) for c in our_cols if c[0] == "alerts_sent"} == {("alert_key", "NO"), ("sent_at", "NO")}
     assert seed_cols <= our_cols  # every seed column, with the same type, nullability, default, extra
     assert {(c[1], c[3]) for c in extra_cols} == {
         ("run_id", "YES"),

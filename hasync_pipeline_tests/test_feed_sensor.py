@@ -21,7 +21,7 @@ LAG_EVENTS: list[dg.AssetCheckEvaluation] = []  # what the last tick reported to
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> tuple[list[dg.RunRequest], str | None]:
-    sensor = defs.get_sensor_def("ha_sync_change_feed")
+    sensor = defs.resolve_sensor_def("ha_sync_change_feed")
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"ha_sync": ha_sync})
     result = sensor.evaluate_tick(context)
     LAG_EVENTS[:] = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]

@@ -112,7 +112,7 @@ def test_schedules_ask_for_the_window_that_just_ended():
         ("media_dell_to_hp", datetime(y, m, d, 10, 15, tzinfo=UTC), f"{day}-10:00"),
         ("media_hp_to_dell", datetime(y, m, d, 10, 22, tzinfo=UTC), f"{day}-10:07"),
     ):
-        schedule = defs.get_schedule_def(f"{job}_schedule")
+        schedule = defs.resolve_schedule_def(f"{job}_schedule")
         with dg.instance_for_test() as instance:
             ctx = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
             [request] = schedule.evaluate_tick(ctx).run_requests
@@ -201,7 +201,7 @@ def test_a_failing_run_releases_the_lease_records_failure_and_alerts_once(roots,
     assert lease_is_free("media")
     [it] = iterations()
     assert it["status"] == "failed" and "does not exist (is the volume mounted?)" in it["error_message"]
-    sensor = defs.get_sensor_def("ha_sync_failure_alert")
+    sensor = defs.resolve_sensor_def("ha_sync_failure_alert")
     [failure] = [r.dagster_event for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
     for _ in range(2):  # the second failure within the hour is not alerted again
         ctx = dg.build_run_status_sensor_context(
@@ -266,9 +266,12 @@ def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and
     roots, monkeypatch, received
 ):
     """On a fresh deploy every pair was 'never synced': it once alerted them all at once.  The rate limit
-    lived in a file of the daemon's pod; it now lives in the instance, so a restart does not repeat alerts."""
+    lived in a file of the daemon's pod; it now lives in the audit database, so a restart does not repeat
+    alerts."""
+    from hasync_pipeline.pipeline.alerts import AuditAlertLog
+
     monkeypatch.setenv("HA_SYNC_SCHEDULED_PAIRS", "media,photos")
-    sensor = defs.get_sensor_def("ha_sync_freshness")
+    sensor = defs.resolve_sensor_def("ha_sync_freshness")
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance, resources={"ha_sync": ha_sync})
         first = sensor(ctx)
@@ -279,7 +282,7 @@ def test_freshness_alerts_wait_one_window_after_deploy_cover_scheduled_pairs_and
         assert result.skip_message.startswith("stale: media (last success: never), photos")
         assert "alerted: media, photos" in result.skip_message
         assert sorted(r["key"] for r in received) == ["stale:media", "stale:photos"]  # scheduled pairs only
-        monkeypatch.setenv("HA_SYNC_STATE_DIR", str(roots[0].parent / "new-pod"))  # the daemon's pod restarted
+        AuditAlertLog.memory.clear()  # the daemon's pod restarted: its process memory is gone
         again = sensor(dg.build_sensor_context(instance=instance, cursor=watched, resources={"ha_sync": ha_sync}))
         assert "no alert sent" in again.skip_message and len(received) == 2
 
@@ -502,3 +505,19 @@ def test_a_real_run_materializes_its_destination_with_the_content_as_data_versio
     assert instance.get_latest_materialization_event(dg.AssetKey(["hp", "media"])) is not None
     specs = {tuple(spec.key.path): spec for spec in defs.resolve_all_asset_specs()}
     assert specs[("hp", "media")].freshness_policy is not None  # the UI shows fresh or stale
+
+
+def test_the_alert_rate_limit_lives_in_the_audit_database_and_holds_while_it_is_dead(roots, received):
+    from hasync_pipeline.pipeline.alerts import Alerter, AuditAlertLog
+    from hasync_pipeline.settings import deployment
+
+    alerter = Alerter.from_settings(deployment())
+    assert alerter.send("media", "HA Sync: media failed", "first")
+    assert AuditStore().alert_sent_at("media") is not None  # in the database, not only in this process
+    AuditAlertLog.memory.clear()  # a restarted daemon
+    assert not alerter.send("media", "HA Sync: media failed", "again, within the hour")
+    assert alerter.send("media", "later", "an hour on", now=datetime.now(UTC).timestamp() + 3601)
+    dead = Alerter(AuditAlertLog("mysql+pymysql://ha:secret@127.0.0.1:9/audit", 1.0), webhook=alerter.webhook)
+    assert dead.send("audit-db", "HA Sync: audit database unavailable", "down")  # a dead database: still sent
+    assert not dead.send("audit-db", "HA Sync: audit database unavailable", "down")  # ...once, not every tick
+    assert [r["key"] for r in received] == ["media", "media", "audit-db"]

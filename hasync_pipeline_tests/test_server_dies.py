@@ -332,7 +332,7 @@ def test_a_dagster_run_against_a_dead_server_fails_in_time_naming_it_and_alerts_
     assert instance.get_run_by_id(result.run_id).tags[NOT_ANSWERING_TAG] == "dell"  # what the alert reads
     [it] = iterations()
     assert it["status"] == "failed" and f"dell ({dell_share.mountpoint}/media) is not answering" in it["error_message"]
-    sensor = defs.get_sensor_def("ha_sync_failure_alert")
+    sensor = defs.resolve_sensor_def("ha_sync_failure_alert")
     [failure] = [r.dagster_event for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
     ctx = dg.build_run_status_sensor_context(
         sensor_name=sensor.name,

@@ -12,6 +12,8 @@ its plan unchanged (it writes no iteration, by the seed's rule), so the dashboar
 And feed_tips (server, sync_pair, epoch, seq, updated_at, pending_since): how far each server's change log has
 got, per pair, and since when a change has waited for the other side (the replication lag), published by
 `ha-sync watch --server` for the change-feed sensor and the dashboard, which must not read a share.      [0005]
+And alerts_sent (alert_key, sent_at): when each alert was last sent, the sensors' rate limit (one per key per
+hour), kept here because Dagster has no public store for a sensor's state beside its cursor.             [0006]
 And one extra index, idx_pair_dry_started (sync_pair, dry_run, started_at): "the last real / dry-run
 iteration of each pair" (dashboard, dry-run idempotency) is then one index lookup, not a sort.
 """
@@ -124,6 +126,14 @@ feed_tips = Table(
     Column("seq", BigInteger, nullable=False),
     Column("updated_at", DATETIME3, nullable=False),
     Column("pending_since", DATETIME3, nullable=True),
+    **TABLE_OPTIONS,
+)
+
+alerts_sent = Table(
+    "alerts_sent",
+    metadata,
+    Column("alert_key", String(255), primary_key=True),
+    Column("sent_at", DATETIME3, nullable=False),
     **TABLE_OPTIONS,
 )
 

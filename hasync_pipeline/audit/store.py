@@ -20,7 +20,7 @@ from ..feed.lag import Lag, lag_of
 from .dsn import DsnError, redact, scrub, to_url
 from .migrate import MigrationError, upgrade
 from .records import header_values, insert_sql, naive_utc
-from .schema import feed_tips, sync_checks, sync_iterations, sync_operations
+from .schema import alerts_sent, feed_tips, sync_checks, sync_iterations, sync_operations
 
 INSERT_CHUNK = 5000
 MIGRATION_TIMEOUT = 600  # seconds a schema migration may take (it waits for GET_LOCK 60 s, then ALTERs)
@@ -266,6 +266,27 @@ class AuditStore:
             with self.engine.connect() as conn:
                 rows = conn.execute(select(c.server, c.sync_pair, c.epoch, c.seq, c.pending_since))
                 return {(r.server, r.sync_pair): FeedTip(r.epoch, int(r.seq), r.pending_since) for r in rows}
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+
+    def alert_sent_at(self, key: str) -> datetime | None:
+        """When the alert `key` was last sent (UTC), or None."""
+        self.ensure_schema()
+        try:
+            with self.engine.connect() as conn:
+                when = conn.execute(select(alerts_sent.c.sent_at).where(alerts_sent.c.alert_key == key)).scalar()
+        except SQLAlchemyError as exc:
+            raise self._unavailable(exc) from None
+        return when.replace(tzinfo=UTC) if when is not None else None
+
+    def record_alert(self, key: str, when: datetime) -> None:
+        """The alert `key` was sent at `when`."""
+        self.ensure_schema()
+        c = alerts_sent.c
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(delete(alerts_sent).where(c.alert_key == key))
+                conn.execute(insert(alerts_sent).values(alert_key=key, sent_at=naive_utc(when)))
         except SQLAlchemyError as exc:
             raise self._unavailable(exc) from None
 

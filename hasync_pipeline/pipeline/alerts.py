@@ -3,8 +3,10 @@
 Configured by the settings alert_webhook (POSTed JSON {"subject", "text", "key"}) and/or smtp_host [smtp_port,
 smtp_from, alert_email_to].  With neither set, alerts only go to the Dagster log.
 
-When each key was last alerted is kept in the Dagster instance's own key-value store (its run storage: the
-cluster's MySQL), not in a file of the daemon's pod, which a pod restart lost - and with it the rate limit.
+When each key was last alerted is kept in the audit database (alerts_sent), which the sensors read anyway:
+not in a file of the daemon's pod (a restart lost it, and with it the rate limit), nor in the Dagster
+instance's key-value store (reachable only through its storage internals, which Dagster does not promise to
+keep).  While the database does not answer, the process's own memory keeps the limit.
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import smtplib
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-import dagster as dg
-
+from ..audit import AuditStore, AuditUnavailable, DsnError
 from ..settings import Settings
 
 MIN_INTERVAL = 3600
-_KEY_PREFIX = "ha-sync/alerted/"
 
 
 class AlertLog(Protocol):
@@ -32,21 +33,39 @@ class AlertLog(Protocol):
     def sent(self, key: str, when: float) -> None: ...
 
 
-class InstanceAlertLog:
-    """AlertLog in the Dagster instance's key-value store: it survives the daemon's restarts."""
+class AuditAlertLog:
+    """AlertLog in the audit database, with this process's memory beside it (the later of the two counts): a
+    dead database neither stops an alert (the one saying so included) nor repeats it every tick."""
 
-    def __init__(self, instance: dg.DagsterInstance):
-        self.storage = instance.run_storage
+    memory: ClassVar[dict[str, float]] = {}  # per process: the daemon's sensors share it
+
+    def __init__(self, dsn: str, timeout: float):
+        self.dsn, self.timeout = dsn, timeout
 
     def last_sent(self, key: str) -> float | None:
-        value = self.storage.get_cursor_values({_KEY_PREFIX + key}).get(_KEY_PREFIX + key)
+        stored = None
         try:
-            return float(value) if value else None
-        except ValueError:
-            return None
+            store = AuditStore(self.dsn, self.timeout)
+            try:
+                when = store.alert_sent_at(key)
+            finally:
+                store.dispose()
+            stored = when.timestamp() if when is not None else None
+        except (AuditUnavailable, DsnError):
+            pass
+        known = [t for t in (stored, self.memory.get(key)) if t is not None]
+        return max(known) if known else None
 
     def sent(self, key: str, when: float) -> None:
-        self.storage.set_cursor_values({_KEY_PREFIX + key: repr(when)})
+        self.memory[key] = when
+        try:
+            store = AuditStore(self.dsn, self.timeout)
+            try:
+                store.record_alert(key, datetime.fromtimestamp(when, UTC))
+            finally:
+                store.dispose()
+        except (AuditUnavailable, DsnError):
+            pass
 
 
 @dataclass
@@ -60,9 +79,9 @@ class Alerter:
     min_interval: float = MIN_INTERVAL
 
     @classmethod
-    def from_settings(cls, settings: Settings, instance: dg.DagsterInstance) -> Alerter:
+    def from_settings(cls, settings: Settings) -> Alerter:
         return cls(
-            InstanceAlertLog(instance),
+            AuditAlertLog(settings.db_dsn, settings.db_timeout),
             webhook=settings.alert_webhook or None,
             smtp_host=settings.smtp_host or None,
             smtp_port=settings.smtp_port,

@@ -35,8 +35,8 @@ _PENDING = [
 
 def pending_pairs(instance: dg.DagsterInstance) -> set[str]:
     """Pairs with a run that has not ended (queued included)."""
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=_PENDING), limit=200)
-    return {run.tags[PAIR_TAG] for run in runs if PAIR_TAG in run.tags}
+    records = instance.get_run_records(filters=dg.RunsFilter(statuses=_PENDING), limit=200)
+    return {r.dagster_run.tags[PAIR_TAG] for r in records if PAIR_TAG in r.dagster_run.tags}
 
 
 def build_change_feed_sensor(registry: Registry, jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:

@@ -89,7 +89,10 @@ def _step(context: dg.OpExecutionContext, sync: SyncRun, step: Callable[[], T]) 
 
 
 def _step_key(context: dg.OpExecutionContext) -> str:
-    return context.get_step_execution_context().step.key
+    """The step's key as Dagster shows it ("apply_batch_op[3]"): the op's name and its mapping key (the graph
+    is flat: an op's name is its node's)."""
+    mapping = context.get_mapping_key()
+    return f"{context.op_def.name}[{mapping}]" if mapping else context.op_def.name
 
 
 def _target(context: dg.OpExecutionContext) -> tuple[str, str]:
@@ -114,13 +117,13 @@ def superseded_by(context: dg.OpExecutionContext, dry_run: bool) -> str | None:
     if not context.has_partition_key:
         return None
     window_end = context.partition_time_window.end
-    runs = context.instance.get_runs(
+    records = context.instance.get_run_records(
         filters=dg.RunsFilter(
             job_name=context.job_name, statuses=[dg.DagsterRunStatus.SUCCESS], created_after=window_end
         ),
         limit=50,
     )
-    for run in runs:
+    for run in (record.dagster_run for record in records):
         tags = run.tags
         if run.run_id == context.run_id or SKIPPED_TAG in tags:
             continue
@@ -308,10 +311,11 @@ def flush_opslog(context: dg.OpExecutionContext, sync: SyncRun) -> Iterator[dg.O
 
 @dg.op(
     ins={"flushed": dg.In(dg.Nothing)},
+    out=DONE,
     description="Delete old opslogs, give the lease back, and say whether the two sides agree. Fails the "
     "run if some operations failed or some entries could not be synced.",
 )
-def cleanup(context: dg.OpExecutionContext, sync: SyncRun) -> None:
+def cleanup(context: dg.OpExecutionContext, sync: SyncRun) -> Iterator[dg.AssetCheckEvaluation]:
     session = _session(context, sync, PLANNED)
     if session.outcome is None:  # a run re-executed from here
         for index in sync.batches_for(None):
@@ -341,7 +345,7 @@ def cleanup(context: dg.OpExecutionContext, sync: SyncRun) -> None:
         metadata={"direction": direction, "dry_run": dry_run, "status": outcome.status.value, **stats},
         severity=dg.AssetCheckSeverity.WARN,
     )
-    context.log_event(check)  # type: ignore[arg-type]  # log_event takes check evaluations too
+    yield check
     if outcome.report.errors:
         context.log.warning("\n".join(outcome.report.errors[:20]))
     if not outcome.ok:

@@ -17,18 +17,16 @@ from .ops import DIRECTION_TAG, NOT_ANSWERING_TAG, PAIR_TAG
 SCHEDULE_INTERVAL = timedelta(minutes=15)
 
 
-def failure_text(instance: dg.DagsterInstance, run: dg.DagsterRun, fallback: str, dagster_url: str) -> str:
+def failure_text(run: dg.DagsterRun, failures: list[dg.DagsterEvent], fallback: str, dagster_url: str) -> str:
     """What failed, said so a person can act: the step, its error, and where to look."""
-    failures = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     lines = [
         f"Run {run.run_id} of {run.job_name} ({run.tags.get(PAIR_TAG, '?')}, {run.tags.get(DIRECTION_TAG, '?')}) "
         "failed."
     ]
-    for record in failures[:5]:
-        event = record.dagster_event
-        error = event.step_failure_data.error if event is not None and event.step_failure_data else None
-        message = error.message.strip() if error is not None else record.user_message
-        lines.append(f"Step {record.step_key}: {message}")
+    for event in failures[:5]:
+        error = event.step_failure_data.error if event.step_failure_data else None
+        message = error.message.strip() if error is not None else (event.message or "")
+        lines.append(f"Step {event.step_key}: {message}")
     if not failures:
         lines.append(fallback)
     if dagster_url:
@@ -50,8 +48,9 @@ def build_failure_sensor(jobs: list[dg.JobDefinition]) -> dg.SensorDefinition:
         settings = ha_sync.settings()
         down = run.tags.get(NOT_ANSWERING_TAG)  # set by the step that found a server dead (ops._report_end)
         subject = f"HA Sync: {run.job_name} failed" + (f": {down.replace(',', ' and ')} not answering" if down else "")
-        text = failure_text(context.instance, run, context.failure_event.message or "", settings.dagster_url)
-        sent = Alerter.from_settings(settings, context.instance).send(pair, subject, text)
+        failures = list(context.get_step_failure_events())
+        text = failure_text(run, failures, context.failure_event.message or "", settings.dagster_url)
+        sent = Alerter.from_settings(settings).send(pair, subject, text)
         context.log.info(f"{subject}: alert {'sent' if sent else 'not sent (rate-limited or no transport)'}")
 
     return failure_alert
@@ -105,7 +104,7 @@ def build_freshness_sensor(registry: Registry) -> dg.SensorDefinition:
             watched.setdefault(pair.name, now.timestamp())
         context.update_cursor(json.dumps(watched))  # when each pair was first watched: the grace period
         scheduled = set(settings.scheduled_pairs) or {pair.name for pair in registry.pairs}
-        alerter = Alerter.from_settings(settings, context.instance)
+        alerter = Alerter.from_settings(settings)
         try:
             store = AuditStore(settings.db_dsn, settings.db_timeout)
             stale = stale_pairs(registry, store, now, intervals, watched, scheduled)

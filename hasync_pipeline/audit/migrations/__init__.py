@@ -6,4 +6,4 @@ place: each revision creates only what is missing.  HEAD is checked against Alem
 by a test; the fast path compares it with the database's alembic_version without importing Alembic.
 """
 
-HEAD = "0005"
+HEAD = "0006"
