@@ -256,7 +256,8 @@ def test_instance_config_loads_as_a_dagster_instance_config(built, tmp_path, mon
     assert config["storage"]["mysql"]["mysql_url"] == {"env": "DAGSTER_MYSQL_URL"}
     assert config["compute_logs"]["class"] == "NoOpComputeLogManager"  # nothing written on the HP's NFS
     assert config["run_monitoring"]["start_timeout_seconds"] < 15 * 60  # a stuck pod frees the pair's slot in time
-    limits = config["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert "run_coordinator" not in config  # the default (queued) one, its limits in concurrency: runs:
+    limits = config["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": "ha-sync/pair", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
 
