@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Dagster overhead: a real `dagster job execute -j media_dell_to_hp` against the `ha-sync` CLI on the same
-no-change pair of N files, and the fixed cost of a run of an empty pair against `python -c "import dagster"`.
+"""Dagster overhead: a real `dagster job execute -j media_dell_to_hp` and `dg launch --job media_dell_to_hp`
+against the `ha-sync` CLI on the same no-change pair of N files (each size in one run, the three commands in
+alternating rounds, medians), and the fixed cost of a run of an empty pair against `python -c "import dagster"`.
 
-    python3 bench/bench_dagster.py [--files 100000] [--dir /tmp/hasync-bench-dagster] [--rounds 3]
+    python3 bench/bench_dagster.py [--files 20000,100000] [--dir /tmp/hasync-bench-dagster] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ def timed(cmd: list[str], env: dict) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--files", default="20000,100000", help="comma-separated pair sizes")
     ap.add_argument("--dir", default="/tmp/hasync-bench-dagster")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
-    base = args.dir
     as_installed()
+    for files in (int(n) for n in args.files.split(",")):
+        measure(files, args.dir, args.rounds)
+
+
+def measure(files: int, base: str, rounds: int) -> None:
     shutil.rmtree(base, ignore_errors=True)
     home = os.path.join(base, "home")
     os.makedirs(home)
@@ -54,13 +59,12 @@ def main() -> None:
         "HA_SYNC_DRY_RUN": "false",
     }
     try:
-        print(f"building {args.files} files ...", flush=True)
-        make_small_tree(os.path.join(base, "dell", "media"), args.files)
+        print(f"building {files} files ...", flush=True)
+        make_small_tree(os.path.join(base, "dell", "media"), files)
         os.makedirs(os.path.join(base, "hp"))
         subprocess.run(["cp", "-a", os.path.join(base, "dell", "media"), os.path.join(base, "hp", "media")], check=True)
-        for pair in ("games",):
-            for side in ("dell", "hp"):
-                os.makedirs(os.path.join(base, side, pair))
+        for side in ("dell", "hp"):
+            os.makedirs(os.path.join(base, side, "games"))
         cli = [
             os.path.join(BIN, "ha-sync"),
             "--src",
@@ -73,21 +77,28 @@ def main() -> None:
             os.path.join(base, "logs"),
             "--no-dry-run",
         ]
-        job = [os.path.join(BIN, "dagster"), "job", "execute", "-m", "hasync_pipeline.definitions", "-j"]
-        d, c, e, imp = [], [], [], []
-        for _ in range(args.rounds):
+        code = ["-m", "hasync_pipeline.definitions"]
+        job = [os.path.join(BIN, "dagster"), "job", "execute", *code, "-j"]
+        dg = [os.path.join(BIN, "dg"), "launch", *code, "--job"]
+        timed(cli, env)  # the first sync (the journal) and a first Dagster run: not what is measured
+        timed(job + ["media_dell_to_hp"], env)
+        d, g, c, e, imp = [], [], [], [], []
+        for _ in range(rounds):
             c.append(timed(cli, env))
             d.append(timed(job + ["media_dell_to_hp"], env))
+            g.append(timed(dg + ["media_dell_to_hp"], env))
             e.append(timed(job + ["games_dell_to_hp"], env))
             imp.append(timed([sys.executable, "-c", "import dagster"], env))
         med = statistics.median
         print(
-            f"no-change pair of {args.files} files: dagster job execute {med(d):.2f}s | ha-sync CLI {med(c):.2f}s"
-            f" | ratio {med(d) / med(c):.2f}x | Dagster's extra {med(d) - med(c):.2f}s"
+            f"no-change pair of {files} files, medians of {rounds}: ha-sync CLI {med(c):.2f}s | "
+            f"dagster job execute {med(d):.2f}s (+{med(d) - med(c):.2f}s) | dg launch {med(g):.2f}s "
+            f"(+{med(g) - med(c):.2f}s)"
         )
         print(
             f"empty pair: dagster job execute {med(e):.2f}s | python -c 'import dagster' {med(imp):.2f}s | "
-            f"fixed cost of a run beyond the import {med(e) - med(imp):.2f}s"
+            f"fixed cost of a run beyond the import {med(e) - med(imp):.2f}s",
+            flush=True,
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)

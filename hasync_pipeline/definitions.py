@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 import dagster as dg
 
@@ -41,5 +42,8 @@ defs, ha_sync = build_definitions()
 
 # Dagster's import leaves ~200k long-lived objects that the interpreter's last garbage collection walks at
 # exit: 0.5 s of every run's process (measured: `python -c "import dagster"` 1.34 s, 0.84 s with this).
-# Frozen, they are skipped; everything a run allocates later is collected as usual.
-gc.freeze()
+# Frozen, they are skipped; everything a run allocates later is collected as usual.  Not in the long-lived
+# code server (`dagster api grpc`, which `dg dev` starts too): it never exits, and what it frees while it
+# serves must stay collectable.
+if sys.argv[1:3] != ["api", "grpc"]:
+    gc.freeze()

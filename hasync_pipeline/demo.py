@@ -2,8 +2,8 @@
 
 `python3 -m hasync_pipeline.demo [DIR]` (default ./demo) makes DIR/dell/media and DIR/hp/media with a few
 files (notes.txt differs on the two sides), writes DIR/env.sh (the environment a shell needs to type
-`dagster job execute -m hasync_pipeline.definitions -j media_dell_to_hp` itself, or `dg dev` for the UI;
-only the media schedules run there), then runs `dagster job execute` for media_dell_to_hp,
+`dg launch --job media_dell_to_hp -m hasync_pipeline.definitions` itself, or `dg dev` for the UI; only the
+media schedules run there), then runs `dg launch --job` for media_dell_to_hp,
 media_hp_to_dell and media_dell_to_hp again with dry_run off.  It is the pair's first sync: the union of
 both sides; notes.txt is a conflict, so both versions are kept (the HP's, newer, keeps the name; the
 Dell's becomes notes.sync-conflict-<date>-<time>-dell.txt), and the third run carries that copy to the
@@ -65,7 +65,7 @@ def demo_environment(base: str) -> dict[str, str]:
 def write_env_file(base: str, env: dict[str, str]) -> str:
     path = os.path.join(base, "env.sh")
     with open(path, "w") as f:
-        f.write("# source me: the demo's environment for `dagster job execute -m hasync_pipeline.definitions`\n")
+        f.write("# source me: the demo's environment for `dg launch --job ... -m hasync_pipeline.definitions`\n")
         f.write("# and, from the repository, `dg dev` (the web UI and the daemon)\n")
         for key, value in env.items():
             f.write(f"export {key}={shlex.quote(value)}\n")
@@ -81,19 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     config = os.path.join(base, "real-run.yaml")
     with open(config, "w") as f:
         f.write("ops:\n  acquire_lease:\n    config:\n      dry_run: false\n")
-    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    dg = os.path.join(os.path.dirname(sys.executable), "dg")
     for job in ("media_dell_to_hp", "media_hp_to_dell", "media_dell_to_hp"):
-        print(f"== dagster job execute -j {job} -c {config}", flush=True)
+        print(f"== dg launch --job {job} -c {config}", flush=True)
         proc = subprocess.run(
-            [dagster if os.path.exists(dagster) else "dagster", "job", "execute", *CODE, "-j", job, "-c", config],
+            [dg if os.path.exists(dg) else "dg", "launch", "--job", job, "-c", config, *CODE],
             env={**os.environ, **env},
         )
         if proc.returncode != 0:
             return proc.returncode
     print(
         f"\nDone: {base}/dell/media and {base}/hp/media now hold the same files; the audit trail is in "
-        f"{base}/state/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dagster job execute "
-        f"{' '.join(CODE)} -j media_dell_to_hp   (a dry-run by default); for the UI, from the repository: "
+        f"{base}/state/ha-sync-audit.sqlite3.\nFor your shell: . {env_file} && dg launch --job media_dell_to_hp "
+        f"{' '.join(CODE)}   (a dry-run by default); for the UI, from the repository: "
         f". {env_file} && dg dev"
     )
     return 0

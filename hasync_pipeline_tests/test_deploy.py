@@ -142,11 +142,14 @@ def allowed(docs, account: str) -> set[tuple[str, str, str | None]]:
     return found
 
 
-def test_three_accounts_each_with_the_least_it_needs(built):
+def test_four_accounts_each_with_the_least_it_needs(built):
     _, docs = built
     launcher, run = allowed(docs, "ha-sync-launcher"), allowed(docs, "ha-sync-run")
     assert {("jobs", v, None) for v in ("create", "get", "list", "watch", "delete")} <= launcher
     assert ("pods/log", "get", None) in launcher and not any(r == "leases" for r, _, _ in launcher)
+    webserver = allowed(docs, "ha-sync-webserver")  # queues runs, may stop one; only the daemon launches
+    assert ("jobs", "delete", None) in webserver and ("pods/log", "get", None) in webserver
+    assert not any(verb in ("create", "update", "patch") for _, verb, _ in webserver)
     pairs = [f"ha-sync-{pair}" for pair in PAIRS]
     leases = {("leases", "create", None)} | {("leases", v, n) for v in ("get", "update", "delete") for n in pairs}
     assert run == leases | {("pods", "get", None)}  # a lease whose holder's pod is gone counts as expired
@@ -154,11 +157,8 @@ def test_three_accounts_each_with_the_least_it_needs(built):
     accounts = of_kind(docs, "ServiceAccount")
     assert accounts["ha-sync-none"]["automountServiceAccountToken"] is False
     specs = {name: d["spec"]["template"]["spec"] for name, d in of_kind(docs, "Deployment").items()}
-    assert (
-        specs["dagster-daemon"]["serviceAccountName"]
-        == specs["dagster-webserver"]["serviceAccountName"]
-        == ("ha-sync-launcher")
-    )
+    assert specs["dagster-daemon"]["serviceAccountName"] == "ha-sync-launcher"
+    assert specs["dagster-webserver"]["serviceAccountName"] == "ha-sync-webserver"
     for name in ("ha-sync-ui", "dagster-code"):  # no token: no API access
         assert specs[name]["serviceAccountName"] == "ha-sync-none"
         assert specs[name]["automountServiceAccountToken"] is False
@@ -213,13 +213,16 @@ def test_the_code_server_answers_only_dagster_and_every_container_has_probes_and
     _, docs = built
     policy = of_kind(docs, "NetworkPolicy")["dagster-code"]
     sources = policy["spec"]["ingress"][0]["from"]
-    assert sources[0]["podSelector"]["matchExpressions"][0]["values"] == ["dagster-webserver", "dagster-daemon"]
-    assert sources[1]["podSelector"]["matchLabels"] == {"app.kubernetes.io/component": "run_worker"}
+    [only] = sources  # not the run pods: they load their job from the image, not from the code server
+    assert only["podSelector"]["matchExpressions"][0]["values"] == ["dagster-webserver", "dagster-daemon"]
     deployments = of_kind(docs, "Deployment")
     for name, d in deployments.items():
         [c] = d["spec"]["template"]["spec"]["containers"]
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], name
         assert "livenessProbe" in c, name
+    [migrate] = deployments["dagster-daemon"]["spec"]["template"]["spec"]["initContainers"]
+    assert migrate["args"] == ["dagster", "instance", "migrate"]  # every new image: Dagster's storage migrated
+    assert migrate["volumeMounts"][0]["mountPath"] == "/opt/dagster/home/dagster.yaml" and migrate["envFrom"]
     daemon = deployments["dagster-daemon"]["spec"]["template"]["spec"]["containers"][0]
     assert daemon["livenessProbe"]["exec"]["command"] == ["dagster-daemon", "liveness-check"]
     code = deployments["dagster-code"]["spec"]["template"]["spec"]["containers"][0]

@@ -12,6 +12,9 @@ import pytest
 from hasync_pipeline.audit import AuditStore, FeedTip
 from hasync_pipeline.cli_watch import Publisher
 from hasync_pipeline.definitions import defs, ha_sync
+from hasync_pipeline.engine.fingerprint import fingerprint
+from hasync_pipeline.engine.paths import ExcludeMatcher
+from hasync_pipeline.engine.walk import walk_tree
 from hasync_pipeline.feed.watcher import Watcher
 from hasync_pipeline.pipeline.ops import PAIR_TAG, SCOPE_TAG
 from hasync_pipeline_tests.conftest import write
@@ -77,6 +80,9 @@ def test_a_moved_tip_launches_that_side_s_direction_in_changes_scope_once_the_pa
             run_config=config, instance=instance, tags=request.tags
         )
         assert result.success and (hp / "media" / "new.mkv").read_text() == "frames"
+        [made] = result.asset_materializations_for_node("flush_opslog")  # its touched folders listed, not a walk
+        walked = walk_tree(str(hp / "media"), ExcludeMatcher(()), 4)
+        assert made.tags["dagster/data_version"] == fingerprint(walked) and made.metadata["files"].value == 3
         settle()
         tick(instance, cursor)
         assert lag_reports()["dell"] == (True, False)  # carried: nothing waits on the dell any more

@@ -29,12 +29,22 @@ from .changelog import fence
 from .echo import echo_tip
 from .folders import FolderSettler
 from .forking import Child, call_in_child
-from .incremental import ChangesWalk, carry_positions, direction_key, read_positions, save_positions, walk_changes
+from .incremental import (
+    ChangesWalk,
+    Scope,
+    carry_positions,
+    direction_key,
+    list_scope,
+    overlay,
+    read_positions,
+    save_positions,
+    walk_changes,
+)
 from .latency import workers_for
 from .liveness import DEST, SRC, Board, Deadlines, Side, SideStopped
 from .options import SyncOptions
 from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
-from .paths import ExcludeMatcher, display
+from .paths import ExcludeMatcher, display, split
 from .plan import Op, Plan
 from .ports import AuditUnwritable, Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
 from .reconcile import Draft, ReconcileOptions, finalize, reconcile
@@ -292,6 +302,14 @@ class SyncSession:
         if self.opts.dry_run or not (report.created or report.updated or report.deleted or report.conflicts):
             return self.dest_tree
         excludes, beat = ExcludeMatcher(self.opts.excludes), self.deadlines.board.beater(DEST)
+        if self.feed is not None and self.feed.trees is not None and self.the_plan is not None:
+            # a changes run: the folders its operations touched are listed again, the rest is the walk's (as
+            # trusted as the run itself; a full walk here took 3 s of a 6 s run at 1M, the pair held meanwhile)
+            touched = {rel for op in self.the_plan.ops for rel in (op.path, op.new_path) if rel is not None}
+            scope = Scope(folders=touched | {split(rel)[0] for rel in touched})
+            part = self.deadlines.call((DEST,), list_scope, self.dest, scope, excludes, beat)
+            mounts = frozenset(self.dest_tree.mount_points)
+            return overlay(self.dest_tree.dirs, mounts, scope, part, self.dest)
         tree: TreeListing = self.deadlines.call((DEST,), walk_tree, self.dest, excludes, self.opts.walk_threads, beat)
         return tree  # raises SideStopped if the destination stopped answering since the run ended
 

@@ -22,7 +22,7 @@ from .lag_check import lag_evaluation, lag_passed
 from .ops import PAIR_TAG, SCOPE_TAG
 
 DIRECTION_OF = {"dell": "dell_to_hp", "hp": "hp_to_dell"}  # a change on a server travels away from it
-INTERVAL_SECONDS = 5
+INTERVAL_SECONDS = 3  # half of it, on average, is what a change waits before its run is asked for
 LAG_CURSOR = "lag"  # in the cursor, next to each tip: what each copy's replication_lag check last said
 LAG_REPORT_EVERY = 60.0  # seconds between two reports of a lag that goes on
 _PENDING = [
