@@ -1,5 +1,6 @@
 """The commands users type: `dg check defs`, `dg launch --job media_dell_to_hp`, `dagster definitions
-validate`, `dagster job execute -j media_dell_to_hp` (superseded by dg, still working), and the web UI (dagster-webserver answering GraphQL), each as a real process."""
+validate`, `dagster job execute -j media_dell_to_hp` (superseded by dg, still working), and the web UI
+(dagster-webserver answering GraphQL), each as a real process."""
 
 from __future__ import annotations
 
