@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--driver", choices=("follow", "dagster"), default="follow")
     ap.add_argument("--no-idle", action="store_true", help="skip the idle cost (strace of rsync at 1M: minutes)")
+    ap.add_argument("--warmup", type=float, default=200, help="seconds the first change may take (a full walk)")
     ap.add_argument("--dir", help="build the pair here and keep it: a later run with the same --dir reuses it")
     opts = ap.parse_args()
     as_installed()
@@ -174,11 +175,13 @@ def main() -> None:
             rpo = []
             try:
                 stamp = int(time.time())  # names no earlier run with the same --dir used
-                warm = 0  # until one change arrives (the sensor's first tick only records the tips)
+                # until one change arrives (the sensor's first tick only records the tips; the watchers' new
+                # epoch makes the first run a full walk: through the latency bed at 1M, many minutes)
+                warm, tries = 0, max(10, int(opts.warmup // 20))
                 while arrives(f"{dell}/bench", f"{hp}/bench", f"warm-{stamp}-{warm}.txt", b"warm", within=20) is None:
                     warm += 1
-                    if warm > 10:
-                        raise SystemExit(f"no change arrived in 200 s (see {work}/daemon.log)")
+                    if warm > tries:
+                        raise SystemExit(f"no change arrived in {opts.warmup:g} s (see {work}/daemon.log)")
                 for i in range(opts.changes):
                     src, dest = (dell, hp) if i % 2 == 0 else (hp, dell)
                     took = arrives(
