@@ -138,6 +138,7 @@ def main() -> None:
             "/pairs/photos",
             "/api/conflicts?pair=photos",
             "/api/trash?pair=photos",
+            "/metrics",
         ):
             print(f"{url:<62} median {timed(client, url):7.1f} ms  (target < 200 ms)")
     finally:

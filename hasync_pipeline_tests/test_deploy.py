@@ -438,3 +438,24 @@ def test_every_command_the_image_runs_works_in_a_clean_venv(image_venv, built, t
         [bin_dir / "ha-sync-entrypoint", "no-such-command"], env=env, capture_output=True, text=True
     )
     assert missing.returncode == 127 and "cannot run no-such-command" in missing.stderr
+
+
+def test_the_monitoring_component_scrapes_the_dashboard_and_provisions_its_grafana_dashboard(tmp_path):
+    docs = build(["monitoring"], tmp_path)
+    [monitor] = of_kind(docs, "ServiceMonitor").values()
+    service = of_kind(docs, "Service")["ha-sync-ui"]
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()  # the dashboard's Service, and only it
+    assert not any(
+        selected.items() <= (s["metadata"].get("labels") or {}).items()
+        for name, s in of_kind(docs, "Service").items()
+        if name != "ha-sync-ui"
+    )
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    dashboard = of_kind(docs, "ConfigMap")["ha-sync-grafana-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["ha-sync.json"])["uid"] == "ha-sync"
+    assert "ha-sync" in of_kind(docs, "PrometheusRule")
+    [rule] = of_kind(docs, "NetworkPolicy")["ha-sync-ui-from-prometheus"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]

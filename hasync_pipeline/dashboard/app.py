@@ -1,7 +1,8 @@
 """The dashboard's web app (Starlette, which dagster-webserver already brings): read-only JSON over the audit
-tables, the main page (static, refreshing itself from the JSON) and two server-rendered pages (pages.py): an
-iteration's operations and a pair's activity, conflicts and trash.  Errors are a message (JSON for the API,
-a line of HTML for a page); never a stack trace or a DSN."""
+tables, the main page (static, refreshing itself from the JSON), two server-rendered pages (pages.py): an
+iteration's operations and a pair's activity, conflicts and trash; and GET /metrics for Prometheus
+(metrics.py).  Errors are a message (JSON for the API, a line of HTML for a page); never a stack trace or a
+DSN."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from importlib import resources
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +23,7 @@ from ..pairs import load_registry
 from ..settings import deployment
 from . import pages, queries
 from .chart import activity_svg
+from .metrics import render as render_metrics
 
 MAX_LIMIT, MAX_PAGE = 200, 1000
 CHART_DAYS, CONFLICT_DAYS = 7, 30
@@ -176,6 +179,10 @@ def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starle
     async def stylesheet(request: Request):
         return Response(style, media_type="text/css")
 
+    async def metrics(request: Request):
+        body = await run_in_threadpool(render_metrics, store)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     async def healthz(request: Request):
         return await run_in_threadpool(read, lambda conn: {"status": "ok"})
 
@@ -191,5 +198,6 @@ def create_app(dsn: str | None = None, dagster_url: str | None = None) -> Starle
             Route("/pairs/{pair}", pair_page),
             Route("/static/style.css", stylesheet),
             Route("/healthz", healthz),
+            Route("/metrics", metrics),
         ]
     )

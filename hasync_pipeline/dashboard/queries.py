@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Row
 
 from ..audit.schema import sync_checks
@@ -101,6 +101,63 @@ def recent_iterations(conn: Connection, pair: str | None, limit: int) -> list[di
     if pair:
         q = q.where(it.sync_pair == pair)
     return [iteration_json(r) for r in conn.execute(q)]
+
+
+# ---- per pair and direction (GET /metrics) -----------------------------------------------------------------
+
+
+def totals_by_direction(conn: Connection) -> list[Row]:
+    """Per (pair, direction, status): the real runs, their files by kind and bytes, summed over every
+    iteration ever recorded (sync_iterations is never purged: the sums only grow, as counters must).  One
+    grouped scan of sync_iterations (~1k rows a day), never sync_operations."""
+    return list(
+        conn.execute(
+            select(
+                it.sync_pair,
+                it.direction,
+                it.status,
+                func.count().label("runs"),
+                func.coalesce(func.sum(it.files_created), 0).label("created"),
+                func.coalesce(func.sum(it.files_updated), 0).label("updated"),
+                func.coalesce(func.sum(it.files_deleted), 0).label("deleted"),
+                func.coalesce(func.sum(it.files_failed), 0).label("failed"),
+                func.coalesce(func.sum(it.files_conflicted), 0).label("conflicted"),
+                func.coalesce(func.sum(it.total_bytes_transferred), 0).label("bytes"),
+            )
+            .where(it.dry_run == 0)
+            .group_by(it.sync_pair, it.direction, it.status)
+        )
+    )
+
+
+def failed_messages(conn: Connection) -> list[Row]:
+    """Per (pair, direction, message): how many real runs ended failed with it (the reason is read from the
+    message's first words: engine/outcome.failure_reason)."""
+    return list(
+        conn.execute(
+            select(it.sync_pair, it.direction, it.error_message, func.count().label("runs"))
+            .where(it.dry_run == 0, it.status == "failed")
+            .group_by(it.sync_pair, it.direction, it.error_message)
+        )
+    )
+
+
+def last_by_direction(conn: Connection, status: str | None = None) -> list[Row]:
+    """Per (pair, direction): the last real iteration (of `status`, if given), one row each."""
+    latest = select(it.sync_pair, it.direction, func.max(it.started_at).label("started_at")).where(it.dry_run == 0)
+    if status is not None:
+        latest = latest.where(it.status == status)
+    last = latest.group_by(it.sync_pair, it.direction).subquery()
+    q = select(*ITERATION_COLUMNS).join(
+        last,
+        (it.sync_pair == last.c.sync_pair) & (it.direction == last.c.direction) & (it.started_at == last.c.started_at),
+    )
+    if status is not None:
+        q = q.where(it.status == status)
+    rows: dict[tuple[str, str], Row] = {}
+    for row in conn.execute(q.where(it.dry_run == 0).order_by(it.id)):
+        rows[(row.sync_pair, row.direction)] = row  # two in the same millisecond: the later id
+    return list(rows.values())
 
 
 # ---- one iteration, one pair ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 
 from .forking import Child, FrameReader
 from .latency import mount_source
+from .outcome import NOT_ANSWERING, STOPPED_ANSWERING
 
 SRC, DEST = 0, 1  # the board's slots: a run's two sides
 _SLOT = struct.Struct("d")
@@ -227,7 +228,7 @@ class Deadlines:
                 if within is not None and waiting and time.monotonic() - started >= within:
                     names = " and ".join(str(self.sides[s]) for s in sorted(slots))
                     raise SideStopped(
-                        [self.sides[s] for s in sorted(slots)], f"{names} is not answering: no reply in {within:g} s"
+                        [self.sides[s] for s in sorted(slots)], f"{names} {NOT_ANSWERING}: no reply in {within:g} s"
                     )
                 self._check(slots, started, slow_since)
         except BaseException as exc:
@@ -262,12 +263,14 @@ class Deadlines:
         if dead:
             names = " and ".join(str(self.sides[s]) for s in dead)
             longest = max(quiet[s] for s in dead)
-            raise SideStopped([self.sides[s] for s in dead], f"{names} stopped answering: no reply for {longest:.0f} s")
+            raise SideStopped(
+                [self.sides[s] for s in dead], f"{names} {STOPPED_ANSWERING}: no reply for {longest:.0f} s"
+            )
         for s in stalled:
             if quiet[s] >= SLOW_LIMIT * self.stall_timeout:
                 raise SideStopped(
                     [self.sides[s]],
-                    f"{self.sides[s]} stopped answering: no progress for {quiet[s]:.0f} s (its root still answers "
+                    f"{self.sides[s]} {STOPPED_ANSWERING}: no progress for {quiet[s]:.0f} s (its root still answers "
                     "a probe: a hung file or lock?)",
                 )
             slow_since[s] = time.monotonic()  # alive: looked at again after another stall_timeout

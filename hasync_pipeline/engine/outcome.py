@@ -21,6 +21,25 @@ class Status(StrEnum):
     FAILED = "failed"  # the run could not complete (lease lost, unreadable root...)
 
 
+# How a failed run's message begins (the audit row keeps only "failed" and the message): the words are made
+# here and read back by failure_reason, for the metrics' reason label
+REFUSED_WORDS = "refused, nothing changed"
+INTERRUPTED_WORDS = "interrupted by"
+STOPPED_ANSWERING, NOT_ANSWERING = "stopped answering", "is not answering"
+FAILURE_REASONS = ("server_not_answering", "refused", "interrupted", "other")  # what failure_reason returns
+
+
+def failure_reason(message: str) -> str:
+    """A failed run's kind, from its audit message: server_not_answering, refused, interrupted or other."""
+    if STOPPED_ANSWERING in message or NOT_ANSWERING in message:
+        return "server_not_answering"
+    if message.startswith(REFUSED_WORDS):
+        return "refused"
+    if message.startswith(INTERRUPTED_WORDS):
+        return "interrupted"
+    return "other"
+
+
 # ha-sync's documented exit codes (2, bad usage, is decided before a run exists)
 (
     EXIT_OK,

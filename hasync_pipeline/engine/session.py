@@ -43,7 +43,7 @@ from .incremental import (
 from .latency import workers_for
 from .liveness import DEST, SRC, Board, Deadlines, Side, SideStopped
 from .options import SyncOptions
-from .outcome import AUDIT_STATUS, Outcome, RunEnded, Status
+from .outcome import AUDIT_STATUS, INTERRUPTED_WORDS, REFUSED_WORDS, Outcome, RunEnded, Status
 from .paths import ExcludeMatcher, display, split
 from .plan import Op, Plan
 from .ports import AuditUnwritable, Interrupted, Lease, LeaseHeld, LeaseLost, NoLease, NoTrail, Trail
@@ -135,7 +135,7 @@ class SyncSession:
             try:
                 self.trail.check()
             except AuditUnwritable as exc:
-                raise self._end(Status.REFUSED, f"refused, nothing changed: {exc}", exc) from None
+                raise self._end(Status.REFUSED, f"{REFUSED_WORDS}: {exc}", exc) from None
             self._recording = True
             self.trail.flush_leftovers()
 
@@ -463,7 +463,7 @@ class SyncSession:
         except RunEnded:
             pass
         except Interrupted as exc:  # arrived between two steps
-            self._end(Status.INTERRUPTED, f"interrupted by {exc}; changes stopped, temp files removed", exc)
+            self._end(Status.INTERRUPTED, f"{INTERRUPTED_WORDS} {exc}; changes stopped, temp files removed", exc)
         finally:
             self.close()
         assert self.outcome is not None
@@ -503,7 +503,7 @@ class SyncSession:
         except RunEnded:
             raise
         except safety.SafetyRefusal as exc:
-            raise self._end(Status.REFUSED, f"refused, nothing changed: {exc}", exc) from None
+            raise self._end(Status.REFUSED, f"{REFUSED_WORDS}: {exc}", exc) from None
         except SideStopped as exc:
             detail = "nothing changed" if when else "changes stopped; the pair goes on by itself once it answers"
             raise self._end(Status.UNREACHABLE, f"{exc}; {detail}", exc) from None
@@ -516,7 +516,7 @@ class SyncSession:
                 "a temp file may be left: the next run removes it" if self.deadlines.cut_short else "temp files removed"
             )
             detail = f" {when}" if when else f"; changes stopped, {left}"
-            raise self._end(Status.INTERRUPTED, f"interrupted by {exc}{detail}", exc) from None
+            raise self._end(Status.INTERRUPTED, f"{INTERRUPTED_WORDS} {exc}{detail}", exc) from None
         except Exception as exc:  # noqa: BLE001 - WalkError, OSError, anything else: the run failed, say why
             raise self._end(Status.FAILED, f"failed: {describe_error(exc)}", exc) from None
 
