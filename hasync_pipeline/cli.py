@@ -228,5 +228,19 @@ def _main(argv: list[str] | None, watch: SignalWatch) -> int:
         raise
 
 
+def console_main() -> None:
+    """The `ha-sync` command: main(), then exit - at once when a thread is still blocked on a dead share.
+    A walk's or a folder level's pool thread (concurrent.futures) left behind on a share that stopped
+    answering would otherwise keep the interpreter from exiting, which joins such threads at shutdown: the
+    run had ended, said so and given its lease back, and its process stayed for as long as the server was
+    away."""
+    code = main()
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

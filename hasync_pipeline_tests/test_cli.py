@@ -362,3 +362,18 @@ def test_every_user_error_is_one_line_with_its_documented_exit_code_and_nothing_
             assert snapshot(hp) == {} and snapshot(readonly) == {}, what
     finally:
         subprocess.run(["umount", str(readonly)], check=False)
+
+
+def test_the_command_exits_when_its_run_ended_though_a_pool_thread_is_still_blocked():
+    """A walk's or a folder level's pool thread left behind on a dead share is non-daemon (concurrent.futures):
+    the interpreter would wait for it at exit, as long as the server is away.  Stood in for by a thread that
+    waits forever; the command's own work (here: a usage error, code 2) is done."""
+    program = (
+        "import threading, sys\n"
+        "from hasync_pipeline import cli\n"
+        "threading.Thread(target=threading.Event().wait, name='stuck-on-a-dead-share').start()\n"
+        "sys.argv = ['ha-sync', 'job', 'no_such_job']\n"
+        "cli.console_main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no_such_job" in proc.stderr, proc.stderr

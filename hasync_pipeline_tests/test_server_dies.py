@@ -70,19 +70,32 @@ def to_dell(share: FaultyShare, hp: Path, tmp_path: Path, *extra: str, **kw) -> 
 
 
 def start(src: Path, dest: Path, direction: str, tmp_path: Path, *extra: str, env=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "hasync_pipeline.cli", *args(src, dest, direction, tmp_path, *extra)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **STALLING, **(env or {})},
-    )
+    """The run, its output to files: a worker of it still stuck in the kernel on the dead share (a FUSE or NFS
+    request no signal can end, until the server answers) would hold pipes open after the run itself ended."""
+    out = tmp_path / f"run-{time.monotonic_ns()}"
+    with open(f"{out}.out", "w") as stdout, open(f"{out}.err", "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hasync_pipeline.cli", *args(src, dest, direction, tmp_path, *extra)],
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, **STALLING, **(env or {})},
+        )
+    proc.output = out  # type: ignore[attr-defined]
+    return proc
+
+
+def ended(proc: subprocess.Popen, timeout: float | None = None) -> tuple[str, str]:
+    """Wait for the run's own process (not for its children's pipes) and return what it printed."""
+    proc.wait(timeout=timeout)
+    out = proc.output  # type: ignore[attr-defined]
+    return Path(f"{out}.out").read_text(), Path(f"{out}.err").read_text()
 
 
 def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert proc.poll() is None, f"the run ended before {what}: {proc.communicate()}"
+        assert proc.poll() is None, f"the run ended before {what}: {ended(proc)}"
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.002)  # polling an observable condition, bounded by the deadline
 
@@ -158,10 +171,10 @@ def test_a_server_dying_mid_copy_ends_the_run_within_the_deadline_and_the_pair_r
     share.hang()
     died = time.monotonic()
     try:
-        _, err = proc.communicate(timeout=DEADLINE + 30)  # today's code: waits for as long as the dell is away
+        _, err = ended(proc, timeout=DEADLINE + 30)  # today's code: waits for as long as the dell is away
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         raise
     took = time.monotonic() - died
     assert proc.returncode == 8, err
@@ -209,10 +222,10 @@ def test_sigterm_while_blocked_on_a_dead_share_exits_in_seconds_and_gives_the_ku
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         try:
-            _, err = proc.communicate(timeout=60)  # today's code: still running, SIGKILLed by the kubelet
+            _, err = ended(proc, timeout=60)  # today's code: still running, SIGKILLed by the kubelet
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            proc.wait()
             raise
         assert time.monotonic() - sent <= 5.0
         assert proc.returncode == 6 and "interrupted by SIGTERM" in err, err
