@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from hasync_pipeline.audit import AuditStore
 from hasync_pipeline.dashboard.app import create_app
 from hasync_pipeline.engine.outcome import FAILURE_REASONS, failure_reason
 from hasync_pipeline.feed.lag import LAG_WARN_SECONDS
@@ -90,6 +92,21 @@ def test_the_endpoint_tells_each_direction_s_runs_files_and_last_status_from_rea
     for _, labels in samples:
         for _, text in labels:  # no path, message or secret in a label
             assert "/" not in text and " " not in text, labels
+
+
+def test_a_run_under_way_shows_as_in_progress_and_is_not_counted_until_it_ends(audited):
+    dsn, _ = audited
+    store = AuditStore(dsn)
+    now = datetime.now(UTC).isoformat()
+    header = {"run_id": "r-under-way", "pair": "media", "direction": "dell_to_hp", "src": "a", "dest": "b"}
+    store.start_iteration({**header, "started_at": now})  # the row a run writes when it starts
+    store.dispose()
+    samples = scrape(dsn)
+    media = {"pair": "media", "direction": "dell_to_hp"}
+    assert value(samples, "hasync_run_in_progress", **media) == 1
+    assert value(samples, "hasync_last_run_status", **media, status="running") == 1
+    assert value(samples, "hasync_runs_total", **media, status="running") is None  # a counter never goes down
+    assert value(samples, "hasync_runs_total", **media, status="success") == 2
 
 
 def test_a_dead_database_is_a_zero_not_an_error_page(tmp_path):

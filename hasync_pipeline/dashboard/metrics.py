@@ -6,7 +6,7 @@ secret.  A database that does not answer is `hasync_audit_db_up 0` (and nothing 
 alert on it is then Prometheus's to raise.
 
 Cost: a grouped scan of sync_iterations (never sync_operations) and two "last per pair and direction"
-lookups; measured in bench/bench_dashboard.py.
+lookups; bench/bench_dashboard.py times it over 50k iterations and 1M operations on MariaDB (README).
 """
 
 from __future__ import annotations

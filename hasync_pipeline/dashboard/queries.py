@@ -107,9 +107,10 @@ def recent_iterations(conn: Connection, pair: str | None, limit: int) -> list[di
 
 
 def totals_by_direction(conn: Connection) -> list[Row]:
-    """Per (pair, direction, status): the real runs, their files by kind and bytes, summed over every
-    iteration ever recorded (sync_iterations is never purged: the sums only grow, as counters must).  One
-    grouped scan of sync_iterations (~1k rows a day), never sync_operations."""
+    """Per (pair, direction, status): the real runs that ended, their files by kind and bytes, summed over
+    every iteration ever recorded (sync_iterations is never purged, and a run still `running` is left out
+    until it ends: the sums only grow, as counters must).  One grouped scan of sync_iterations (~1k rows a
+    day), never sync_operations."""
     return list(
         conn.execute(
             select(
@@ -124,7 +125,7 @@ def totals_by_direction(conn: Connection) -> list[Row]:
                 func.coalesce(func.sum(it.files_conflicted), 0).label("conflicted"),
                 func.coalesce(func.sum(it.total_bytes_transferred), 0).label("bytes"),
             )
-            .where(it.dry_run == 0)
+            .where(it.dry_run == 0, it.status != "running")
             .group_by(it.sync_pair, it.direction, it.status)
         )
     )

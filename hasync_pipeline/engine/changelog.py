@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
-CHANGES_DIR = os.path.join(".hasync", "changes")
+STATE_FOLDER = ".hasync"  # the journal's folder (journal.STATE_DIR); the change log and fences live in it
+CHANGES_DIR = os.path.join(STATE_FOLDER, "changes")
 SEGMENT_BYTES = 4 << 20  # a segment is closed at this size (~60k records of typical paths)
 MAX_SEGMENTS = 16  # kept at most: 64 MiB of changes; older ones dropped (a reader that far behind walks)
 _TAIL = 64 << 10  # bytes of a segment's end that tip() reads (a record's line is far shorter)
@@ -43,7 +44,7 @@ def fence(root: str, timeout: float = FENCE_SECONDS) -> bool:
     (NFS's close-to-open check asks the server each time; a stat may answer from the client's cache)."""
     if not os.path.isdir(os.path.join(root, CHANGES_DIR)):
         return False  # no watcher has ever run here
-    path = os.path.join(root, ".hasync", f"{FENCE_PREFIX}{secrets.token_hex(8)}")
+    path = os.path.join(root, STATE_FOLDER, f"{FENCE_PREFIX}{secrets.token_hex(8)}")
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

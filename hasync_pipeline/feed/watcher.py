@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 
 from inotify_simple import INotify, flags
 
-from ..engine.changelog import FENCE_PREFIX, ChangeLogWriter, Position
+from ..engine.changelog import FENCE_PREFIX, STATE_FOLDER, ChangeLogWriter, Position
 from ..engine.incremental import consumed
 from ..engine.paths import INTERNAL_PREFIX, join
 
@@ -83,7 +83,7 @@ class RootWatch:
         self.rescans: set[bytes] = set()
         self.waiting = Waiting(self.log.tip)
         self.fences: list[str] = []  # readers' fences seen (changelog.fence): removed once the batch is logged
-        self.state_dir = os.path.join(root, ".hasync")
+        self.state_dir = os.path.join(root, STATE_FOLDER)
         self.state_wd = inotify.add_watch(self.state_dir, flags.CREATE | flags.MOVED_TO)
         self.watch_tree(b"")
 
